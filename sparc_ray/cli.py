@@ -1,0 +1,103 @@
+"""``sparc-ray`` command line: train, inspect / promote / roll back models, bulk predict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from sparc_ray.config import add_train_arguments
+from sparc_ray.registry import ModelRegistry, RegistryError
+
+
+def _models(args: argparse.Namespace) -> int:
+    reg = ModelRegistry(args.store)
+    if args.action == "list":
+        names = [args.name] if args.name else reg.names()
+        for name in names:
+            current = reg.alias(name)
+            print(f"{name}  (production: {current or '-'})")
+            for v in reg.versions(name):
+                m = reg.metadata(name, v)
+                h = m.get("metrics", {}).get("holdout", {})
+                gates = "pass" if m.get("gates", {}).get("passed") else "FAIL"
+                mark = "*" if v == current else " "
+                print(
+                    f" {mark} {v}  {m.get('model_type', '?'):<24} "
+                    f"acc={h.get('accuracy', float('nan')):.4f} gates={gates}  "
+                    f"{m.get('created_at', '')}"
+                )
+        return 0
+    if not args.name:
+        raise RegistryError("--name is required")
+    if args.action == "show":
+        version = reg.resolve(args.name, args.version or "production")
+        meta = reg.metadata(args.name, version)
+        if not args.full:
+            meta.pop("reference", None)
+        print(json.dumps(meta, indent=2))
+    elif args.action == "promote":
+        if not args.version:
+            raise RegistryError("promote needs a VERSION")
+        reg.promote(args.name, reg.resolve(args.name, args.version), force=args.force)
+        print(f"{args.name}: production -> {reg.alias(args.name)}")
+    elif args.action == "rollback":
+        print(f"{args.name}: production -> {reg.rollback(args.name)}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from sparc_ray.client import score_csv
+
+    n = score_csv(
+        args.url,
+        args.input,
+        args.output,
+        chunk_size=args.chunk_size,
+        include_probabilities=args.probabilities,
+    )
+    print(f"scored {n} rows" + (f" -> {args.output}" if args.output else ""), file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparc-ray", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="tune, evaluate and publish a model (local Ray)")
+    add_train_arguments(train)
+
+    models = sub.add_parser("models", help="inspect the registry")
+    models.add_argument("action", choices=["list", "show", "promote", "rollback"])
+    models.add_argument("version", nargs="?", help="version id, 'production' or 'latest'")
+    models.add_argument("--store", default="model_store")
+    models.add_argument("--name", help="model name (list: all models when omitted)")
+    models.add_argument("--force", action="store_true", help="promote despite failed gates")
+    models.add_argument("--full", action="store_true", help="show: include drift references")
+
+    predict = sub.add_parser("predict", help="score a CSV file over HTTP in chunks")
+    predict.add_argument(
+        "--url", required=True, help="service base URL, e.g. http://127.0.0.1:8000"
+    )
+    predict.add_argument("--input", required=True, help="CSV with the model's feature columns")
+    predict.add_argument("--output", help="CSV to write (default: stdout)")
+    predict.add_argument("--chunk-size", type=int, default=500)
+    predict.add_argument("--probabilities", action="store_true", help="add one column per class")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        from sparc_ray.training import run_job
+
+        return run_job(args)
+    try:
+        return _models(args) if args.command == "models" else _predict(args)
+    except RegistryError as exc:
+        print(f"sparc-ray: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Training-job configuration: a tune/*.yaml file with command-line overrides."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sparc_ray.evaluation import DEFAULT_GATES
+from sparc_ray.models import MODEL_FAMILIES
+
+DEFAULT_CONFIG = "tune/default.yaml"
+
+
+class ConfigError(ValueError):
+    """The YAML or a flag is invalid; the message names the key."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs, resolved from YAML + flags."""
+
+    raw: dict[str, Any]
+    resume: bool = False
+
+    # Views over ``raw`` so the YAML stays the single source of truth.
+    @property
+    def name(self) -> str:
+        return self.raw["name"]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.raw["data"]
+
+    @property
+    def cv(self) -> dict[str, Any]:
+        return self.raw["cv"]
+
+    @property
+    def search(self) -> dict[str, Any]:
+        return self.raw["search"]
+
+    @property
+    def gates(self) -> dict[str, float]:
+        return self.raw["gates"]
+
+    @property
+    def registry(self) -> dict[str, Any]:
+        return self.raw["registry"]
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="search-space YAML")
+    parser.add_argument("--data", help="CSV/Parquet path or URI, or builtin:NAME")
+    parser.add_argument("--target", help="label column")
+    parser.add_argument("--name", help="registry model name")
+    parser.add_argument("--store", help="registry root: directory or URI")
+    parser.add_argument("--storage-path", help="Tune experiment storage: directory or URI")
+    parser.add_argument("--num-samples", type=int, help="grid repeats / random configs per family")
+    parser.add_argument("--scheduler", choices=["asha", "fifo"])
+    parser.add_argument("--n-folds", type=int, help="CV folds per trial")
+    parser.add_argument("--resume", action="store_true", help="continue the latest experiment")
+    parser.add_argument(
+        "--no-promote", action="store_true", help="store the model without promoting it"
+    )
+
+
+def load_config(args: argparse.Namespace) -> TrainConfig:
+    path = Path(args.config)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    raw = copy.deepcopy(raw)
+    raw.setdefault("data", {})
+    raw.setdefault("cv", {})
+    raw.setdefault("search", {})
+    raw.setdefault("registry", {})
+    raw.setdefault("gates", dict(DEFAULT_GATES))
+    overrides = {
+        ("data", "path"): args.data,
+        ("data", "target"): args.target,
+        ("registry", "store"): args.store,
+        ("search", "storage_path"): args.storage_path,
+        ("search", "num_samples"): args.num_samples,
+        ("search", "scheduler"): args.scheduler,
+        ("cv", "n_folds"): args.n_folds,
+    }
+    for (section, key), value in overrides.items():
+        if value is not None:
+            raw[section][key] = value
+    if args.data and not args.name and not args.data.startswith("builtin:"):
+        raw["name"] = Path(args.data.split("?")[0]).stem  # a new dataset, a new model name
+    if args.name:
+        raw["name"] = args.name
+    if args.no_promote:
+        raw["registry"]["promote"] = False
+    _apply_defaults(raw)
+    _check(raw, path)
+    return TrainConfig(raw=raw, resume=bool(args.resume))
+
+
+def _apply_defaults(raw: dict[str, Any]) -> None:
+    raw["data"].setdefault("test_size", 0.2)
+    raw["data"].setdefault("seed", 42)
+    raw["cv"].setdefault("n_folds", 5)
+    raw["cv"].setdefault("scoring", "accuracy")
+    s = raw["search"]
+    for key, value in {
+        "sampler": "grid",
+        "num_samples": 1,
+        "scheduler": "asha",
+        "cpus_per_trial": 1,
+        "max_concurrent_trials": None,
+        "storage_path": "ray_results",
+    }.items():
+        s.setdefault(key, value)
+    s.setdefault("asha", {})
+    s["asha"].setdefault("grace_period", 1)
+    s["asha"].setdefault("reduction_factor", 2)
+    raw["registry"].setdefault("store", "model_store")
+    raw["registry"].setdefault("promote", True)
+
+
+def _check(raw: dict[str, Any], path: Path) -> None:
+    def fail(msg: str) -> None:
+        raise ConfigError(f"{path}: {msg}")
+
+    if not raw.get("name"):
+        fail("`name` (registry model name) is required")
+    if not raw["data"].get("path"):
+        fail("`data.path` is required (or pass --data)")
+    if not raw["data"].get("target") and not str(raw["data"]["path"]).startswith("builtin:"):
+        fail("`data.target` is required for a file dataset (or pass --target)")
+    if not 0 < float(raw["data"]["test_size"]) < 1:
+        fail("`data.test_size` must be between 0 and 1")
+    if int(raw["cv"]["n_folds"]) < 2:
+        fail("`cv.n_folds` must be at least 2")
+    s = raw["search"]
+    if s["sampler"] not in {"grid", "random"}:
+        fail("`search.sampler` must be grid or random")
+    if s["scheduler"] not in {"asha", "fifo"}:
+        fail("`search.scheduler` must be asha or fifo")
+    if int(s["num_samples"]) < 1:
+        fail("`search.num_samples` must be at least 1")
+    space = s.get("space")
+    if not isinstance(space, dict) or not space:
+        fail("`search.space` must map model families to parameters")
+    for family, params in space.items():
+        if family not in MODEL_FAMILIES:
+            fail(f"`search.space.{family}`: unknown model family; use {list(MODEL_FAMILIES)}")
+        if not isinstance(params or {}, dict):
+            fail(f"`search.space.{family}` must be a mapping of parameters")
+    for gate, value in raw["gates"].items():
+        if not isinstance(value, int | float):
+            fail(f"`gates.{gate}` must be a number")

@@ -1,0 +1,157 @@
+"""Dataset loading (CSV / Parquet / bundled), feature-schema inference and splitting."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+BUILTIN_PREFIX = "builtin:"
+MAX_CATEGORIES = 1000  # categories kept in the schema per categorical feature
+
+
+class DataError(ValueError):
+    """The dataset cannot be used; the message says why and names the column."""
+
+
+def _builtin(name: str) -> tuple[pd.DataFrame, str]:
+    from sklearn import datasets
+
+    loaders = {
+        "breast_cancer": datasets.load_breast_cancer,
+        "iris": datasets.load_iris,
+        "wine": datasets.load_wine,
+    }
+    if name not in loaders:
+        raise DataError(f"unknown bundled dataset {name!r}; choose one of {sorted(loaders)}")
+    bunch = loaders[name](as_frame=True)
+    df = bunch.frame.copy()
+    # String labels make responses readable ("malignant" rather than 0).
+    df["target"] = np.asarray(bunch.target_names)[bunch.target.to_numpy()]
+    return df, "target"
+
+
+def load_dataset(uri: str) -> tuple[pd.DataFrame, str | None]:
+    """Load ``builtin:NAME``, or a CSV / Parquet file at a local path or pyarrow URI.
+
+    Returns the frame and the default target column (only bundled datasets have one).
+    """
+    if uri.startswith(BUILTIN_PREFIX):
+        return _builtin(uri[len(BUILTIN_PREFIX) :])
+    import pyarrow.csv as pacsv
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    if "://" in uri:
+        try:
+            fs, path = pafs.FileSystem.from_uri(uri)
+        except Exception as exc:  # unknown scheme, bad bucket, no credentials...
+            raise DataError(f"cannot open {uri!r}: {exc}") from exc
+    else:
+        fs, path = pafs.LocalFileSystem(), os.path.abspath(uri)
+    info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        raise DataError(f"data file not found: {uri}")
+    try:
+        if path.endswith((".parquet", ".pq")):
+            table = pq.read_table(path, filesystem=fs)
+        else:
+            with fs.open_input_stream(path) as stream:
+                # Empty CSV cells are missing values, also in string columns.
+                convert = pacsv.ConvertOptions(strings_can_be_null=True)
+                table = pacsv.read_csv(stream, convert_options=convert)
+    except Exception as exc:
+        raise DataError(f"cannot parse {uri}: {exc}") from exc
+    return table.to_pandas(), None
+
+
+@dataclass
+class FeatureSpec:
+    """What training saw of one feature; stored in metadata.json and used to validate requests."""
+
+    name: str
+    kind: str  # "numeric" | "categorical"
+    dtype: str
+    missing_rate: float
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def is_numeric(series: pd.Series) -> bool:
+    return ptypes.is_numeric_dtype(series) or ptypes.is_bool_dtype(series)
+
+
+def infer_schema(X: pd.DataFrame) -> list[FeatureSpec]:
+    """Infer per-feature kind, dtype, range / categories and missing rate."""
+    specs = []
+    for name in X.columns:
+        col = X[name]
+        missing = float(col.isna().mean()) if len(col) else 0.0
+        if is_numeric(col):
+            values = col.dropna().astype(float)
+            specs.append(
+                FeatureSpec(
+                    name=str(name),
+                    kind="numeric",
+                    dtype=str(col.dtype),
+                    missing_rate=missing,
+                    min=float(values.min()) if len(values) else None,
+                    max=float(values.max()) if len(values) else None,
+                )
+            )
+        else:
+            cats = sorted(col.dropna().astype(str).unique().tolist())[:MAX_CATEGORIES]
+            specs.append(
+                FeatureSpec(
+                    name=str(name),
+                    kind="categorical",
+                    dtype=str(col.dtype),
+                    missing_rate=missing,
+                    categories=cats,
+                )
+            )
+    return specs
+
+
+def split_features(specs: list[FeatureSpec]) -> tuple[list[str], list[str]]:
+    numeric = [s.name for s in specs if s.kind == "numeric"]
+    categorical = [s.name for s in specs if s.kind == "categorical"]
+    return numeric, categorical
+
+
+def normalize_features(X: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns as Python-object strings (NaN kept), numeric as float64.
+
+    Applied to training data and to request batches so the pipeline sees one representation.
+    """
+    out = {}
+    for name in X.columns:
+        col = X[name]
+        if is_numeric(col):
+            out[name] = col.astype("float64")
+        else:
+            values = col.to_numpy(dtype=object, na_value=np.nan)
+            out[name] = pd.Series(
+                [v if isinstance(v, str) or pd.isna(v) else str(v) for v in values],
+                index=X.index,
+                dtype=object,
+            )
+    return pd.DataFrame(out, index=X.index)
+
+
+def fingerprint(df: pd.DataFrame) -> str:
+    """Content hash of a frame (values, columns, dtypes), stable across runs."""
+    h = hashlib.sha256()
+    h.update(",".join(map(str, df.columns)).encode())
+    h.update(",".join(map(str, df.dtypes)).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()

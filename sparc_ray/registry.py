@@ -1,0 +1,217 @@
+"""Model registry: ``<store>/<name>/<version>/{model.joblib, metadata.json, report/}``.
+
+``<store>/<name>/production`` is a one-line file naming the promoted version and
+``production.history`` the promotions so far (for rollback). The store is a local directory or
+any URI pyarrow's filesystem layer understands (``s3://``, ``gs://``, ``file://``...).
+A version directory is staged under a hidden name and renamed into place, and alias files are
+replaced atomically, so a reader sees a whole version or none (renames are atomic on local and
+POSIX shared filesystems; object stores publish ``metadata.json`` last and readers ignore a
+version without it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import posixpath
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from sparc_ray.models import METADATA_FILE, MODEL_FILE, SPARCClassificationModel, sha256_bytes
+
+VERSION_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+ALIAS = "production"
+
+
+class RegistryError(RuntimeError):
+    """Unknown model / version, bad name, or a refused operation."""
+
+
+def new_version(now: dt.datetime | None = None) -> str:
+    """Sortable, unique version id: UTC time to the microsecond plus a random suffix."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return now.strftime("v%Y%m%d-%H%M%S-%f-") + uuid.uuid4().hex[:6]
+
+
+def check_name(value: str, what: str = "version") -> str:
+    if not VERSION_RE.match(value or "") or value in {".", ".."} or value.startswith("."):
+        raise RegistryError(f"invalid {what} {value!r}: must match {VERSION_RE.pattern}")
+    return value
+
+
+class ModelRegistry:
+    def __init__(self, store: str | os.PathLike[str]) -> None:
+        store = str(store)
+        if "://" in store:
+            self.fs, self.root = pafs.FileSystem.from_uri(store)
+        else:
+            self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(store)
+        self.root = self.root.rstrip("/")
+        self.store = store
+
+    @property
+    def root_path(self) -> Path:
+        """The store as a local path (local stores only)."""
+        if not isinstance(self.fs, pafs.LocalFileSystem):
+            raise RegistryError(f"{self.store} is not a local store")
+        return Path(self.root)
+
+    # -- paths --------------------------------------------------------------------------
+    def _path(self, *parts: str) -> str:
+        """Join under the store and refuse anything that would escape it."""
+        path = posixpath.normpath(posixpath.join(self.root, *parts))
+        if path != self.root and not path.startswith(self.root + "/"):
+            raise RegistryError(f"path {'/'.join(parts)!r} is outside the store")
+        return path
+
+    def version_dir(self, name: str, version: str) -> str:
+        return self._path(check_name(name, "model name"), check_name(version))
+
+    def _read(self, path: str) -> bytes:
+        with self.fs.open_input_stream(path) as fh:
+            return fh.read()
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with self.fs.open_output_stream(tmp) as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        else:  # a single-object PUT is atomic on object stores
+            with self.fs.open_output_stream(path) as fh:
+                fh.write(data)
+
+    def _exists(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    # -- reading ------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        sel = pafs.FileSelector(self.root, allow_not_found=True)
+        return sorted(
+            i.base_name
+            for i in self.fs.get_file_info(sel)
+            if i.type == pafs.FileType.Directory
+            and VERSION_RE.match(i.base_name)
+            and not i.base_name.startswith(".")
+        )
+
+    def versions(self, name: str) -> list[str]:
+        """Complete versions (those with metadata.json), oldest first."""
+        sel = pafs.FileSelector(self._path(check_name(name, "model name")), allow_not_found=True)
+        found = [
+            i.base_name
+            for i in self.fs.get_file_info(sel)
+            if i.type == pafs.FileType.Directory and not i.base_name.startswith(".")
+        ]
+        return sorted(
+            v
+            for v in found
+            if self._exists(posixpath.join(self.version_dir(name, v), METADATA_FILE))
+        )
+
+    def metadata(self, name: str, version: str) -> dict[str, Any]:
+        path = posixpath.join(self.version_dir(name, version), METADATA_FILE)
+        if not self._exists(path):
+            raise RegistryError(f"model {name!r} has no version {version!r} in {self.store}")
+        return json.loads(self._read(path))
+
+    def alias(self, name: str) -> str | None:
+        path = self._path(check_name(name, "model name"), ALIAS)
+        return self._read(path).decode().strip() if self._exists(path) else None
+
+    def history(self, name: str) -> list[str]:
+        path = self._path(check_name(name, "model name"), f"{ALIAS}.history")
+        return json.loads(self._read(path)) if self._exists(path) else []
+
+    def resolve(self, name: str, ref: str = ALIAS) -> str:
+        """A version id, or ``production`` / ``latest`` resolved to one."""
+        if ref == ALIAS:
+            version = self.alias(name)
+            if version is None:
+                raise RegistryError(f"model {name!r} has no promoted version in {self.store}")
+            return version
+        if ref == "latest":
+            versions = self.versions(name)
+            if not versions:
+                raise RegistryError(f"model {name!r} has no versions in {self.store}")
+            return versions[-1]
+        return check_name(ref)
+
+    def load(self, name: str, ref: str = ALIAS) -> tuple[SPARCClassificationModel, dict[str, Any]]:
+        """Load a version after checking the model file's sha256 against metadata.json."""
+        version = self.resolve(name, ref)
+        meta = self.metadata(name, version)
+        data = self._read(posixpath.join(self.version_dir(name, version), MODEL_FILE))
+        return SPARCClassificationModel.from_bytes(data, meta["sha256"]), meta
+
+    # -- writing ------------------------------------------------------------------------
+    def publish(
+        self,
+        name: str,
+        model: SPARCClassificationModel,
+        metadata: dict[str, Any],
+        files: dict[str, bytes] | None = None,
+        version: str | None = None,
+    ) -> str:
+        """Write a new version (model, extra files, then metadata.json) and return its id."""
+        version = check_name(version or new_version())
+        final = self.version_dir(name, version)
+        if self._exists(final):
+            raise RegistryError(f"version {version!r} of {name!r} already exists")
+        staging = self._path(name, f".staging-{version}")
+        self.fs.create_dir(staging, recursive=True)
+        data = model.to_bytes()
+        meta = {
+            **metadata,
+            "name": name,
+            "version": version,
+            "model_file": MODEL_FILE,
+            "sha256": sha256_bytes(data),
+        }
+        try:
+            for rel, content in {MODEL_FILE: data, **(files or {})}.items():
+                target = posixpath.join(staging, rel)
+                self.fs.create_dir(posixpath.dirname(target), recursive=True)
+                with self.fs.open_output_stream(target) as fh:
+                    fh.write(content)
+            with self.fs.open_output_stream(posixpath.join(staging, METADATA_FILE)) as fh:
+                fh.write(json.dumps(meta, indent=2, default=str).encode())
+            self.fs.move(staging, final)
+        except BaseException:
+            if self._exists(staging):
+                self.fs.delete_dir(staging)
+            raise
+        return version
+
+    def promote(self, name: str, version: str, force: bool = False) -> None:
+        """Point ``production`` at ``version``; refuses a version that failed its gates."""
+        meta = self.metadata(name, version)
+        if not force and not meta.get("gates", {}).get("passed", False):
+            raise RegistryError(
+                f"version {version} failed its gates {meta.get('gates', {}).get('failed')}; "
+                "use force to promote anyway"
+            )
+        history = [v for v in self.history(name) if v != version] + [version]
+        self._write_atomic(self._path(name, f"{ALIAS}.history"), json.dumps(history).encode())
+        self._write_atomic(self._path(name, ALIAS), f"{version}\n".encode())
+
+    def rollback(self, name: str) -> str:
+        """Re-promote the version promoted before the current one; returns it."""
+        history = self.history(name)
+        current = self.alias(name)
+        if current in history:
+            history = history[: history.index(current)]
+        if not history:
+            raise RegistryError(f"model {name!r} has no earlier promoted version to roll back to")
+        previous = history[-1]
+        self.metadata(name, previous)  # must still exist
+        self._write_atomic(self._path(name, f"{ALIAS}.history"), json.dumps(history).encode())
+        self._write_atomic(self._path(name, ALIAS), f"{previous}\n".encode())
+        return previous
+
+

@@ -1,0 +1,241 @@
+"""The training job: load → validate → Tune search → refit best → gates → registry."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from sparc_ray import __version__
+from sparc_ray.config import ConfigError, TrainConfig, add_train_arguments, load_config
+from sparc_ray.data import (
+    DataError,
+    fingerprint,
+    infer_schema,
+    is_numeric,
+    load_dataset,
+    normalize_features,
+)
+from sparc_ray.drift import build_reference
+from sparc_ray.evaluation import apply_gates, metrics_from_proba
+from sparc_ray.models import SPARCClassificationModel
+from sparc_ray.registry import ModelRegistry
+from sparc_ray.report import build_report
+from sparc_ray.validation import DataValidator
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_GATES_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
+@dataclass
+class TrainResult:
+    version: str
+    promoted: bool
+    gates: dict[str, Any]
+    best: dict[str, Any]
+    holdout: dict[str, Any]
+    experiment_path: str
+
+
+def prepare_data(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.Series, str]:
+    """Load and validate the dataset; raises DataError with every problem found."""
+    df, default_target = load_dataset(str(cfg.data["path"]))
+    target = cfg.data.get("target") or default_target
+    validator = DataValidator(
+        target=target, n_folds=int(cfg.cv["n_folds"]), test_size=float(cfg.data["test_size"])
+    )
+    result = validator.validate_dataframe(df)
+    if not result["is_valid"]:
+        raise DataError("invalid training data:\n  - " + "\n  - ".join(result["errors"]))
+    y = df[target]
+    if not is_numeric(y):  # string / categorical labels as plain Python strings
+        y = y.astype(str).astype(object)
+    return normalize_features(df.drop(columns=[target])), y, target
+
+
+def _library_versions() -> dict[str, str]:
+    import ray
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "sparc_ray": __version__,
+        "ray": ray.__version__,
+        "scikit-learn": sklearn.__version__,
+        "pandas": pd.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _cluster_cpus() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)))
+
+
+def run_training(
+    cfg: TrainConfig, prepared: tuple[pd.DataFrame, pd.Series, str] | None = None
+) -> TrainResult:
+    """Run the whole job against the connected Ray cluster; returns what was published."""
+    from sparc_ray import tuning
+
+    X, y, target = prepared or prepare_data(cfg)
+    seed = int(cfg.data["seed"])
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=float(cfg.data["test_size"]), stratify=y, random_state=seed
+    )
+    X_train, y_train = X_train.reset_index(drop=True), y_train.reset_index(drop=True)
+    n_folds = int(cfg.cv["n_folds"])
+
+    resume_path = None
+    if cfg.resume:
+        resume_path = tuning.latest_experiment(cfg.search["storage_path"], cfg.name)
+        if resume_path is None:
+            print(
+                f"[sparc-ray] --resume: no experiment {cfg.name}-* under "
+                f"{cfg.search['storage_path']}; starting a new one"
+            )
+    experiment = f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
+    tuner = tuning.build_tuner(X_train, y_train, cfg.search, cfg.cv, experiment, resume_path, seed)
+    search = tuning.run_search(tuner, n_folds)
+    best = search.best
+
+    model = SPARCClassificationModel(
+        {
+            "model_type": best["model_type"],
+            "model": best["params"],
+            "cross_validation": cfg.cv,
+            "n_jobs": _cluster_cpus(),
+        }
+    )
+    model.fit(X_train, y_train)
+    proba = model.predict_proba(X_test)
+    y_test_arr = np.asarray(y_test.tolist())
+    holdout = metrics_from_proba(y_test_arr, proba, model.classes)
+    gates = apply_gates(holdout, cfg.gates)
+    predicted = np.asarray(model.classes)[proba.argmax(axis=1)]
+
+    metadata = {
+        "model_type": best["model_type"],
+        "params": best["params"],
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "target": target,
+        "classes": model.classes,
+        "features": [f.to_dict() for f in infer_schema(X_train)],
+        "feature_importance": model.get_feature_importance(),
+        "metrics": {
+            "cv": {
+                "mean": best["cv_mean"],
+                "std": best["cv_std"],
+                "n_folds": n_folds,
+                "scoring": cfg.cv["scoring"],
+            },
+            "holdout": holdout,
+        },
+        "gates": gates,
+        "training_data": {
+            "source": str(cfg.data["path"]),
+            "rows": len(X),
+            "train_rows": len(X_train),
+            "holdout_rows": len(X_test),
+            "fingerprint": fingerprint(pd.concat([X, y.rename(target)], axis=1)),
+        },
+        "search": {
+            "experiment_path": search.experiment_path,
+            "trials": len(search.trials),
+            "stopped_early": sum(t["stopped_early"] for t in search.trials),
+            "scheduler": cfg.search["scheduler"],
+            "sampler": cfg.search["sampler"],
+        },
+        "reference": build_reference(X_train, infer_schema(X_train), predicted, model.classes),
+        "library_versions": _library_versions(),
+    }
+    summary = {k: metadata[k] for k in ("model_type", "params", "metrics", "gates")}
+    summary.update(holdout=holdout, trials=search.trials)
+    files = build_report(
+        summary,
+        y_test_arr,
+        proba,
+        model.classes,
+        model.get_feature_importance(),
+        search.trials,
+        n_folds,
+    )
+    registry = ModelRegistry(cfg.registry["store"])
+    version = registry.publish(cfg.name, model, metadata, files)
+    promoted = bool(gates["passed"] and cfg.registry["promote"])
+    if promoted:
+        registry.promote(cfg.name, version)
+    return TrainResult(version, promoted, gates, best, holdout, search.experiment_path)
+
+
+def print_summary(cfg: TrainConfig, r: TrainResult) -> None:
+    h = r.holdout
+    auc = f"{h['roc_auc']:.4f}" if h["roc_auc"] is not None else "n/a"
+    lines = [
+        "",
+        "=" * 72,
+        f"best config   {r.best['label']}",
+        f"CV {cfg.cv['scoring']:<10} {r.best['cv_mean']:.4f} ± {r.best['cv_std']:.4f} "
+        f"({cfg.cv['n_folds']} folds)",
+        f"holdout       accuracy {h['accuracy']:.4f}  precision {h['precision']:.4f}  "
+        f"recall {h['recall']:.4f}  f1 {h['f1']:.4f}  roc_auc {auc}",
+        "gates         "
+        + "  ".join(
+            f"{n} {g['value']:.3f}>={g['threshold']:.2f} {'PASS' if g['passed'] else 'FAIL'}"
+            for n, g in r.gates["results"].items()
+        ),
+        f"version       {cfg.name}/{r.version} in {cfg.registry['store']}",
+        f"promoted      {'yes (production)' if r.promoted else 'no'}",
+        f"experiment    {r.experiment_path}",
+        "=" * 72,
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="jobs/train.py", description="Tune, evaluate and publish a classifier."
+    )
+    add_train_arguments(parser)
+    return run_job(parser.parse_args(argv))
+
+
+def run_job(args: argparse.Namespace) -> int:
+    """Validate first (no Ray, no writes on bad input), then train; returns the exit code."""
+    try:
+        cfg = load_config(args)
+        prepared = prepare_data(cfg)  # fail fast, before starting Ray or writing anything
+    except (ConfigError, DataError) as exc:
+        print(f"[sparc-ray] error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    import ray
+
+    from sparc_ray.tuning import SearchInterrupted
+
+    ray.init(ignore_reinit_error=True)
+    try:
+        result = run_training(cfg, prepared)
+    except SearchInterrupted as exc:
+        print(f"[sparc-ray] search interrupted; nothing published. Continue it with the same "
+              f"command plus --resume (experiment {exc}).", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        ray.shutdown()
+    print_summary(cfg, result)
+    if not result.gates["passed"]:
+        print(
+            f"[sparc-ray] gates failed: {', '.join(result.gates['failed'])}; version "
+            f"{result.version} stored, not promoted",
+            file=sys.stderr,
+        )
+        return EXIT_GATES_FAILED
+    return EXIT_OK

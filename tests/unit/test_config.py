@@ -1,0 +1,63 @@
+"""YAML + flag resolution for the training job."""
+
+import argparse
+
+import pytest
+
+from sparc_ray.config import ConfigError, add_train_arguments, load_config
+from tests.conftest import ROOT
+
+
+def parse(*argv):
+    p = argparse.ArgumentParser()
+    add_train_arguments(p)
+    return load_config(p.parse_args(["--config", str(ROOT / "tune/default.yaml"), *argv]))
+
+
+def test_default_yaml_resolves():
+    cfg = parse()
+    assert cfg.name == "breast_cancer" and cfg.data["path"] == "builtin:breast_cancer"
+    assert cfg.search["scheduler"] == "asha" and cfg.cv["n_folds"] == 5
+    assert cfg.gates == {"accuracy": 0.70, "precision": 0.65, "recall": 0.65}
+    assert set(cfg.search["space"]) == {
+        "random_forest", "logistic_regression", "hist_gradient_boosting"
+    }
+
+
+def test_flags_override_yaml():
+    cfg = parse("--data", "x/loans.csv", "--target", "decision", "--store", "s3://b/m",
+                "--num-samples", "3", "--scheduler", "fifo", "--no-promote", "--resume")
+    assert cfg.name == "loans"  # a new dataset gets its own model name
+    assert cfg.data == {"path": "x/loans.csv", "target": "decision", "test_size": 0.2, "seed": 42}
+    assert cfg.registry == {"store": "s3://b/m", "promote": False}
+    assert cfg.search["num_samples"] == 3 and cfg.search["scheduler"] == "fifo" and cfg.resume
+    assert parse("--data", "x.csv", "--target", "t", "--name", "custom").name == "custom"
+
+
+def test_every_example_yaml_is_valid():
+    for path in (ROOT / "tune").glob("*.yaml"):
+        p = argparse.ArgumentParser()
+        add_train_arguments(p)
+        assert load_config(p.parse_args(["--config", str(path)])).name
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("name: m\ndata: {path: a.csv}\nsearch: {space: {random_forest: {}}}", "data.target"),
+        ("name: m\ndata: {path: builtin:iris}\nsearch: {space: {xgb: {}}}", "unknown model"),
+        ("name: m\ndata: {path: builtin:iris}\nsearch: {sampler: bayes, space: {random_forest: {}}}",
+         "search.sampler"),
+        ("name: m\ndata: {path: builtin:iris}\ncv: {n_folds: 1}\nsearch: {space: {random_forest: {}}}",
+         "cv.n_folds"),
+        ("name: m\ndata: {path: builtin:iris}", "search.space"),
+        ("name: [unclosed", "invalid YAML"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, yaml_text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    p = argparse.ArgumentParser()
+    add_train_arguments(p)
+    with pytest.raises(ConfigError, match=message):
+        load_config(p.parse_args(["--config", str(path)]))

@@ -1,0 +1,116 @@
+"""Registry: atomic publish, sha256 verification, names, promotion and rollback."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from sparc_ray.models import IntegrityError
+from sparc_ray.registry import ModelRegistry, RegistryError, check_name, new_version
+
+PASSED = {"gates": {"passed": True, "failed": []}}
+FAILED = {"gates": {"passed": False, "failed": ["accuracy"]}}
+
+
+@pytest.fixture
+def reg(tmp_path):
+    return ModelRegistry(tmp_path / "store")
+
+
+def test_publish_writes_model_metadata_and_files(reg, trained_loans_model, loans):
+    v = reg.publish("loans", trained_loans_model, PASSED, {"report/metrics.json": b"{}"})
+    vdir = reg.root + f"/loans/{v}"
+    meta = json.loads(open(f"{vdir}/metadata.json").read())
+    assert meta["name"] == "loans" and meta["version"] == v and len(meta["sha256"]) == 64
+    assert open(f"{vdir}/report/metrics.json").read() == "{}"
+    model, loaded_meta = reg.load("loans", v)
+    X = loans.drop(columns="decision").head(50)
+    assert (model.predict(X) == trained_loans_model.predict(X)).all()
+    assert loaded_meta == meta
+
+
+def test_versions_sort_in_publish_order_and_match_the_pattern(reg, trained_loans_model):
+    versions = [reg.publish("m", trained_loans_model, PASSED) for _ in range(3)]
+    assert reg.versions("m") == versions == sorted(versions)
+    assert all(check_name(v) == v for v in versions)
+    assert new_version() != new_version()
+
+
+def test_failed_publish_leaves_no_version(reg, trained_loans_model):
+    class Unserialisable:
+        def __bytes__(self):
+            raise RuntimeError
+
+    with pytest.raises(TypeError):
+        reg.publish("m", trained_loans_model, PASSED, {"report/bad.bin": Unserialisable()})
+    assert reg.versions("m") == []
+    assert [p.name for p in (reg.root_path / "m").iterdir()] == []
+
+
+def test_staging_directories_are_not_versions(reg, trained_loans_model):
+    reg.publish("m", trained_loans_model, PASSED)
+    (reg.root_path / "m" / ".staging-x").mkdir()
+    (reg.root_path / "m" / "half-written").mkdir()  # no metadata.json: not complete
+    assert len(reg.versions("m")) == 1
+
+
+def test_sha256_mismatch_is_refused_before_loading(reg, trained_loans_model):
+    v = reg.publish("m", trained_loans_model, PASSED)
+    model_file = reg.root_path / "m" / v / "model.joblib"
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="sha256"):
+        reg.load("m", v)
+
+
+@pytest.mark.parametrize("bad", ["../etc", "a/b", "", ".hidden", "v 1", "..", "x;rm"])
+def test_invalid_names_and_escapes_are_refused(reg, bad):
+    with pytest.raises(RegistryError):
+        reg.version_dir("m", bad)
+
+
+def test_promote_alias_and_rollback(reg, trained_loans_model):
+    v1, v2, v3 = (reg.publish("m", trained_loans_model, PASSED) for _ in range(3))
+    with pytest.raises(RegistryError, match="no promoted version"):
+        reg.resolve("m")
+    for v in (v1, v2, v3):
+        reg.promote("m", v)
+    assert reg.alias("m") == v3 == reg.resolve("m")
+    assert (reg.root_path / "m" / "production").read_text() == f"{v3}\n"
+    assert reg.rollback("m") == v2 and reg.resolve("m") == v2
+    assert reg.rollback("m") == v1
+    with pytest.raises(RegistryError, match="no earlier promoted version"):
+        reg.rollback("m")
+    assert reg.resolve("m", "latest") == v3
+
+
+def test_promote_refuses_failed_gates_unless_forced(reg, trained_loans_model):
+    v = reg.publish("m", trained_loans_model, FAILED)
+    with pytest.raises(RegistryError, match="failed its gates"):
+        reg.promote("m", v)
+    reg.promote("m", v, force=True)
+    assert reg.alias("m") == v
+
+
+def test_file_uri_store(tmp_path, trained_loans_model, loans):
+    reg = ModelRegistry(f"file://{tmp_path}/uri-store")
+    v = reg.publish("m", trained_loans_model, PASSED)
+    reg.promote("m", v)
+    model, _ = ModelRegistry(tmp_path / "uri-store").load("m")
+    assert len(model.predict(loans.head(3))) == 3
+    assert reg.names() == ["m"]
+
+
+def test_save_model_load_model_round_trip_verifies(tmp_path, trained_loans_model, loans):
+    from sparc_ray.models import SPARCClassificationModel
+
+    trained_loans_model.save_model(tmp_path / "m")
+    loaded = SPARCClassificationModel({}).load_model(tmp_path / "m")
+    X = loans.drop(columns="decision")
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(loaded.predict_proba(X)), pd.DataFrame(trained_loans_model.predict_proba(X))
+    )
+    (tmp_path / "m" / "model.joblib").write_bytes(b"tampered")
+    with pytest.raises(IntegrityError):
+        SPARCClassificationModel({}).load_model(tmp_path / "m")

@@ -1,0 +1,44 @@
+"""Search-space expansion (no Ray cluster needed)."""
+
+import pytest
+
+from sparc_ray.tuning import expand_candidates, order_candidates
+
+SPACE = {
+    "random_forest": {"n_estimators": [50, 100], "max_depth": [None, 4], "random_state": 1},
+    "logistic_regression": {"C": [0.1, 1.0]},
+}
+
+
+def test_grid_is_the_product_per_family_not_across_families():
+    cands = expand_candidates(SPACE, "grid", 1)
+    assert len(cands) == 4 + 2
+    rf = [c["params"] for c in cands if c["model_type"] == "random_forest"]
+    assert {"n_estimators": 50, "max_depth": None, "random_state": 1} in rf
+    assert cands[0]["label"] == "random_forest(n_estimators=50,max_depth=None,random_state=1)"
+    assert len(expand_candidates(SPACE, "grid", 2)) == 12
+
+
+def test_random_draws_within_bounds_and_is_seeded():
+    space = {"logistic_regression": {"C": {"loguniform": [0.01, 10]}, "penalty": ["l2"]},
+             "random_forest": {"min_samples_leaf": {"randint": [1, 3]}}}
+    a = expand_candidates(space, "random", 20, seed=3)
+    assert len(a) == 40 and a == expand_candidates(space, "random", 20, seed=3)
+    cs = [c["params"]["C"] for c in a if c["model_type"] == "logistic_regression"]
+    assert all(0.01 <= c <= 10 for c in cs) and len(set(cs)) == 20
+    leaves = {c["params"]["min_samples_leaf"] for c in a if c["model_type"] == "random_forest"}
+    assert leaves <= {1, 2, 3} and 3 in leaves  # inclusive upper bound
+
+
+def test_distribution_in_grid_is_an_error():
+    with pytest.raises(ValueError, match="need `sampler: random`"):
+        expand_candidates({"logistic_regression": {"C": {"uniform": [0, 1]}}}, "grid", 1)
+
+
+def test_fifo_runs_the_slowest_first_asha_shuffles_every_family():
+    cands = expand_candidates(SPACE, "grid", 1)
+    fifo = order_candidates(cands, "fifo")
+    assert fifo[0]["params"]["n_estimators"] == 100 and fifo[-1]["model_type"] == (
+        "logistic_regression")
+    asha = order_candidates(cands, "asha", seed=1)
+    assert sorted(c["label"] for c in asha) == sorted(c["label"] for c in cands)

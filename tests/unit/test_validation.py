@@ -1,0 +1,65 @@
+"""Every training-data problem is reported as one message naming the column."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sparc_ray.data import infer_schema
+from sparc_ray.validation import DataValidator
+
+
+def check(df, **kw):
+    return DataValidator(target="y", n_folds=3, **kw).validate_dataframe(df)
+
+
+def good(n=40):
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {"x": rng.normal(size=n), "c": rng.choice(["a", "b"], n), "y": ["p", "q"] * (n // 2)}
+    )
+
+
+def test_good_frame_is_valid():
+    assert check(good()) == {"is_valid": True, "errors": []}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.iloc[0:0], "dataset is empty"),
+        (lambda d: d.drop(columns="y"), "target column 'y' not found"),
+        (lambda d: d.assign(y=[None] + d["y"].tolist()[1:]), "'y' has 1 missing values"),
+        (lambda d: d.assign(y="p"), "has 1 class(es); at least 2 needed"),
+        (lambda d: d.assign(y=["q"] * 3 + ["p"] * (len(d) - 3)), "class 'q' has 3 rows; 5"),
+        (lambda d: d.assign(empty=np.nan), "column 'empty' is entirely empty"),
+        (lambda d: d.assign(x=[np.inf, -np.inf] + d["x"].tolist()[2:]), "'x' has 2 infinite"),
+        (lambda d: d[["y"]], "no feature columns"),
+        (lambda d: d.assign(t=pd.Timestamp("2026-01-01")), "'t' has unsupported dtype"),
+    ],
+)
+def test_each_bad_case_names_the_problem(mutate, message):
+    result = check(mutate(good()))
+    assert not result["is_valid"]
+    assert any(message in e for e in result["errors"]), result["errors"]
+
+
+def test_all_problems_are_reported_together():
+    df = good().assign(empty=np.nan, x=np.inf)
+    errors = check(df)["errors"]
+    assert sorted(errors) == ["column 'empty' is entirely empty", "column 'x' has 40 infinite values"]
+
+
+def test_min_rows_per_class_accounts_for_the_holdout():
+    v = DataValidator(target="y", n_folds=5, test_size=0.2)
+    assert v.min_rows_per_class() == 8
+
+
+def test_scoring_batch_checked_against_the_schema():
+    train = good().drop(columns="y")
+    v = DataValidator(features=infer_schema(train))
+    assert v.validate_dataframe(train)["is_valid"]
+    bad = train.drop(columns="c").assign(extra=1, x=["1.5", "oops"] + ["0"] * (len(train) - 2))
+    errors = v.validate_dataframe(bad)["errors"]
+    assert "missing feature 'c'" in errors
+    assert "unknown feature 'extra'" in errors
+    assert any("feature 'x' must be numeric; row 1 has 'oops'" in e for e in errors)
