@@ -8,8 +8,13 @@ Exit codes: 0 promoted (or stored with --no-promote), 2 bad config or data, 3 ga
 """
 
 import sys
+from pathlib import Path
 
-from sparc_ray.training import main
+# `ray job submit --working-dir .` runs this file from the uploaded copy of the repo: make the
+# package importable there even where it is not installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sparc_ray.training import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

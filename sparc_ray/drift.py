@@ -87,3 +87,71 @@ def psi(reference: np.ndarray | list[float], counts: np.ndarray) -> float:
     ref = np.maximum(np.asarray(reference, dtype=float), EPS)
     cur = np.maximum(counts / total, EPS)
     return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+class DriftMonitor:
+    """PSI of the last ``window_rows`` scored rows against a model's reference distributions.
+
+    Bucket indices live in fixed-size ring buffers (memory is bounded by the window), and no
+    score is given before ``min_rows`` rows have been seen, so a small sample cannot raise a
+    false alarm.
+    """
+
+    def __init__(self, reference: dict[str, Any], window_rows: int = 2000, min_rows: int = 200):
+        self.window, self.min_rows = int(window_rows), int(min_rows)
+        self.features = reference["features"]
+        self.classes = reference["predictions"]["classes"]
+        self.class_probs = reference["predictions"]["probs"]
+        self._edges = {
+            n: np.asarray(f["edges"]) for n, f in self.features.items() if f["kind"] == "numeric"
+        }
+        self._cat_index = {
+            n: {c: i for i, c in enumerate(f["categories"])}
+            for n, f in self.features.items()
+            if f["kind"] == "categorical"
+        }
+        self._buckets = {n: np.zeros(self.window, np.int32) for n in self.features}
+        self._preds = np.zeros(self.window, np.int32)
+        self.seen = 0
+
+    def _bucket(self, name: str, values: np.ndarray) -> np.ndarray:
+        if name in self._edges:
+            values = values.astype(np.float64)
+            edges = self._edges[name]
+            idx = np.searchsorted(edges, values, side="right")
+            return np.where(np.isnan(values), len(edges) + 1, idx)
+        index = self._cat_index[name]
+        other, missing = len(index), len(index) + 1
+        return np.array(
+            [missing if not isinstance(v, str) else index.get(v, other) for v in values], np.int32
+        )
+
+    def update(self, columns: dict[str, np.ndarray], predicted_index: np.ndarray) -> None:
+        n = len(predicted_index)
+        if n == 0:
+            return
+        pos = (self.seen + np.arange(n)) % self.window
+        if n > self.window:  # only the newest rows fit
+            pos, columns = pos[-self.window :], {k: v[-self.window :] for k, v in columns.items()}
+            predicted_index = predicted_index[-self.window :]
+        for name in self.features:
+            if name in columns:
+                self._buckets[name][pos] = self._bucket(name, columns[name])
+        self._preds[pos] = predicted_index
+        self.seen += n
+
+    def scores(self) -> dict[str, Any] | None:
+        """``{"features": {name: psi}, "predictions": psi, "rows": n}``, or None if too few."""
+        filled = min(self.seen, self.window)
+        if filled < self.min_rows:
+            return None
+        features = {}
+        for name, ref in self.features.items():
+            counts = np.bincount(self._buckets[name][:filled], minlength=len(ref["probs"]))
+            features[name] = psi(ref["probs"], counts.astype(float))
+        pred_counts = np.bincount(self._preds[:filled], minlength=len(self.classes))
+        return {
+            "features": features,
+            "predictions": psi(self.class_probs, pred_counts.astype(float)),
+            "rows": filled,
+        }

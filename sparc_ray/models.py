@@ -152,9 +152,7 @@ class SPARCClassificationModel:
         return self.pipeline
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        pipe = self._require_fitted()
-        with threadpool_limits(self.n_jobs):
-            return pipe.predict_proba(normalize_features(df[self.feature_names]))
+        return self._require_fitted().predict_proba(normalize_features(df[self.feature_names]))
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """Labels derived from one ``predict_proba`` pass (argmax, sklearn's own rule)."""

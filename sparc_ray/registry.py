@@ -213,5 +213,3 @@ class ModelRegistry:
         self._write_atomic(self._path(name, f"{ALIAS}.history"), json.dumps(history).encode())
         self._write_atomic(self._path(name, ALIAS), f"{previous}\n".encode())
         return previous
-
-

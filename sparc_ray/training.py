@@ -225,8 +225,11 @@ def run_job(args: argparse.Namespace) -> int:
     try:
         result = run_training(cfg, prepared)
     except SearchInterrupted as exc:
-        print(f"[sparc-ray] search interrupted; nothing published. Continue it with the same "
-              f"command plus --resume (experiment {exc}).", file=sys.stderr)
+        print(
+            f"[sparc-ray] search interrupted; nothing published. Continue it with the same "
+            f"command plus --resume (experiment {exc}).",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     finally:
         ray.shutdown()

@@ -36,13 +36,14 @@ def _label(model_type: str, params: dict[str, Any]) -> str:
 
 
 def _cost(candidate: dict[str, Any]) -> float:
-    """Rough relative fit cost, used to start the slowest trials first."""
+    """Rough relative fit cost (seconds per fold on 16k x 20 rows, one core) for ordering."""
     p = candidate["params"]
-    return {
-        "random_forest": 1.0 * p.get("n_estimators", 100),
-        "hist_gradient_boosting": 0.5 * p.get("max_iter", 100),
-        "logistic_regression": 5.0,
-    }[candidate["model_type"]]
+    if candidate["model_type"] == "random_forest":
+        depth = p.get("max_depth")
+        return 0.2 * p.get("n_estimators", 100) * (1.0 if depth is None else min(1.0, depth / 12))
+    if candidate["model_type"] == "hist_gradient_boosting":
+        return 0.02 * p.get("max_iter", 100)
+    return 0.2
 
 
 def expand_candidates(
@@ -92,8 +93,12 @@ def _domain(family: str, key: str, value: Any) -> Any:
     return value
 
 
-def order_candidates(candidates: list[dict[str, Any]], scheduler: str, seed: int = 0) -> list:
-    """FIFO: slowest first (shortest makespan). ASHA: shuffled, so early rungs see every family."""
+def order_candidates(
+    candidates: list[dict[str, Any]], scheduler: str, seed: int = 0
+) -> list[dict[str, Any]]:
+    """FIFO: slowest first, for the shortest makespan. ASHA: a seeded shuffle, so the early
+    rung thresholds are set by a mix of families rather than by the cheapest (often weakest)
+    or the costliest configurations."""
     if scheduler == "fifo":
         return sorted(candidates, key=_cost, reverse=True)
     shuffled = list(candidates)

@@ -35,10 +35,11 @@ def test_distribution_in_grid_is_an_error():
         expand_candidates({"logistic_regression": {"C": {"uniform": [0, 1]}}}, "grid", 1)
 
 
-def test_fifo_runs_the_slowest_first_asha_shuffles_every_family():
+def test_fifo_runs_the_slowest_first_asha_shuffles_with_a_seed():
     cands = expand_candidates(SPACE, "grid", 1)
     fifo = order_candidates(cands, "fifo")
-    assert fifo[0]["params"]["n_estimators"] == 100 and fifo[-1]["model_type"] == (
-        "logistic_regression")
+    assert fifo[0]["params"] == {"n_estimators": 100, "max_depth": None, "random_state": 1}
+    assert fifo[-1]["model_type"] == "logistic_regression"
     asha = order_candidates(cands, "asha", seed=1)
+    assert asha == order_candidates(cands, "asha", seed=1) != order_candidates(cands, "asha", 2)
     assert sorted(c["label"] for c in asha) == sorted(c["label"] for c in cands)

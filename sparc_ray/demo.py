@@ -1,0 +1,59 @@
+"""Sample requests for `make demo`: valid rows, probabilities, one invalid request."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from sparc_ray.client import PredictionError, SparcClient, records
+from sparc_ray.data import load_dataset
+
+
+def wait_healthy(client: SparcClient, timeout: float = 180) -> dict:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            health = client.health()
+            if health.get("model_loaded"):
+                return health
+        except Exception as exc:  # the proxy is not up yet
+            health = {"error": str(exc)}
+        if time.time() > deadline:
+            raise SystemExit(f"service not healthy after {timeout:.0f}s: {health}")
+        time.sleep(2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--dashboard", default="http://127.0.0.1:8265")
+    args = parser.parse_args()
+    client = SparcClient(args.url)
+    health = wait_healthy(client)
+    print(f"health: {json.dumps(health)}\n")
+
+    df, target = load_dataset("builtin:breast_cancer")
+    sample = df.sample(5, random_state=0)
+    rows = records(sample.drop(columns=target))
+    one = client.predict(rows[:1])
+    print(f"1 row     -> {one['predictions']}  (true: {sample[target].iloc[0]}, "
+          f"{one['processing_time_ms']:.1f} ms, version {one['model_version']})")
+    five = client.predict(rows, include_probabilities=True)
+    for pred, proba, truth in zip(five["predictions"], five["probabilities"], sample[target],
+                                  strict=True):
+        print(f"5 rows    -> {pred:<10} P={dict(zip(five['classes'], proba, strict=True))}"
+              f"  (true: {truth})")
+    bad = {**rows[0], "mean radius": "large"}
+    bad.pop("worst area")
+    try:
+        client.predict([rows[1], bad])
+    except PredictionError as exc:
+        print(f"\ninvalid   -> HTTP {exc.status}: {json.dumps(exc.body, indent=2)}")
+    print(f"\nendpoint       {args.url}/predict\nAPI docs       {args.url}/docs\n"
+          f"health         {args.url}/health\nRay dashboard  {args.dashboard}\n"
+          "stop with      make stop")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""OpenAPI descriptions and examples for the HTTP API (served at /docs and /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+DOCS = """
+Predictions from the model promoted in the sparc-ray registry.
+
+* `POST /predict` scores rows; `GET /model` lists the features a row needs.
+* Errors are JSON `{"error", "details": [{"row", "feature", "message"}]}` with status
+  400 (not JSON), 413 (body or row count over the limit), 422 (rows do not match the
+  model's features), 503 (no model loaded). A 500 carries an `error_id` found in the logs.
+* `POST /reload-model` and `POST /feedback` need `Authorization: Bearer <token>`; with no
+  token configured they answer 403.
+"""
+
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string"},
+        "details": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "row": {"type": ["integer", "null"]},
+                    "feature": {"type": ["string", "null"]},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def _json(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
+    content: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        content["example"] = example
+    return {"content": {"application/json": content}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Body is not JSON",
+        401: "Wrong bearer token",
+        403: "Endpoint disabled",
+        404: "Unknown version",
+        409: "Version failed to load; old one keeps serving",
+        413: "Body or instance count over the limit",
+        422: "Rows or fields invalid",
+        503: "No model loaded",
+    }
+    return {str(c): {"description": text[c], **_json(_ERROR)} for c in codes}
+
+
+PREDICT_REQUEST = {
+    "type": "object",
+    "required": ["instances"],
+    "properties": {
+        "instances": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": {"type": ["number", "string", "null"]},
+            },
+            "description": "Rows: every feature of GET /model, by name. null = missing "
+            "(imputed). Numbers for numeric features, strings for categorical.",
+        },
+        "include_probabilities": {"type": "boolean", "default": False},
+    },
+}
+PREDICT_RESPONSE = {
+    "type": "object",
+    "properties": {
+        "predictions": {"type": "array", "items": {}},
+        "probabilities": {
+            "type": ["array", "null"],
+            "items": {"type": "array", "items": {"type": "number"}},
+            "description": "One list per row, in `classes` order",
+        },
+        "classes": {"type": "array", "items": {}},
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "prediction_id": {"type": "string"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "processing_time_ms": {"type": "number"},
+    },
+}
+_EXAMPLE_ROW = {"mean radius": 14.1, "mean texture": 19.3, "...": "every other feature"}
+
+OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
+    "predict": {
+        "requestBody": {
+            "required": True,
+            **_json(PREDICT_REQUEST, {"instances": [_EXAMPLE_ROW], "include_probabilities": True}),
+        },
+        "responses": {
+            "200": {
+                "description": "Predictions",
+                **_json(
+                    PREDICT_RESPONSE,
+                    {
+                        "predictions": ["benign"],
+                        "probabilities": [[0.97, 0.03]],
+                        "classes": ["benign", "malignant"],
+                        "model_name": "breast_cancer",
+                        "model_version": "v20261126-061517-005972-7910a4",
+                        "prediction_id": "0f0b6c1e-3f55-4b8e-9d43-3f3f1f6f2a10",
+                        "timestamp": "2026-11-26T06:15:17+00:00",
+                        "processing_time_ms": 4.2,
+                    },
+                ),
+            },
+            **_errors(400, 413, 422, 503),
+        },
+    },
+    "health": {
+        "responses": {
+            "200": {
+                "description": "A model is loaded",
+                **_json(
+                    {"type": "object"},
+                    {
+                        "status": "healthy",
+                        "model_loaded": True,
+                        "model_version": "v20261126-061517-005972-7910a4",
+                        "timestamp": "2026-11-26T06:15:17+00:00",
+                        "uptime_seconds": 12.5,
+                        "target": "production",
+                        "model_replicas": 1,
+                        "reload_errors": None,
+                    },
+                ),
+            },
+            **_errors(503),
+        }
+    },
+    "model": {
+        "responses": {
+            "200": {
+                "description": "metadata.json of the served version "
+                "(drift references with ?full=true)"
+            },
+            **_errors(503),
+        }
+    },
+    "metrics": {
+        "responses": {
+            "200": {
+                "description": (
+                    "Requests, errors and latency percentiles seen by this ingress replica since "
+                    "it started (latencies: last 10,000 requests), drift and feedback accuracy "
+                    "from the "
+                    "Postprocessor, and system metrics of the node running the ingress. Prometheus "
+                    "metrics for all replicas are on the Ray metrics endpoint (ray_ml_*)."
+                )
+            }
+        }
+    },
+    "reload": {
+        "requestBody": {
+            "required": False,
+            **_json(
+                {"type": "object", "properties": {"version": {"type": "string"}}},
+                {"version": "production"},
+            ),
+        },
+        "responses": {
+            "200": {
+                "description": "Every Model replica serves the version",
+                **_json(
+                    {"type": "object"},
+                    {
+                        "status": "ok",
+                        "target": "production",
+                        "model_version": "v20261126-061517-005972-7910a4",
+                        "replicas": 2,
+                    },
+                ),
+            },
+            **_errors(401, 403, 404, 409, 422),
+        },
+    },
+    "feedback": {
+        "requestBody": {
+            "required": True,
+            **_json(
+                {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]},
+                [
+                    {
+                        "prediction_id": "0f0b6c1e-3f55-4b8e-9d43-3f3f1f6f2a10",
+                        "row": 0,
+                        "label": "benign",
+                    }
+                ],
+            ),
+        },
+        "responses": {
+            "200": {
+                "description": "Matched labels and rolling accuracy",
+                **_json(
+                    {"type": "object"},
+                    {"matched": 1, "unknown": [], "invalid": [], "accuracy": 0.97, "labelled": 250},
+                ),
+            },
+            **_errors(401, 403, 422),
+        },
+    },
+}

@@ -1,0 +1,42 @@
+"""Typed app builder: ``serve run serve_config.yaml`` imports ``build_app`` from here.
+
+(No ``from __future__ import annotations``: Serve reads the ``AppArgs`` annotation at runtime
+to validate ``args:``.)
+
+    Validator (HTTP ingress) ──► Model (@serve.batch, autoscaled) ──► Postprocessor
+
+Deployment options (resources, autoscaling, batching) come from serve_config.yaml.
+"""
+
+
+import os
+
+from pydantic import BaseModel, Field
+from ray.serve import Application
+
+from sparc_ray.serving.loader import RegistryLoader
+from sparc_ray.serving.model import Model
+from sparc_ray.serving.postprocessor import Postprocessor
+from sparc_ray.serving.validator import Validator
+
+
+class AppArgs(BaseModel):
+    model_store: str = Field("model_store", description="registry root: directory or URI")
+    model_name: str = Field(..., description="model name in the registry")
+    model_version: str = Field("production", description="version id, or an alias")
+    admin_token_env: str = Field(
+        "SPARC_ADMIN_TOKEN", description="env var with the bearer token for write endpoints"
+    )
+
+
+def build_app(args: AppArgs) -> Application:
+    store = args.model_store
+    if "://" not in store:  # relative paths resolve where the app is built
+        store = os.path.abspath(store)
+    loader = RegistryLoader(store, args.model_name)
+    return Validator.bind(
+        Model.bind(loader, args.model_version),
+        Postprocessor.bind(loader),
+        loader,
+        args.admin_token_env,
+    )

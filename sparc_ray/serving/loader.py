@@ -1,0 +1,99 @@
+"""What the deployments load models through: a registry-backed loader and the version board.
+
+Deployments take a ``ModelLoader`` so tests (and other registries) can inject their own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import ray
+
+from sparc_ray.models import SPARCClassificationModel
+from sparc_ray.registry import ALIAS, ModelRegistry
+
+
+@dataclass
+class LoadedModel:
+    model: SPARCClassificationModel
+    metadata: dict[str, Any]
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def version(self) -> str:
+        return self.metadata["version"]
+
+
+class ModelLoader(Protocol):
+    name: str
+
+    def resolve(self, ref: str) -> str: ...
+
+    def load(self, version: str) -> LoadedModel: ...
+
+    def load_metadata(self, version: str) -> dict[str, Any]: ...
+
+
+class RegistryLoader:
+    """Resolve ``production`` / ``latest`` / a version id and load it sha256-verified."""
+
+    def __init__(self, store: str, name: str) -> None:
+        self.store, self.name = store, name
+        self._registry: ModelRegistry | None = None
+
+    @property
+    def registry(self) -> ModelRegistry:  # opened lazily, in the replica, not at bind()
+        if self._registry is None:
+            self._registry = ModelRegistry(self.store)
+        return self._registry
+
+    def resolve(self, ref: str) -> str:
+        return self.registry.resolve(self.name, ref)
+
+    def load(self, version: str) -> LoadedModel:
+        model, meta = self.registry.load(self.name, version)
+        return LoadedModel(model, meta)
+
+    def load_metadata(self, version: str) -> dict[str, Any]:
+        return self.registry.metadata(self.name, version)
+
+
+@ray.remote(num_cpus=0)
+class VersionBoard:
+    """Which version every Model replica should serve, and what each replica reported.
+
+    One named actor per application. ``/reload-model`` sets the target; Model replicas poll it
+    (cheap) and report back after loading, so the ingress can wait until all have switched.
+    """
+
+    def __init__(self, ref: str) -> None:
+        self.ref, self.generation = ref, 0
+        self.replicas: dict[str, dict[str, Any]] = {}
+
+    def target(self) -> tuple[str, int]:
+        return self.ref, self.generation
+
+    def set_target(self, ref: str) -> int:
+        self.ref, self.generation = ref, self.generation + 1
+        return self.generation
+
+    def report(self, replica: str, state: dict[str, Any]) -> None:
+        self.replicas[replica] = {**state, "reported_at": time.time()}
+
+    def forget(self, replica: str) -> None:
+        self.replicas.pop(replica, None)
+
+    def status(self) -> dict[str, Any]:
+        return {"ref": self.ref, "generation": self.generation, "replicas": dict(self.replicas)}
+
+
+def version_board(app_name: str, default_ref: str = ALIAS) -> ray.actor.ActorHandle:
+    """The application's board, created on first use (detached: it outlives any one replica)."""
+    return VersionBoard.options(
+        name=f"sparc-version-board-{app_name}",
+        namespace="sparc-ray",
+        get_if_exists=True,
+        lifetime="detached",
+    ).remote(default_ref)

@@ -1,0 +1,122 @@
+"""Prometheus metrics exported through Ray's metrics agent (``ray.serve.metrics``).
+
+Ray prefixes custom metrics with ``ray_`` and adds ``_total`` to counters, and Serve adds the
+``application``, ``deployment`` and ``replica`` labels. Exported names:
+
+======================================  =========  =======================================
+exported series                         recorded   meaning
+======================================  =========  =======================================
+ray_ml_predictions_total                Post       successful /predict requests
+ray_ml_prediction_errors_total          Validator  failed requests, label ``reason``
+ray_ml_prediction_duration_seconds_*    Validator  /predict latency inside the app
+ray_ml_batch_size_*                     Model      rows per predict_proba call
+ray_ml_model_version_info               Model      1 for the version a replica serves
+ray_ml_feature_drift_score              Post       PSI per feature over the recent window
+ray_ml_model_drift_score                Post       PSI of the predicted-class mix
+ray_ml_model_accuracy                   Post       rolling accuracy from /feedback labels
+======================================  =========  =======================================
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+from ray.serve import metrics
+
+LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
+
+
+def predictions() -> metrics.Counter:
+    return metrics.Counter(
+        "ml_predictions",
+        "Successful prediction requests.",
+        tag_keys=("model_name", "model_version"),
+    )
+
+
+def prediction_errors() -> metrics.Counter:
+    return metrics.Counter(
+        "ml_prediction_errors",
+        "Failed prediction requests by reason.",
+        tag_keys=("model_name", "reason"),
+    )
+
+
+def prediction_duration() -> metrics.Histogram:
+    return metrics.Histogram(
+        "ml_prediction_duration_seconds",
+        "Prediction request latency inside the app (seconds).",
+        boundaries=LATENCY_BUCKETS,
+        tag_keys=("model_name",),
+    )
+
+
+def batch_size() -> metrics.Histogram:
+    return metrics.Histogram(
+        "ml_batch_size",
+        "Rows per predict_proba call.",
+        boundaries=BATCH_BUCKETS,
+        tag_keys=("model_name",),
+    )
+
+
+def version_info() -> metrics.Gauge:
+    return metrics.Gauge(
+        "ml_model_version_info",
+        "1 for the model version a replica serves.",
+        tag_keys=("model_name", "model_version"),
+    )
+
+
+def feature_drift() -> metrics.Gauge:
+    return metrics.Gauge(
+        "ml_feature_drift_score",
+        "PSI of a feature's recent values.",
+        tag_keys=("model_name", "feature_name"),
+    )
+
+
+def model_drift() -> metrics.Gauge:
+    return metrics.Gauge(
+        "ml_model_drift_score", "PSI of the recent predicted-class mix.", tag_keys=("model_name",)
+    )
+
+
+def model_accuracy() -> metrics.Gauge:
+    return metrics.Gauge(
+        "ml_model_accuracy", "Rolling accuracy of labelled predictions.", tag_keys=("model_name",)
+    )
+
+
+class LatencySummary:
+    """Bounded in-process request log behind the JSON ``GET /metrics`` (seed contract)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.latencies_ms: deque[float] = deque(maxlen=size)
+        self.requests = 0
+        self.errors = 0
+        self.rows = 0
+        self.started = time.time()
+
+    def record(self, ms: float, rows: int, ok: bool) -> None:
+        self.requests += 1
+        self.errors += 0 if ok else 1
+        self.rows += rows if ok else 0
+        if ok:
+            self.latencies_ms.append(ms)
+
+    def summary(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
+        return {
+            "total_requests": self.requests,
+            "successful_requests": self.requests - self.errors,
+            "failed_requests": self.errors,
+            "error_rate": self.errors / self.requests if self.requests else 0.0,
+            "rows_predicted": self.rows,
+            "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 95, 99)}
+            | {"mean": float(lat.mean()), "window": len(self.latencies_ms)},
+        }

@@ -1,0 +1,100 @@
+"""A real local Ray cluster (`ray start --head`) with the Serve app deployed from
+serve_config.yaml (`serve deploy`), for the integration tests and the benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+ADMIN_TOKEN = "test-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port, self.dashboard, self.metrics = free_port(), free_port(), free_port()
+        self.serve_port = free_port()
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "SPARC_ADMIN_TOKEN": ADMIN_TOKEN,
+                    "RAY_ADDRESS": f"127.0.0.1:{self.port}",
+                    # Ray 2.60 token authentication: the CLI and drivers read ~/.ray/auth_token,
+                    # which `ray start` creates when it is missing.
+                    "RAY_AUTH_MODE": "token"}
+        self.url = f"http://127.0.0.1:{self.serve_port}"
+        self.dashboard_url = f"http://127.0.0.1:{self.dashboard}"
+
+    def run(self, *cmd: str, timeout: float = 300, check: bool = True):
+        r = subprocess.run(cmd, cwd=self.workdir, env=self.env, capture_output=True, text=True,
+                           timeout=timeout)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n"
+                               f"{r.stderr[-3000:]}")
+        return r
+
+    def start(self) -> None:
+        self.run(str(BIN / "ray"), "start", "--head", "--num-cpus=2", f"--port={self.port}",
+                 "--include-dashboard=true", f"--dashboard-port={self.dashboard}",
+                 f"--metrics-export-port={self.metrics}", "--disable-usage-stats")
+
+    def stop(self) -> None:
+        self.run(str(BIN / "serve"), "shutdown", "-y", "-a", self.dashboard_url, check=False,
+                 timeout=120)
+        self.run(str(BIN / "ray"), "stop", check=False, timeout=120)
+
+    def train(self, *args: str) -> subprocess.CompletedProcess:
+        """The training job as a driver on this cluster (RAY_ADDRESS points at it)."""
+        return self.run(sys.executable, str(ROOT / "jobs/train.py"), *args, timeout=600)
+
+    def serve_config(self, **deployment_overrides) -> Path:
+        """serve_config.yaml pointed at this cluster's store and port, with overrides per
+        deployment (e.g. ``Model={"user_config": {...}}``) merged in."""
+        cfg = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+        cfg["http_options"]["port"] = self.serve_port
+        app = cfg["applications"][0]
+        app["args"]["model_store"] = str(self.workdir / "model_store")
+        for dep in app["deployments"]:
+            for key, value in deployment_overrides.get(dep["name"], {}).items():
+                dep[key] = {**dep.get(key, {}), **value} if isinstance(value, dict) else value
+        path = self.workdir / "serve_config.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    def deploy(self, config: Path, timeout: float = 180) -> None:
+        self.run(str(BIN / "serve"), "deploy", str(config), "-a", self.dashboard_url)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
+                    return
+            status = self.run(str(BIN / "serve"), "status", "-a", self.dashboard_url,
+                              check=False).stdout
+            if "DEPLOY_FAILED" in status or "UNHEALTHY" in status:
+                break
+            time.sleep(1)
+        raise RuntimeError(f"app not healthy:\n{status}")
+
+
+@contextlib.contextmanager
+def running_cluster(workdir: Path) -> Iterator[Cluster]:
+    cluster = Cluster(workdir)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,0 +1,280 @@
+"""The Serve app from serve_config.yaml (`serve deploy`) on a real `ray start --head` cluster,
+with models trained by the real training job on that cluster. Tests run in file order and
+share the deployment."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import glob
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from sparc_ray.data import load_dataset
+from sparc_ray.registry import ModelRegistry
+from tests.integration.cluster import ADMIN_TOKEN, ROOT, running_cluster
+
+pytestmark = pytest.mark.slow
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+METRIC_NAMES = [
+    line.strip() for line in (ROOT / "tests/data/live_metric_names.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+
+
+def job_config(path: Path, family: str, params: dict) -> Path:
+    path.write_text(yaml.safe_dump({
+        "name": "breast_cancer",
+        "data": {"path": "builtin:breast_cancer"},
+        "cv": {"n_folds": 3},
+        "search": {"scheduler": "fifo", "space": {family: params}},
+        "registry": {"store": "model_store"},
+    }))
+    return path
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    work = tmp_path_factory.mktemp("serve")
+    with running_cluster(work) as cluster:
+        lr = job_config(work / "lr.yaml", "logistic_regression", {"C": [0.1, 1.0]})
+        rf = job_config(work / "rf.yaml", "random_forest", {"n_estimators": [40]})
+        cluster.train("--config", str(lr))
+        cluster.train("--config", str(rf), "--no-promote")
+        cluster.train("--config", str(rf), "--no-promote")  # to be corrupted
+        reg = ModelRegistry(work / "model_store")
+        v1, v2, bad = reg.versions("breast_cancer")
+        model_file = reg.root_path / "breast_cancer" / bad / "model.joblib"
+        model_file.write_bytes(model_file.read_bytes()[:-10] + b"corrupted!")
+        cluster.deploy(cluster.serve_config(
+            Model={"user_config": {"poll_interval_s": 1},
+                   "autoscaling_config": {"target_ongoing_requests": 1, "upscale_delay_s": 1,
+                                          "downscale_delay_s": 5, "metrics_interval_s": 0.5,
+                                          "look_back_period_s": 2}},
+        ))
+        yield {"cluster": cluster, "url": cluster.url, "reg": reg, "v1": v1, "v2": v2,
+               "bad": bad}
+
+
+@pytest.fixture(scope="module")
+def rows():
+    df, target = load_dataset("builtin:breast_cancer")
+    return df.drop(columns=target), df[target]
+
+
+def predict(url: str, instances: list[dict], **kw) -> httpx.Response:
+    return httpx.post(f"{url}/predict", json={"instances": instances, **kw}, timeout=60)
+
+
+def test_predictions_match_the_model_loaded_in_process(app, rows):
+    X, _ = rows
+    model, meta = app["reg"].load("breast_cancer", app["v1"])
+    for n in (1, 25):
+        batch = X.sample(n, random_state=n)
+        r = predict(app["url"], batch.to_dict("records"), include_probabilities=True)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert set(body) == {"predictions", "probabilities", "classes", "model_name",
+                             "model_version", "prediction_id", "timestamp",
+                             "processing_time_ms"}
+        assert body["model_version"] == app["v1"] and body["model_name"] == "breast_cancer"
+        assert body["classes"] == meta["classes"] == model.classes
+        assert body["predictions"] == model.predict(batch).tolist()
+        np.testing.assert_allclose(body["probabilities"], model.predict_proba(batch), atol=1e-6)
+    assert predict(app["url"], X.head(2).to_dict("records")).json()["probabilities"] is None
+
+
+def test_invalid_input_is_a_4xx_naming_row_and_feature(app, rows):
+    X, _ = rows
+    url, good = app["url"], X.head(3).to_dict("records")
+    feature = X.columns[0]
+    cases = [
+        ({"instances": [good[0], {k: v for k, v in good[1].items() if k != feature}]}, 422,
+         1, feature),
+        ({"instances": [{**good[0], "zip code": 1}]}, 422, 0, "zip code"),
+        ({"instances": [good[0], good[1], {**good[2], feature: "big"}]}, 422, 2, feature),
+        ({"instances": []}, 422, None, "instances"),
+        ({"instances": good * 400}, 413, None, None),
+        ({"rows": good}, 422, None, "rows"),
+    ]
+    for body, status, row, feat in cases:
+        r = httpx.post(f"{url}/predict", json=body, timeout=30)
+        assert r.status_code == status, (body.keys(), r.text)
+        if feat is not None:
+            assert {"row": row, "feature": feat} in [
+                {k: d[k] for k in ("row", "feature")} for d in r.json()["details"]], r.text
+    nan_body = json.dumps({"instances": good[:1]}).replace(str(good[0][feature]), "NaN", 1)
+    r = httpx.post(f"{url}/predict", content=nan_body, timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["details"][0]["feature"] == feature
+    assert httpx.post(f"{url}/predict", content=b"{not json", timeout=30).status_code == 400
+    assert httpx.post(f"{url}/predict", content=b"x" * 2_100_000, timeout=30).status_code == 413
+
+
+def test_health_model_metrics_and_docs(app):
+    url = app["url"]
+    health = httpx.get(f"{url}/health").json()
+    assert health["status"] == "healthy" and health["model_loaded"]
+    assert health["model_version"] == app["v1"] and health["uptime_seconds"] > 0
+    model = httpx.get(f"{url}/model").json()
+    assert model["version"] == app["v1"] and model["gates"]["passed"]
+    assert len(model["features"]) == 30 and "reference" not in model
+    assert "reference" in httpx.get(f"{url}/model?full=true").json()
+    summary = httpx.get(f"{url}/metrics").json()
+    pm = summary["prediction_metrics"]
+    assert pm["total_requests"] >= 10 and pm["failed_requests"] >= 8
+    assert pm["latency_ms"]["p99"] >= pm["latency_ms"]["p50"] > 0
+    assert {"cpu_percent", "memory_percent"} <= set(summary["system_metrics"])
+    spec = httpx.get(f"{url}/openapi.json").json()
+    assert {"/predict", "/health", "/model", "/metrics", "/reload-model", "/feedback"} <= set(
+        spec["paths"])
+    assert "example" in json.dumps(spec["paths"]["/predict"]["post"]["requestBody"])
+    assert httpx.get(f"{url}/docs").status_code == 200
+
+
+def test_reload_needs_the_bearer_token(app):
+    url = f"{app['url']}/reload-model"
+    assert httpx.post(url, timeout=30).status_code == 401
+    assert httpx.post(url, headers={"Authorization": "Bearer nope"}, timeout=30).status_code == 401
+    r = httpx.post(url, json={"version": "v-does-not-exist"}, headers=AUTH, timeout=30)
+    assert r.status_code == 404
+
+
+def _load(url: str, rows: list[dict], stop: threading.Event, out: list, workers: int = 4):
+    def worker(i: int) -> None:
+        while not stop.is_set():
+            r = predict(url, rows[i % len(rows): i % len(rows) + 1])
+            out.append((time.monotonic(), r.status_code,
+                        r.json().get("model_version") if r.status_code == 200 else r.text))
+
+    with cf.ThreadPoolExecutor(workers) as pool:
+        list(pool.map(worker, range(workers)))
+
+
+def test_reload_under_concurrent_requests_has_zero_failures(app, rows):
+    X, _ = rows
+    stop, out = threading.Event(), []
+    loader = threading.Thread(target=_load, args=(app["url"], X.head(50).to_dict("records"),
+                                                  stop, out))
+    loader.start()
+    time.sleep(2)
+    r = httpx.post(f"{app['url']}/reload-model", json={"version": app["v2"]}, headers=AUTH,
+                   timeout=90)
+    switched = time.monotonic()
+    time.sleep(2)
+    stop.set()
+    loader.join()
+    assert r.status_code == 200, r.text
+    assert r.json()["model_version"] == app["v2"]
+    assert len(out) > 20 and all(status == 200 for _, status, _ in out), out[:5]
+    versions = [v for _, _, v in out]
+    assert versions[0] == app["v1"]
+    assert {v for t, _, v in out if t > switched + 0.5} == {app["v2"]}
+
+
+def test_corrupt_artifact_is_refused_and_the_old_version_keeps_serving(app, rows):
+    X, _ = rows
+    r = httpx.post(f"{app['url']}/reload-model", json={"version": app["bad"]}, headers=AUTH,
+                   timeout=90)
+    assert r.status_code == 409, r.text
+    assert "sha256" in json.dumps(r.json()["details"])
+    r = predict(app["url"], X.head(2).to_dict("records"))
+    assert r.status_code == 200 and r.json()["model_version"] == app["v2"]
+    health = httpx.get(f"{app['url']}/health").json()
+    assert health["model_version"] == app["v2"] and health["target"] == app["v2"]
+
+
+def test_promotion_is_picked_up_by_polling_the_alias(app):
+    r = httpx.post(f"{app['url']}/reload-model", headers=AUTH, timeout=90)  # back to production
+    assert r.status_code == 200 and r.json()["model_version"] == app["v1"]
+    app["reg"].promote("breast_cancer", app["v2"])
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if httpx.get(f"{app['url']}/health").json()["model_version"] == app["v2"]:
+            break
+        time.sleep(0.5)
+    assert httpx.get(f"{app['url']}/health").json()["model_version"] == app["v2"]
+
+
+def test_feedback_gives_rolling_accuracy(app, rows):
+    X, y = rows
+    url = app["url"]
+    sample = X.sample(40, random_state=7)
+    body = predict(url, sample.to_dict("records")).json()
+    truth = y.loc[sample.index].tolist()
+    items = [{"prediction_id": body["prediction_id"], "row": i, "label": t}
+             for i, t in enumerate(truth)]
+    assert httpx.post(f"{url}/feedback", json=items, timeout=30).status_code == 401
+    r = httpx.post(f"{url}/feedback", json=items + [{"prediction_id": "nope", "label": "x"}],
+                   headers=AUTH, timeout=30).json()
+    expected = float(np.mean(np.array(body["predictions"]) == np.array(truth)))
+    assert r["matched"] == 40 and r["unknown"] == ["nope"]
+    assert r["accuracy"] == pytest.approx(expected)
+    again = httpx.post(f"{url}/feedback", json=items[:1], headers=AUTH, timeout=30).json()
+    assert again["matched"] == 0 and again["invalid"]
+
+
+def test_model_replicas_scale_out_under_load_and_back_in(app, rows):
+    X, _ = rows
+    url, big = app["url"], X.sample(1000, replace=True, random_state=1).to_dict("records")
+    stop, seen = threading.Event(), []
+
+    def heavy() -> None:
+        while not stop.is_set():
+            predict(url, big)
+
+    with cf.ThreadPoolExecutor(6) as pool:
+        for _ in range(6):
+            pool.submit(heavy)
+        deadline = time.time() + 60
+        while time.time() < deadline and max(seen, default=0) < 2:
+            seen.append(httpx.get(f"{url}/health", timeout=30).json()["model_replicas"])
+            time.sleep(1)
+        stop.set()
+    assert max(seen) >= 2, seen
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if httpx.get(f"{url}/health").json()["model_replicas"] == 1:
+            break
+        time.sleep(2)
+    assert httpx.get(f"{url}/health").json()["model_replicas"] == 1
+
+
+def test_ray_metrics_endpoint_exports_the_ml_metrics(app, rows):
+    X, _ = rows
+    for _ in range(3):  # enough rows for drift scores
+        assert predict(app["url"], X.sample(300, random_state=3).to_dict("records")).is_success
+    httpx.get(f"{app['url']}/metrics")  # refreshes nothing in Prometheus; gauges set above
+    url = f"http://127.0.0.1:{app['cluster'].metrics}/metrics"
+    found: dict[str, str] = {}
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        text = httpx.get(url, timeout=30).text
+        found = {m.group(1): m.group(2) for m in re.finditer(
+            r"^(ray_ml_[a-z_]+)\{([^}]*)\}", text, re.M)}
+        if all(n in found for n in METRIC_NAMES):
+            break
+        time.sleep(3)
+    missing = [n for n in METRIC_NAMES if n not in found]
+    assert not missing, f"not exported: {missing}; seen: {sorted(found)}"
+    for name in METRIC_NAMES:
+        assert 'model_name="breast_cancer"' in found[name], (name, found[name])
+    assert 'feature_name="mean radius"' in text and 'reason="invalid_input"' in text
+
+
+def test_json_logs_carry_the_prediction_id(app, rows):
+    X, _ = rows
+    pid = predict(app["url"], X.head(1).to_dict("records")).json()["prediction_id"]
+    time.sleep(1)
+    lines = [json.loads(line) for path in glob.glob(
+        "/tmp/ray/session_latest/logs/serve/replica_sparc_Validator_*.log")
+             for line in Path(path).read_text().splitlines() if line.startswith("{")]
+    mine = [rec for rec in lines if rec.get("prediction_id") == pid]
+    assert mine and "predicted 1 rows" in mine[0]["message"]
