@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL_TYPE ?= random_forest
 export RAY_USAGE_STATS_ENABLED := 0
+# Ray 2.60 token authentication: `ray start` writes ~/.ray/auth_token; every CLI reads it.
+export RAY_AUTH_MODE := token
+DEMO := .demo
+DASHBOARD := http://127.0.0.1:8265
 
 .PHONY: venv lint format test test-unit test-model test-manifests demo stop bench clean
 
@@ -33,11 +37,34 @@ test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit -m 'not slow'
 
 test-model: venv
-	SPARC_MODEL_TYPE=$(MODEL_TYPE) $(BIN)/python -m pytest -q tests/model
+	$(BIN)/python -m pytest -q tests/model -k "$(MODEL_TYPE)"
 
 test-manifests: venv
 	bash .ci/install-promtool.sh
 	$(BIN)/python -m pytest -q tests/unit/test_manifests.py
+
+## Train on the bundled dataset with a local Ray, serve it, send sample requests.
+demo: venv
+	mkdir -p $(DEMO)
+	test -s $(DEMO)/admin_token || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > $(DEMO)/admin_token
+	@echo "== 1/4 local Ray head (dashboard $(DASHBOARD))"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ray status >/dev/null 2>&1 || \
+	  PATH="$(CURDIR)/$(BIN):$$PATH" SPARC_ADMIN_TOKEN="$$(cat $(DEMO)/admin_token)" \
+	  $(BIN)/ray start --head --num-cpus=2 --dashboard-host=127.0.0.1 --disable-usage-stats
+	@echo "== 2/4 training job (Ray Tune search, gates, registry in ./model_store)"
+	$(BIN)/ray job submit --address $(DASHBOARD) --working-dir . -- \
+	  python jobs/train.py --config tune/default.yaml \
+	  --store "$(CURDIR)/model_store" --storage-path "$(CURDIR)/ray_results"
+	@echo "== 3/4 deploy serve_config.yaml"
+	$(BIN)/serve deploy serve_config.yaml --address $(DASHBOARD)
+	@echo "== 4/4 sample requests"
+	$(BIN)/python -m sparc_ray.demo --dashboard $(DASHBOARD)
+	@echo "admin token for /reload-model and /feedback: $$(cat $(DEMO)/admin_token)"
+
+## Stop what `make demo` started.
+stop:
+	-$(BIN)/serve shutdown -y --address $(DASHBOARD)
+	-$(BIN)/ray stop
 
 bench: venv
 	$(BIN)/python bench/tune_bench.py

@@ -34,17 +34,22 @@ class SparcClient:
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         r = self.http.request(method, path, **kw)
-        body = r.json() if r.headers.get("content-type", "").startswith("application/json") \
-            else r.text
+        body = (
+            r.json() if r.headers.get("content-type", "").startswith("application/json") else r.text
+        )
         if r.status_code >= 400:
             raise PredictionError(r.status_code, body)
         return body
 
-    def predict(self, rows: list[dict[str, Any]] | pd.DataFrame,
-                include_probabilities: bool = False) -> dict[str, Any]:
+    def predict(
+        self, rows: list[dict[str, Any]] | pd.DataFrame, include_probabilities: bool = False
+    ) -> dict[str, Any]:
         instances = records(rows) if isinstance(rows, pd.DataFrame) else rows
-        return self._call("POST", "/predict", json={
-            "instances": instances, "include_probabilities": include_probabilities})
+        return self._call(
+            "POST",
+            "/predict",
+            json={"instances": instances, "include_probabilities": include_probabilities},
+        )
 
     def health(self) -> dict[str, Any]:
         r = self.http.get("/health")
@@ -60,8 +65,13 @@ class SparcClient:
         return self._call("POST", "/feedback", json=items)
 
 
-def score_csv(url: str, input_path: str, output_path: str | None, chunk_size: int = 500,
-              include_probabilities: bool = False) -> int:
+def score_csv(
+    url: str,
+    input_path: str,
+    output_path: str | None,
+    chunk_size: int = 500,
+    include_probabilities: bool = False,
+) -> int:
     """Score a CSV chunk by chunk; writes the input columns plus ``prediction`` (and
     ``proba_<class>`` columns). Returns the number of rows scored."""
     client = SparcClient(url)

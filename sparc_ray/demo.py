@@ -37,22 +37,29 @@ def main() -> None:
     sample = df.sample(5, random_state=0)
     rows = records(sample.drop(columns=target))
     one = client.predict(rows[:1])
-    print(f"1 row     -> {one['predictions']}  (true: {sample[target].iloc[0]}, "
-          f"{one['processing_time_ms']:.1f} ms, version {one['model_version']})")
+    print(
+        f"1 row     -> {one['predictions']}  (true: {sample[target].iloc[0]}, "
+        f"{one['processing_time_ms']:.1f} ms, version {one['model_version']})"
+    )
     five = client.predict(rows, include_probabilities=True)
-    for pred, proba, truth in zip(five["predictions"], five["probabilities"], sample[target],
-                                  strict=True):
-        print(f"5 rows    -> {pred:<10} P={dict(zip(five['classes'], proba, strict=True))}"
-              f"  (true: {truth})")
+    for pred, proba, truth in zip(
+        five["predictions"], five["probabilities"], sample[target], strict=True
+    ):
+        print(
+            f"5 rows    -> {pred:<10} P={dict(zip(five['classes'], proba, strict=True))}"
+            f"  (true: {truth})"
+        )
     bad = {**rows[0], "mean radius": "large"}
     bad.pop("worst area")
     try:
         client.predict([rows[1], bad])
     except PredictionError as exc:
         print(f"\ninvalid   -> HTTP {exc.status}: {json.dumps(exc.body, indent=2)}")
-    print(f"\nendpoint       {args.url}/predict\nAPI docs       {args.url}/docs\n"
-          f"health         {args.url}/health\nRay dashboard  {args.dashboard}\n"
-          "stop with      make stop")
+    print(
+        f"\nendpoint       {args.url}/predict\nAPI docs       {args.url}/docs\n"
+        f"health         {args.url}/health\nRay dashboard  {args.dashboard}\n"
+        "stop with      make stop"
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,11 @@ def trained_loans_model(loans):
     from sparc_ray.models import SPARCClassificationModel
 
     model = SPARCClassificationModel(
-        {"model_type": "random_forest", "model": {"n_estimators": 30}, "cross_validation":
-         {"n_folds": 3}}
+        {
+            "model_type": "random_forest",
+            "model": {"n_estimators": 30},
+            "cross_validation": {"n_folds": 3},
+        }
     )
     model.fit(loans.drop(columns="decision"), loans["decision"])
     return model

@@ -8,7 +8,6 @@ to validate ``args:``.)
 Deployment options (resources, autoscaling, batching) come from serve_config.yaml.
 """
 
-
 import os
 
 from pydantic import BaseModel, Field

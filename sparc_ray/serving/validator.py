@@ -5,7 +5,6 @@ requests (``@serve.batch``) so that one Model call and one Postprocessor call se
 requests, and answers with the seed's response fields.
 """
 
-
 import asyncio
 import datetime as dt
 import hmac

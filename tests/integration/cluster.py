@@ -31,30 +31,45 @@ class Cluster:
         self.workdir = workdir
         self.port, self.dashboard, self.metrics = free_port(), free_port(), free_port()
         self.serve_port = free_port()
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "SPARC_ADMIN_TOKEN": ADMIN_TOKEN,
-                    "RAY_ADDRESS": f"127.0.0.1:{self.port}",
-                    # Ray 2.60 token authentication: the CLI and drivers read ~/.ray/auth_token,
-                    # which `ray start` creates when it is missing.
-                    "RAY_AUTH_MODE": "token"}
+        self.env = {
+            **os.environ,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "SPARC_ADMIN_TOKEN": ADMIN_TOKEN,
+            "RAY_ADDRESS": f"127.0.0.1:{self.port}",
+            # Ray 2.60 token authentication: the CLI and drivers read ~/.ray/auth_token,
+            # which `ray start` creates when it is missing.
+            "RAY_AUTH_MODE": "token",
+        }
         self.url = f"http://127.0.0.1:{self.serve_port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard}"
 
     def run(self, *cmd: str, timeout: float = 300, check: bool = True):
-        r = subprocess.run(cmd, cwd=self.workdir, env=self.env, capture_output=True, text=True,
-                           timeout=timeout)
+        r = subprocess.run(
+            cmd, cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         if check and r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n"
-                               f"{r.stderr[-3000:]}")
+            raise RuntimeError(
+                f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+            )
         return r
 
     def start(self) -> None:
-        self.run(str(BIN / "ray"), "start", "--head", "--num-cpus=2", f"--port={self.port}",
-                 "--include-dashboard=true", f"--dashboard-port={self.dashboard}",
-                 f"--metrics-export-port={self.metrics}", "--disable-usage-stats")
+        self.run(
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--num-cpus=2",
+            f"--port={self.port}",
+            "--include-dashboard=true",
+            f"--dashboard-port={self.dashboard}",
+            f"--metrics-export-port={self.metrics}",
+            "--disable-usage-stats",
+        )
 
     def stop(self) -> None:
-        self.run(str(BIN / "serve"), "shutdown", "-y", "-a", self.dashboard_url, check=False,
-                 timeout=120)
+        self.run(
+            str(BIN / "serve"), "shutdown", "-y", "-a", self.dashboard_url, check=False, timeout=120
+        )
         self.run(str(BIN / "ray"), "stop", check=False, timeout=120)
 
     def train(self, *args: str) -> subprocess.CompletedProcess:
@@ -82,8 +97,9 @@ class Cluster:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
                     return
-            status = self.run(str(BIN / "serve"), "status", "-a", self.dashboard_url,
-                              check=False).stdout
+            status = self.run(
+                str(BIN / "serve"), "status", "-a", self.dashboard_url, check=False
+            ).stdout
             if "DEPLOY_FAILED" in status or "UNHEALTHY" in status:
                 break
             time.sleep(1)

@@ -24,19 +24,24 @@ from tests.integration.cluster import ADMIN_TOKEN, ROOT, running_cluster
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 METRIC_NAMES = [
-    line.strip() for line in (ROOT / "tests/data/live_metric_names.txt").read_text().splitlines()
+    line.strip()
+    for line in (ROOT / "tests/data/live_metric_names.txt").read_text().splitlines()
     if line.strip() and not line.startswith("#")
 ]
 
 
 def job_config(path: Path, family: str, params: dict) -> Path:
-    path.write_text(yaml.safe_dump({
-        "name": "breast_cancer",
-        "data": {"path": "builtin:breast_cancer"},
-        "cv": {"n_folds": 3},
-        "search": {"scheduler": "fifo", "space": {family: params}},
-        "registry": {"store": "model_store"},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "breast_cancer",
+                "data": {"path": "builtin:breast_cancer"},
+                "cv": {"n_folds": 3},
+                "search": {"scheduler": "fifo", "space": {family: params}},
+                "registry": {"store": "model_store"},
+            }
+        )
+    )
     return path
 
 
@@ -53,14 +58,21 @@ def app(tmp_path_factory):
         v1, v2, bad = reg.versions("breast_cancer")
         model_file = reg.root_path / "breast_cancer" / bad / "model.joblib"
         model_file.write_bytes(model_file.read_bytes()[:-10] + b"corrupted!")
-        cluster.deploy(cluster.serve_config(
-            Model={"user_config": {"poll_interval_s": 1},
-                   "autoscaling_config": {"target_ongoing_requests": 1, "upscale_delay_s": 1,
-                                          "downscale_delay_s": 5, "metrics_interval_s": 0.5,
-                                          "look_back_period_s": 2}},
-        ))
-        yield {"cluster": cluster, "url": cluster.url, "reg": reg, "v1": v1, "v2": v2,
-               "bad": bad}
+        cluster.deploy(
+            cluster.serve_config(
+                Model={
+                    "user_config": {"poll_interval_s": 1},
+                    "autoscaling_config": {
+                        "target_ongoing_requests": 1,
+                        "upscale_delay_s": 1,
+                        "downscale_delay_s": 5,
+                        "metrics_interval_s": 0.5,
+                        "look_back_period_s": 2,
+                    },
+                },
+            )
+        )
+        yield {"cluster": cluster, "url": cluster.url, "reg": reg, "v1": v1, "v2": v2, "bad": bad}
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +93,16 @@ def test_predictions_match_the_model_loaded_in_process(app, rows):
         r = predict(app["url"], batch.to_dict("records"), include_probabilities=True)
         assert r.status_code == 200, r.text
         body = r.json()
-        assert set(body) == {"predictions", "probabilities", "classes", "model_name",
-                             "model_version", "prediction_id", "timestamp",
-                             "processing_time_ms"}
+        assert set(body) == {
+            "predictions",
+            "probabilities",
+            "classes",
+            "model_name",
+            "model_version",
+            "prediction_id",
+            "timestamp",
+            "processing_time_ms",
+        }
         assert body["model_version"] == app["v1"] and body["model_name"] == "breast_cancer"
         assert body["classes"] == meta["classes"] == model.classes
         assert body["predictions"] == model.predict(batch).tolist()
@@ -96,8 +115,12 @@ def test_invalid_input_is_a_4xx_naming_row_and_feature(app, rows):
     url, good = app["url"], X.head(3).to_dict("records")
     feature = X.columns[0]
     cases = [
-        ({"instances": [good[0], {k: v for k, v in good[1].items() if k != feature}]}, 422,
-         1, feature),
+        (
+            {"instances": [good[0], {k: v for k, v in good[1].items() if k != feature}]},
+            422,
+            1,
+            feature,
+        ),
         ({"instances": [{**good[0], "zip code": 1}]}, 422, 0, "zip code"),
         ({"instances": [good[0], good[1], {**good[2], feature: "big"}]}, 422, 2, feature),
         ({"instances": []}, 422, None, "instances"),
@@ -109,10 +132,12 @@ def test_invalid_input_is_a_4xx_naming_row_and_feature(app, rows):
         assert r.status_code == status, (body.keys(), r.text)
         if feat is not None:
             assert {"row": row, "feature": feat} in [
-                {k: d[k] for k in ("row", "feature")} for d in r.json()["details"]], r.text
+                {k: d[k] for k in ("row", "feature")} for d in r.json()["details"]
+            ], r.text
     nan_body = json.dumps({"instances": good[:1]}).replace(str(good[0][feature]), "NaN", 1)
-    r = httpx.post(f"{url}/predict", content=nan_body, timeout=30,
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{url}/predict", content=nan_body, timeout=30, headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422 and r.json()["details"][0]["feature"] == feature
     assert httpx.post(f"{url}/predict", content=b"{not json", timeout=30).status_code == 400
     assert httpx.post(f"{url}/predict", content=b"x" * 2_100_000, timeout=30).status_code == 413
@@ -134,7 +159,8 @@ def test_health_model_metrics_and_docs(app):
     assert {"cpu_percent", "memory_percent"} <= set(summary["system_metrics"])
     spec = httpx.get(f"{url}/openapi.json").json()
     assert {"/predict", "/health", "/model", "/metrics", "/reload-model", "/feedback"} <= set(
-        spec["paths"])
+        spec["paths"]
+    )
     assert "example" in json.dumps(spec["paths"]["/predict"]["post"]["requestBody"])
     assert httpx.get(f"{url}/docs").status_code == 200
 
@@ -150,9 +176,14 @@ def test_reload_needs_the_bearer_token(app):
 def _load(url: str, rows: list[dict], stop: threading.Event, out: list, workers: int = 4):
     def worker(i: int) -> None:
         while not stop.is_set():
-            r = predict(url, rows[i % len(rows): i % len(rows) + 1])
-            out.append((time.monotonic(), r.status_code,
-                        r.json().get("model_version") if r.status_code == 200 else r.text))
+            r = predict(url, rows[i % len(rows) : i % len(rows) + 1])
+            out.append(
+                (
+                    time.monotonic(),
+                    r.status_code,
+                    r.json().get("model_version") if r.status_code == 200 else r.text,
+                )
+            )
 
     with cf.ThreadPoolExecutor(workers) as pool:
         list(pool.map(worker, range(workers)))
@@ -161,12 +192,14 @@ def _load(url: str, rows: list[dict], stop: threading.Event, out: list, workers:
 def test_reload_under_concurrent_requests_has_zero_failures(app, rows):
     X, _ = rows
     stop, out = threading.Event(), []
-    loader = threading.Thread(target=_load, args=(app["url"], X.head(50).to_dict("records"),
-                                                  stop, out))
+    loader = threading.Thread(
+        target=_load, args=(app["url"], X.head(50).to_dict("records"), stop, out)
+    )
     loader.start()
     time.sleep(2)
-    r = httpx.post(f"{app['url']}/reload-model", json={"version": app["v2"]}, headers=AUTH,
-                   timeout=90)
+    r = httpx.post(
+        f"{app['url']}/reload-model", json={"version": app["v2"]}, headers=AUTH, timeout=90
+    )
     switched = time.monotonic()
     time.sleep(2)
     stop.set()
@@ -181,8 +214,9 @@ def test_reload_under_concurrent_requests_has_zero_failures(app, rows):
 
 def test_corrupt_artifact_is_refused_and_the_old_version_keeps_serving(app, rows):
     X, _ = rows
-    r = httpx.post(f"{app['url']}/reload-model", json={"version": app["bad"]}, headers=AUTH,
-                   timeout=90)
+    r = httpx.post(
+        f"{app['url']}/reload-model", json={"version": app["bad"]}, headers=AUTH, timeout=90
+    )
     assert r.status_code == 409, r.text
     assert "sha256" in json.dumps(r.json()["details"])
     r = predict(app["url"], X.head(2).to_dict("records"))
@@ -209,11 +243,16 @@ def test_feedback_gives_rolling_accuracy(app, rows):
     sample = X.sample(40, random_state=7)
     body = predict(url, sample.to_dict("records")).json()
     truth = y.loc[sample.index].tolist()
-    items = [{"prediction_id": body["prediction_id"], "row": i, "label": t}
-             for i, t in enumerate(truth)]
+    items = [
+        {"prediction_id": body["prediction_id"], "row": i, "label": t} for i, t in enumerate(truth)
+    ]
     assert httpx.post(f"{url}/feedback", json=items, timeout=30).status_code == 401
-    r = httpx.post(f"{url}/feedback", json=items + [{"prediction_id": "nope", "label": "x"}],
-                   headers=AUTH, timeout=30).json()
+    r = httpx.post(
+        f"{url}/feedback",
+        json=items + [{"prediction_id": "nope", "label": "x"}],
+        headers=AUTH,
+        timeout=30,
+    ).json()
     expected = float(np.mean(np.array(body["predictions"]) == np.array(truth)))
     assert r["matched"] == 40 and r["unknown"] == ["nope"]
     assert r["accuracy"] == pytest.approx(expected)
@@ -257,8 +296,9 @@ def test_ray_metrics_endpoint_exports_the_ml_metrics(app, rows):
     deadline = time.time() + 90
     while time.time() < deadline:
         text = httpx.get(url, timeout=30).text
-        found = {m.group(1): m.group(2) for m in re.finditer(
-            r"^(ray_ml_[a-z_]+)\{([^}]*)\}", text, re.M)}
+        found = {
+            m.group(1): m.group(2) for m in re.finditer(r"^(ray_ml_[a-z_]+)\{([^}]*)\}", text, re.M)
+        }
         if all(n in found for n in METRIC_NAMES):
             break
         time.sleep(3)
@@ -273,8 +313,11 @@ def test_json_logs_carry_the_prediction_id(app, rows):
     X, _ = rows
     pid = predict(app["url"], X.head(1).to_dict("records")).json()["prediction_id"]
     time.sleep(1)
-    lines = [json.loads(line) for path in glob.glob(
-        "/tmp/ray/session_latest/logs/serve/replica_sparc_Validator_*.log")
-             for line in Path(path).read_text().splitlines() if line.startswith("{")]
+    lines = [
+        json.loads(line)
+        for path in glob.glob("/tmp/ray/session_latest/logs/serve/replica_sparc_Validator_*.log")
+        for line in Path(path).read_text().splitlines()
+        if line.startswith("{")
+    ]
     mine = [rec for rec in lines if rec.get("prediction_id") == pid]
     assert mine and "predicted 1 rows" in mine[0]["message"]

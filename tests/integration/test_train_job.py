@@ -31,8 +31,12 @@ def write_config(tmp_path: Path, **overrides) -> Path:
         "name": "loans",
         "data": {"path": str(DATA / "loans.csv"), "target": "decision", "test_size": 0.25},
         "cv": {"n_folds": 3, "scoring": "accuracy"},
-        "search": {"sampler": "grid", "scheduler": "asha", "space": TINY_SPACE,
-                   "storage_path": str(tmp_path / "ray_results")},
+        "search": {
+            "sampler": "grid",
+            "scheduler": "asha",
+            "space": TINY_SPACE,
+            "storage_path": str(tmp_path / "ray_results"),
+        },
         "registry": {"store": str(tmp_path / "store")},
     }
     for key, value in overrides.items():
@@ -44,8 +48,12 @@ def write_config(tmp_path: Path, **overrides) -> Path:
 
 def run_job(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(ROOT / "jobs/train.py"), *args], cwd=cwd, capture_output=True,
-        text=True, timeout=timeout, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        [sys.executable, str(ROOT / "jobs/train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
     )
 
 
@@ -78,9 +86,22 @@ def test_train_job_publishes_and_promotes(tmp_path, loans):
     meta = reg.metadata("loans", version)
     vdir = reg.root_path / "loans" / version
     assert hashlib.sha256((vdir / "model.joblib").read_bytes()).hexdigest() == meta["sha256"]
-    for key in ("name", "version", "model_type", "params", "created_at", "features", "target",
-                "classes", "metrics", "gates", "sha256", "training_data", "library_versions",
-                "reference"):
+    for key in (
+        "name",
+        "version",
+        "model_type",
+        "params",
+        "created_at",
+        "features",
+        "target",
+        "classes",
+        "metrics",
+        "gates",
+        "sha256",
+        "training_data",
+        "library_versions",
+        "reference",
+    ):
         assert key in meta, key
     assert meta["classes"] == ["approved", "rejected", "review"]
     assert {f["name"]: f["kind"] for f in meta["features"]}["employment"] == "categorical"
@@ -102,8 +123,11 @@ def test_train_job_publishes_and_promotes(tmp_path, loans):
 
 @pytest.mark.slow
 def test_failed_gates_store_but_do_not_promote(tmp_path):
-    cfg = write_config(tmp_path, gates={"accuracy": 0.999},
-                       search={"space": {"logistic_regression": {"C": [0.01]}}})
+    cfg = write_config(
+        tmp_path,
+        gates={"accuracy": 0.999},
+        search={"space": {"logistic_regression": {"C": [0.01]}}},
+    )
     r = run_job("--config", str(cfg), cwd=tmp_path)
     assert r.returncode == 3, r.stderr[-2000:]
     assert "gates failed: accuracy" in r.stderr
@@ -129,13 +153,20 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
     X["y"] = np.where(X["x0"] + 0.5 * X["x1"] + rng.normal(0, 0.5, 4000) > 0, "a", "b")
     X.to_csv(tmp_path / "big.csv", index=False)
     cfg = write_config(
-        tmp_path, name="big", data={"path": str(tmp_path / "big.csv"), "target": "y"},
-        search={"scheduler": "fifo",
-                "space": {"random_forest": {"n_estimators": list(range(300, 310))}}},
+        tmp_path,
+        name="big",
+        data={"path": str(tmp_path / "big.csv"), "target": "y"},
+        search={
+            "scheduler": "fifo",
+            "space": {"random_forest": {"n_estimators": list(range(300, 310))}},
+        },
     )
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "jobs/train.py"), "--config", str(cfg)], cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, str(ROOT / "jobs/train.py"), "--config", str(cfg)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     exp = None
     deadline = time.time() + 240

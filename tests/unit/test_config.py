@@ -20,13 +20,27 @@ def test_default_yaml_resolves():
     assert cfg.search["scheduler"] == "asha" and cfg.cv["n_folds"] == 5
     assert cfg.gates == {"accuracy": 0.70, "precision": 0.65, "recall": 0.65}
     assert set(cfg.search["space"]) == {
-        "random_forest", "logistic_regression", "hist_gradient_boosting"
+        "random_forest",
+        "logistic_regression",
+        "hist_gradient_boosting",
     }
 
 
 def test_flags_override_yaml():
-    cfg = parse("--data", "x/loans.csv", "--target", "decision", "--store", "s3://b/m",
-                "--num-samples", "3", "--scheduler", "fifo", "--no-promote", "--resume")
+    cfg = parse(
+        "--data",
+        "x/loans.csv",
+        "--target",
+        "decision",
+        "--store",
+        "s3://b/m",
+        "--num-samples",
+        "3",
+        "--scheduler",
+        "fifo",
+        "--no-promote",
+        "--resume",
+    )
     assert cfg.name == "loans"  # a new dataset gets its own model name
     assert cfg.data == {"path": "x/loans.csv", "target": "decision", "test_size": 0.2, "seed": 42}
     assert cfg.registry == {"store": "s3://b/m", "promote": False}
@@ -46,10 +60,14 @@ def test_every_example_yaml_is_valid():
     [
         ("name: m\ndata: {path: a.csv}\nsearch: {space: {random_forest: {}}}", "data.target"),
         ("name: m\ndata: {path: builtin:iris}\nsearch: {space: {xgb: {}}}", "unknown model"),
-        ("name: m\ndata: {path: builtin:iris}\nsearch: {sampler: bayes, space: {random_forest: {}}}",
-         "search.sampler"),
-        ("name: m\ndata: {path: builtin:iris}\ncv: {n_folds: 1}\nsearch: {space: {random_forest: {}}}",
-         "cv.n_folds"),
+        (
+            "name: m\ndata: {path: builtin:iris}\nsearch: {sampler: bayes, space: {random_forest: {}}}",
+            "search.sampler",
+        ),
+        (
+            "name: m\ndata: {path: builtin:iris}\ncv: {n_folds: 1}\nsearch: {space: {random_forest: {}}}",
+            "cv.n_folds",
+        ),
         ("name: m\ndata: {path: builtin:iris}", "search.space"),
         ("name: [unclosed", "invalid YAML"),
     ],

@@ -57,8 +57,9 @@ def test_window_is_bounded_and_too_few_rows_give_no_score(cancer):
 
 def test_categorical_drift_counts_unseen_and_missing(loans):
     X = normalize_features(loans.drop(columns="decision"))
-    ref = build_reference(X, infer_schema(X), loans["decision"].to_numpy(),
-                          ["approved", "rejected", "review"])
+    ref = build_reference(
+        X, infer_schema(X), loans["decision"].to_numpy(), ["approved", "rejected", "review"]
+    )
     emp = ref["features"]["employment"]
     assert emp["categories"] == ["retired", "salaried", "self-employed", "unemployed"]
     assert len(emp["probs"]) == 6 and emp["probs"][-1] == pytest.approx(20 / 600)

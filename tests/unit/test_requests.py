@@ -5,8 +5,11 @@ import pytest
 
 from sparc_ray.serving.requests import FeatureCheck, RequestError, parse_json, parse_predict
 
-FEATURES = [FeatureCheck("income", True), FeatureCheck("age", True),
-            FeatureCheck("employment", False)]
+FEATURES = [
+    FeatureCheck("income", True),
+    FeatureCheck("age", True),
+    FeatureCheck("employment", False),
+]
 ROW = {"income": 52000, "age": 41.5, "employment": "salaried"}
 
 
@@ -18,8 +21,14 @@ def fail(body, status, max_instances=100):
 
 
 def test_valid_rows_become_typed_columns_in_model_order():
-    data = parse_predict({"instances": [ROW, {**ROW, "age": None, "employment": None}],
-                          "include_probabilities": True}, FEATURES, 100)
+    data = parse_predict(
+        {
+            "instances": [ROW, {**ROW, "age": None, "employment": None}],
+            "include_probabilities": True,
+        },
+        FEATURES,
+        100,
+    )
     assert list(data.columns) == ["income", "age", "employment"]
     assert data.columns["income"].dtype == np.float64 and data.n_rows == 2
     assert np.isnan(data.columns["age"][1]) and data.columns["employment"][1] != "None"
@@ -41,20 +50,27 @@ def test_unseen_category_is_accepted_the_pipeline_ignores_it():
         ({"instances": [{**ROW, "income": 1e400}]}, 422, 0, "income", "overflows to inf"),
         ({"instances": []}, 422, None, "instances", "missing, empty"),
         ({"instances": [ROW, 5]}, 422, 1, None, "must be a JSON object"),
-        ({"instances": [ROW], "include_probabilities": "yes"}, 422, None,
-         "include_probabilities", "true or false"),
+        (
+            {"instances": [ROW], "include_probabilities": "yes"},
+            422,
+            None,
+            "include_probabilities",
+            "true or false",
+        ),
         ({"instances": [ROW], "extra": 1}, 422, None, "extra", "unknown field"),
     ],
 )
 def test_each_bad_input_names_row_and_feature(body, status, row, feature, message):
     details = fail(body, status)["details"]
-    assert any(d["row"] == row and d["feature"] == feature and message in d["message"]
-               for d in details), details
+    assert any(
+        d["row"] == row and d["feature"] == feature and message in d["message"] for d in details
+    ), details
 
 
 def test_nan_and_infinity_tokens_are_reported_with_their_position():
-    body = parse_json(b'{"instances": [{"income": NaN, "age": -Infinity, "employment": "x"}]}',
-                      10_000)
+    body = parse_json(
+        b'{"instances": [{"income": NaN, "age": -Infinity, "employment": "x"}]}', 10_000
+    )
     details = fail(body, 422)["details"]
     assert {(d["row"], d["feature"]) for d in details} == {(0, "income"), (0, "age")}
     assert "NaN" in details[0]["message"]

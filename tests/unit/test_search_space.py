@@ -20,8 +20,10 @@ def test_grid_is_the_product_per_family_not_across_families():
 
 
 def test_random_draws_within_bounds_and_is_seeded():
-    space = {"logistic_regression": {"C": {"loguniform": [0.01, 10]}, "penalty": ["l2"]},
-             "random_forest": {"min_samples_leaf": {"randint": [1, 3]}}}
+    space = {
+        "logistic_regression": {"C": {"loguniform": [0.01, 10]}, "penalty": ["l2"]},
+        "random_forest": {"min_samples_leaf": {"randint": [1, 3]}},
+    }
     a = expand_candidates(space, "random", 20, seed=3)
     assert len(a) == 40 and a == expand_candidates(space, "random", 20, seed=3)
     cs = [c["params"]["C"] for c in a if c["model_type"] == "logistic_regression"]

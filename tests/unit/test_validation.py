@@ -46,7 +46,10 @@ def test_each_bad_case_names_the_problem(mutate, message):
 def test_all_problems_are_reported_together():
     df = good().assign(empty=np.nan, x=np.inf)
     errors = check(df)["errors"]
-    assert sorted(errors) == ["column 'empty' is entirely empty", "column 'x' has 40 infinite values"]
+    assert sorted(errors) == [
+        "column 'empty' is entirely empty",
+        "column 'x' has 40 infinite values",
+    ]
 
 
 def test_min_rows_per_class_accounts_for_the_holdout():
