@@ -164,12 +164,13 @@ def main() -> None:
             f"{r['folds_run']:>6}/{r['folds_total']}"
         )
     fifo, asha = runs["fifo"], runs["asha"]
+    asha_ok = asha["seconds"] <= 0.5 * gs_seconds and abs(asha["best"] - gs_best) <= 0.005
     print(
         f"\ntargets: FIFO <= 1.10x  -> {fifo['seconds'] / gs_seconds:.2f}x "
         f"{'OK' if fifo['seconds'] <= 1.1 * gs_seconds else 'MISSED'};  "
         f"ASHA <= 0.50x and |Δ best| <= 0.005 -> {asha['seconds'] / gs_seconds:.2f}x, "
         f"{asha['best'] - gs_best:+.4f} "
-        f"{'OK' if asha['seconds'] <= 0.5 * gs_seconds and abs(asha['best'] - gs_best) <= 0.005 else 'MISSED'}"
+        f"{'OK' if asha_ok else 'MISSED'}"
     )
     out = Path(args.out.format(space=args.space))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -249,7 +249,7 @@ def test_feedback_gives_rolling_accuracy(app, rows):
     assert httpx.post(f"{url}/feedback", json=items, timeout=30).status_code == 401
     r = httpx.post(
         f"{url}/feedback",
-        json=items + [{"prediction_id": "nope", "label": "x"}],
+        json=[*items, {"prediction_id": "nope", "label": "x"}],
         headers=AUTH,
         timeout=30,
     ).json()

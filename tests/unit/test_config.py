@@ -7,6 +7,8 @@ import pytest
 from sparc_ray.config import ConfigError, add_train_arguments, load_config
 from tests.conftest import ROOT
 
+IRIS = "name: m\ndata: {path: builtin:iris}\n"
+
 
 def parse(*argv):
     p = argparse.ArgumentParser()
@@ -61,11 +63,11 @@ def test_every_example_yaml_is_valid():
         ("name: m\ndata: {path: a.csv}\nsearch: {space: {random_forest: {}}}", "data.target"),
         ("name: m\ndata: {path: builtin:iris}\nsearch: {space: {xgb: {}}}", "unknown model"),
         (
-            "name: m\ndata: {path: builtin:iris}\nsearch: {sampler: bayes, space: {random_forest: {}}}",
+            f"{IRIS}search: {{sampler: bayes, space: {{random_forest: {{}}}}}}",
             "search.sampler",
         ),
         (
-            "name: m\ndata: {path: builtin:iris}\ncv: {n_folds: 1}\nsearch: {space: {random_forest: {}}}",
+            f"{IRIS}cv: {{n_folds: 1}}\nsearch: {{space: {{random_forest: {{}}}}}}",
             "cv.n_folds",
         ),
         ("name: m\ndata: {path: builtin:iris}", "search.space"),

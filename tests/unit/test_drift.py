@@ -43,7 +43,7 @@ def test_two_sigma_shift_flags_only_that_feature(cancer):
 
 
 def test_window_is_bounded_and_too_few_rows_give_no_score(cancer):
-    X, y, ref = cancer
+    X, _y, ref = cancer
     m = DriftMonitor(ref, window_rows=300, min_rows=200)
     m.update({c: X[c].to_numpy()[:100] for c in X}, np.zeros(100, np.int32))
     assert m.scores() is None

@@ -19,10 +19,10 @@ def reg(tmp_path):
 
 def test_publish_writes_model_metadata_and_files(reg, trained_loans_model, loans):
     v = reg.publish("loans", trained_loans_model, PASSED, {"report/metrics.json": b"{}"})
-    vdir = reg.root + f"/loans/{v}"
-    meta = json.loads(open(f"{vdir}/metadata.json").read())
+    vdir = reg.root_path / "loans" / v
+    meta = json.loads((vdir / "metadata.json").read_text())
     assert meta["name"] == "loans" and meta["version"] == v and len(meta["sha256"]) == 64
-    assert open(f"{vdir}/report/metrics.json").read() == "{}"
+    assert (vdir / "report/metrics.json").read_text() == "{}"
     model, loaded_meta = reg.load("loans", v)
     X = loans.drop(columns="decision").head(50)
     assert (model.predict(X) == trained_loans_model.predict(X)).all()

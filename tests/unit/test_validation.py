@@ -28,11 +28,11 @@ def test_good_frame_is_valid():
     [
         (lambda d: d.iloc[0:0], "dataset is empty"),
         (lambda d: d.drop(columns="y"), "target column 'y' not found"),
-        (lambda d: d.assign(y=[None] + d["y"].tolist()[1:]), "'y' has 1 missing values"),
+        (lambda d: d.assign(y=[None, *d["y"].tolist()[1:]]), "'y' has 1 missing values"),
         (lambda d: d.assign(y="p"), "has 1 class(es); at least 2 needed"),
         (lambda d: d.assign(y=["q"] * 3 + ["p"] * (len(d) - 3)), "class 'q' has 3 rows; 5"),
         (lambda d: d.assign(empty=np.nan), "column 'empty' is entirely empty"),
-        (lambda d: d.assign(x=[np.inf, -np.inf] + d["x"].tolist()[2:]), "'x' has 2 infinite"),
+        (lambda d: d.assign(x=[np.inf, -np.inf, *d["x"].tolist()[2:]]), "'x' has 2 infinite"),
         (lambda d: d[["y"]], "no feature columns"),
         (lambda d: d.assign(t=pd.Timestamp("2026-01-01")), "'t' has unsupported dtype"),
     ],
