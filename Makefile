@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL_TYPE ?= random_forest
 export RAY_USAGE_STATS_ENABLED := 0
-# Ray 2.60 token authentication: `ray start` writes ~/.ray/auth_token; every CLI reads it.
+# Ray 2.60 token authentication: ~/.ray/auth_token (created by `ray get-auth-token --generate`)
+# is read by `ray start`, `ray job submit`, `serve deploy` and drivers.
 export RAY_AUTH_MODE := token
 DEMO := .demo
 DASHBOARD := http://127.0.0.1:8265
@@ -48,6 +49,7 @@ demo: venv
 	mkdir -p $(DEMO)
 	test -s $(DEMO)/admin_token || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > $(DEMO)/admin_token
 	@echo "== 1/4 local Ray head (dashboard $(DASHBOARD))"
+	$(BIN)/ray get-auth-token --generate >/dev/null
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ray status >/dev/null 2>&1 || \
 	  PATH="$(CURDIR)/$(BIN):$$PATH" SPARC_ADMIN_TOKEN="$$(cat $(DEMO)/admin_token)" \
 	  $(BIN)/ray start --head --num-cpus=2 --dashboard-host=127.0.0.1 --disable-usage-stats

@@ -22,35 +22,15 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Everything one training run needs, resolved from YAML + flags."""
+    """Everything one training run needs: the YAML's sections after flags and defaults."""
 
-    raw: dict[str, Any]
+    name: str
+    data: dict[str, Any]
+    cv: dict[str, Any]
+    search: dict[str, Any]
+    gates: dict[str, float]
+    registry: dict[str, Any]
     resume: bool = False
-
-    # Views over ``raw`` so the YAML stays the single source of truth.
-    @property
-    def name(self) -> str:
-        return self.raw["name"]
-
-    @property
-    def data(self) -> dict[str, Any]:
-        return self.raw["data"]
-
-    @property
-    def cv(self) -> dict[str, Any]:
-        return self.raw["cv"]
-
-    @property
-    def search(self) -> dict[str, Any]:
-        return self.raw["search"]
-
-    @property
-    def gates(self) -> dict[str, float]:
-        return self.raw["gates"]
-
-    @property
-    def registry(self) -> dict[str, Any]:
-        return self.raw["registry"]
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +83,8 @@ def load_config(args: argparse.Namespace) -> TrainConfig:
         raw["registry"]["promote"] = False
     _apply_defaults(raw)
     _check(raw, path)
-    return TrainConfig(raw=raw, resume=bool(args.resume))
+    sections = ("name", "data", "cv", "search", "gates", "registry")
+    return TrainConfig(**{k: raw[k] for k in sections}, resume=bool(args.resume))
 
 
 def _apply_defaults(raw: dict[str, Any]) -> None:
@@ -132,6 +113,9 @@ def _check(raw: dict[str, Any], path: Path) -> None:
     def fail(msg: str) -> None:
         raise ConfigError(f"{path}: {msg}")
 
+    unknown = sorted(set(raw) - {"name", "data", "cv", "search", "gates", "registry"})
+    if unknown:
+        fail(f"unknown top-level keys {unknown}")
     if not raw.get("name"):
         fail("`name` (registry model name) is required")
     if not raw["data"].get("path"):

@@ -36,8 +36,8 @@ class Cluster:
             "RAY_USAGE_STATS_ENABLED": "0",
             "SPARC_ADMIN_TOKEN": ADMIN_TOKEN,
             "RAY_ADDRESS": f"127.0.0.1:{self.port}",
-            # Ray 2.60 token authentication: the CLI and drivers read ~/.ray/auth_token,
-            # which `ray start` creates when it is missing.
+            # Ray 2.60 token authentication: `ray start`, the CLI and drivers read
+            # ~/.ray/auth_token, which start() creates when it is missing.
             "RAY_AUTH_MODE": "token",
         }
         self.url = f"http://127.0.0.1:{self.serve_port}"
@@ -54,6 +54,7 @@ class Cluster:
         return r
 
     def start(self) -> None:
+        self.run(str(BIN / "ray"), "get-auth-token", "--generate")  # creates one if missing
         self.run(
             str(BIN / "ray"),
             "start",
@@ -90,12 +91,13 @@ class Cluster:
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
 
-    def deploy(self, config: Path, timeout: float = 180) -> None:
+    def deploy(self, config: Path, timeout: float = 180, healthy: tuple[int, ...] = (200,)) -> None:
+        """`serve deploy`, then wait until GET /health answers with one of ``healthy``."""
         self.run(str(BIN / "serve"), "deploy", str(config), "-a", self.dashboard_url)
         deadline = time.time() + timeout
         while time.time() < deadline:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
+                if httpx.get(f"{self.url}/health", timeout=5).status_code in healthy:
                     return
             status = self.run(
                 str(BIN / "serve"), "status", "-a", self.dashboard_url, check=False

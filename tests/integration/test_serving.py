@@ -49,6 +49,23 @@ def job_config(path: Path, family: str, params: dict) -> Path:
 def app(tmp_path_factory):
     work = tmp_path_factory.mktemp("serve")
     with running_cluster(work) as cluster:
+        # Deployed before anything is trained: up, but answering 503 until a promotion.
+        model_cfg = {
+            "user_config": {"poll_interval_s": 1},
+            "autoscaling_config": {
+                "target_ongoing_requests": 1,
+                "upscale_delay_s": 1,
+                "downscale_delay_s": 5,
+                "metrics_interval_s": 0.5,
+                "look_back_period_s": 2,
+            },
+        }
+        cluster.deploy(cluster.serve_config(Model=model_cfg), healthy=(503,))
+        health = httpx.get(f"{cluster.url}/health").json()
+        assert not health["model_loaded"] and "no promoted version" in json.dumps(health)
+        r = predict(cluster.url, [{"mean radius": 1.0}])
+        assert r.status_code == 503 and r.json()["error"] == "no model is loaded"
+
         lr = job_config(work / "lr.yaml", "logistic_regression", {"C": [0.1, 1.0]})
         rf = job_config(work / "rf.yaml", "random_forest", {"n_estimators": [40]})
         cluster.train("--config", str(lr))
@@ -58,20 +75,9 @@ def app(tmp_path_factory):
         v1, v2, bad = reg.versions("breast_cancer")
         model_file = reg.root_path / "breast_cancer" / bad / "model.joblib"
         model_file.write_bytes(model_file.read_bytes()[:-10] + b"corrupted!")
-        cluster.deploy(
-            cluster.serve_config(
-                Model={
-                    "user_config": {"poll_interval_s": 1},
-                    "autoscaling_config": {
-                        "target_ongoing_requests": 1,
-                        "upscale_delay_s": 1,
-                        "downscale_delay_s": 5,
-                        "metrics_interval_s": 0.5,
-                        "look_back_period_s": 2,
-                    },
-                },
-            )
-        )
+        deadline = time.time() + 30  # the first promotion is picked up by polling
+        while httpx.get(f"{cluster.url}/health").status_code != 200 and time.time() < deadline:
+            time.sleep(0.5)
         yield {"cluster": cluster, "url": cluster.url, "reg": reg, "v1": v1, "v2": v2, "bad": bad}
 
 
@@ -321,3 +327,48 @@ def test_json_logs_carry_the_prediction_id(app, rows):
     ]
     mine = [rec for rec in lines if rec.get("prediction_id") == pid]
     assert mine and "predicted 1 rows" in mine[0]["message"]
+
+
+def test_client_and_bulk_csv_scoring_in_chunks(app, rows, tmp_path):
+    import subprocess
+    import sys
+
+    from sparc_ray.client import PredictionError, SparcClient
+
+    X, _ = rows
+    current = httpx.get(f"{app['url']}/health").json()["model_version"]
+    model, _ = app["reg"].load("breast_cancer", current)
+    client = SparcClient(app["url"], token=ADMIN_TOKEN)
+    assert client.predict(X.head(3))["predictions"] == model.predict(X.head(3)).tolist()
+    with pytest.raises(PredictionError) as info:
+        client.predict([{"nope": 1}])
+    assert info.value.status == 422
+    X.head(250).to_csv(tmp_path / "rows.csv", index=False)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sparc_ray.cli",
+            "predict",
+            "--url",
+            app["url"],
+            "--input",
+            str(tmp_path / "rows.csv"),
+            "--output",
+            str(tmp_path / "out.csv"),
+            "--chunk-size",
+            "100",
+            "--probabilities",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and "scored 250 rows" in r.stderr, r.stderr
+    import pandas as pd
+
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert len(out) == 250 and out["prediction"].tolist() == model.predict(X.head(250)).tolist()
+    np.testing.assert_allclose(
+        out["proba_malignant"], model.predict_proba(X.head(250))[:, 1], atol=1e-6
+    )

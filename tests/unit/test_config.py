@@ -72,6 +72,7 @@ def test_every_example_yaml_is_valid():
         ),
         ("name: m\ndata: {path: builtin:iris}", "search.space"),
         ("name: [unclosed", "invalid YAML"),
+        (f"{IRIS}serch: {{}}", "unknown top-level keys"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, yaml_text, message):
