@@ -8,6 +8,7 @@ the object store once through ``tune.with_parameters``.
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sparc_ray.models import SPARCClassificationModel
@@ -193,9 +195,10 @@ def build_tuner(
     )
     storage = search["storage_path"]
     if "://" not in storage:
-        import os
-
         storage = os.path.abspath(storage)
+    # Only result.json per trial (what Tuner.restore and the report read): Tune's automatic
+    # CSV and TensorBoard loggers cost driver time on every fold report.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     return tune.Tuner(
         trainable,
         param_space={"candidate": tune.grid_search(candidates)},
@@ -206,7 +209,9 @@ def build_tuner(
             reuse_actors=True,
             max_concurrent_trials=search.get("max_concurrent_trials"),
         ),
-        run_config=tune.RunConfig(name=experiment, storage_path=storage, verbose=1),
+        run_config=tune.RunConfig(
+            name=experiment, storage_path=storage, verbose=1, callbacks=[JsonLoggerCallback()]
+        ),
     )
 
 

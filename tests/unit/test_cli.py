@@ -40,3 +40,8 @@ def test_list_show_promote_rollback(store, capsys):
     assert main(["models", "rollback", *args]) == 0
     assert store.alias("loans") == v1
     assert main(["models", "show", "v-nope", *args]) == 2
+
+
+def test_train_command_rejects_bad_input_before_starting_ray(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
