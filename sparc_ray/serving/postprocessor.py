@@ -124,11 +124,6 @@ class Postprocessor:
                 )
             self.model_drift.set(scores["predictions"], tags={"model_name": self.name})
 
-    def drift(self) -> dict[str, Any] | None:
-        """Drift scores over the current window, recomputed now."""
-        self._publish_drift()
-        return self.last_drift
-
     # -- feedback -------------------------------------------------------------------------
     def _remember(self, prediction_id: str, labels: list, version: str) -> None:
         self._recent[prediction_id] = (labels, version)

@@ -28,3 +28,10 @@ def test_every_replica_at_max_scale_fits_on_two_cpus():
         replicas = d.get("autoscaling_config", {}).get("max_replicas", d.get("num_replicas", 1))
         total += replicas * d["ray_actor_options"]["num_cpus"]
     assert total <= 1.5  # leaves room for the proxy, controller and a training job
+
+
+def test_every_subpackage_is_packaged():
+    """A non-editable install (the Docker image) ships only regular packages."""
+    from setuptools import find_packages
+
+    assert {"sparc_ray", "sparc_ray.serving"} <= set(find_packages(ROOT, include=["sparc_ray*"]))
