@@ -68,8 +68,11 @@ stop:
 	-$(BIN)/serve shutdown -y --address $(DASHBOARD)
 	-$(BIN)/ray stop
 
+## Benchmarks (about 10 minutes); installs Debian's wrk for the load.
 bench: venv
-	$(BIN)/python bench/tune_bench.py
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python bench/tune_bench.py --space broad
+	$(BIN)/python bench/tune_bench.py --space narrow
 	$(BIN)/python bench/serve_bench.py
 
 clean:
