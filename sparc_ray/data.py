@@ -132,20 +132,22 @@ def normalize_features(X: pd.DataFrame) -> pd.DataFrame:
     """Categorical columns as Python-object strings (NaN kept), numeric as float64.
 
     Applied to training data and to request batches so the pipeline sees one representation.
+    Columns already in that form are left alone (no copy: the serving hot path).
     """
-    out = {}
+    converted = {}
     for name in X.columns:
         col = X[name]
         if is_numeric(col):
-            out[name] = col.astype("float64")
+            if col.dtype != np.float64:
+                converted[name] = col.astype("float64")
         else:
             values = col.to_numpy(dtype=object, na_value=np.nan)
-            out[name] = pd.Series(
+            converted[name] = pd.Series(
                 [v if isinstance(v, str) or pd.isna(v) else str(v) for v in values],
                 index=X.index,
                 dtype=object,
             )
-    return pd.DataFrame(out, index=X.index)
+    return X.assign(**converted) if converted else X
 
 
 def fingerprint(df: pd.DataFrame) -> str:
