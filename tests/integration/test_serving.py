@@ -78,7 +78,15 @@ def app(tmp_path_factory):
         deadline = time.time() + 30  # the first promotion is picked up by polling
         while httpx.get(f"{cluster.url}/health").status_code != 200 and time.time() < deadline:
             time.sleep(0.5)
-        yield {"cluster": cluster, "url": cluster.url, "reg": reg, "v1": v1, "v2": v2, "bad": bad}
+        yield {
+            "cluster": cluster,
+            "model_cfg": model_cfg,
+            "url": cluster.url,
+            "reg": reg,
+            "v1": v1,
+            "v2": v2,
+            "bad": bad,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +249,23 @@ def test_promotion_is_picked_up_by_polling_the_alias(app):
             break
         time.sleep(0.5)
     assert httpx.get(f"{app['url']}/health").json()["model_version"] == app["v2"]
+
+
+def test_user_config_model_version_pins_every_replica(app):
+    """`serve deploy` with only user_config changed: replicas reconfigure, not restart."""
+    cluster = app["cluster"]
+    model_cfg = {
+        **app["model_cfg"],
+        "user_config": {"poll_interval_s": 1, "model_version": app["v1"]},
+    }
+    cluster.deploy(cluster.serve_config(Model=model_cfg))
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        health = httpx.get(f"{app['url']}/health").json()
+        if health["model_version"] == app["v1"] and health["target"] == app["v1"]:
+            break
+        time.sleep(0.5)
+    assert health["model_version"] == app["v1"] and health["target"] == app["v1"]
 
 
 def test_feedback_gives_rolling_accuracy(app, rows):
