@@ -5,6 +5,7 @@ Deployments take a ``ModelLoader`` so tests (and other registries) can inject th
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -97,3 +98,30 @@ def version_board(app_name: str, default_ref: str = ALIAS) -> ray.actor.ActorHan
         get_if_exists=True,
         lifetime="detached",
     ).remote(default_ref)
+
+
+async def switch_target(
+    board: ray.actor.ActorHandle, ref: str, version: str, timeout_s: float
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Point every Model replica at ``ref`` (resolving to ``version``) and wait for their
+    reports. Returns the replicas and those that failed; on any failure the previous target
+    is restored, so the replicas settle on what still serves."""
+    previous = (await board.target.remote())[0]
+    generation = await board.set_target.remote(ref)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        replicas = (await board.status.remote())["replicas"]
+        done = all(r["generation"] >= generation for r in replicas.values())
+        if done or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    failed = {
+        k: r["last_error"] or f"still serving {r['model_version']}"
+        for k, r in replicas.items()
+        if r["last_error"] or r["model_version"] != version
+    }
+    if not replicas:
+        failed = {"Model": "no Model replica reported"}
+    if failed:
+        await board.set_target.remote(previous)
+    return replicas, failed

@@ -6,9 +6,6 @@ requests, and answers with the seed's response fields.
 """
 
 import asyncio
-import datetime as dt
-import hmac
-import json
 import logging
 import os
 import time
@@ -26,33 +23,14 @@ from sparc_ray import __version__
 from sparc_ray.registry import ALIAS, RegistryError
 from sparc_ray.serving import metrics
 from sparc_ray.serving.api_docs import DOCS, OPENAPI_EXTRA
-from sparc_ray.serving.loader import ModelLoader, version_board
+from sparc_ray.serving.loader import ModelLoader, switch_target, version_board
 from sparc_ray.serving.model import NoModelError, SchemaMismatchError
 from sparc_ray.serving.requests import FeatureCheck, RequestError, parse_json, parse_predict
+from sparc_ray.serving.responses import check_bearer, error_response, json_response, now_iso
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="sparc-ray model API", version=__version__, description=DOCS)
 RELOAD_TIMEOUT_S = 60.0
-
-
-def _json(status: int, body: Any) -> Response:
-    return Response(json.dumps(body), status_code=status, media_type="application/json")
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
-
-
-def check_bearer(token: str | None, header: str | None) -> Response | None:
-    """None if ``header`` carries the bearer token; else the 403 (no token configured: the
-    endpoint is disabled) or 401 response to send."""
-    if not token:
-        return _json(
-            403, {"error": "endpoint disabled: no admin token is configured", "details": []}
-        )
-    if not hmac.compare_digest((header or "").encode(), f"Bearer {token}".encode()):
-        return _json(401, {"error": "missing or wrong bearer token", "details": []})
-    return None
 
 
 @serve.deployment(name="Validator", ray_actor_options={"num_cpus": 0.25})
@@ -148,7 +126,7 @@ class Validator:
                 **result,
                 "model_name": self.name,
                 "prediction_id": prediction_id,
-                "timestamp": _now(),
+                "timestamp": now_iso(),
                 "processing_time_ms": round(elapsed * 1000, 3),
             }
             logger.info(
@@ -158,7 +136,7 @@ class Validator:
                 elapsed * 1000,
                 extra={"prediction_id": prediction_id},
             )
-            return _json(200, response)
+            return json_response(200, response)
         except RequestError as exc:
             reason = {400: "bad_request", 413: "payload_too_large"}.get(exc.status, "invalid_input")
             logger.info(
@@ -167,16 +145,11 @@ class Validator:
                 exc.error,
                 extra={"prediction_id": prediction_id},
             )
-            return _json(exc.status, {**exc.body(), "prediction_id": prediction_id})
+            return json_response(exc.status, {**exc.body(), "prediction_id": prediction_id})
         except NoModelError as exc:
             reason = "no_model"
-            return _json(
-                503,
-                {
-                    "error": "no model is loaded",
-                    "details": [{"row": None, "feature": None, "message": str(exc)}],
-                    "prediction_id": prediction_id,
-                },
+            return error_response(
+                503, "no model is loaded", [(None, None, str(exc))], prediction_id=prediction_id
             )
         except Exception:
             reason = "internal"
@@ -186,14 +159,8 @@ class Validator:
                 error_id,
                 extra={"prediction_id": prediction_id, "error_id": error_id},
             )
-            return _json(
-                500,
-                {
-                    "error": "internal error",
-                    "error_id": error_id,
-                    "details": [],
-                    "prediction_id": prediction_id,
-                },
+            return error_response(
+                500, "internal error", error_id=error_id, prediction_id=prediction_id
             )
         finally:
             elapsed = time.perf_counter() - start
@@ -214,27 +181,23 @@ class Validator:
             "status": "healthy" if loaded else "unhealthy",
             "model_loaded": bool(loaded),
             "model_version": sorted(loaded)[-1] if len(loaded) == 1 else sorted(loaded) or None,
-            "timestamp": _now(),
+            "timestamp": now_iso(),
             "uptime_seconds": time.time() - self.started,
             "target": status["ref"],
             "model_replicas": len(replicas),
             "reload_errors": errors or None,
         }
-        return _json(200 if loaded else 503, body)
+        return json_response(200 if loaded else 503, body)
 
     @api.get("/model", summary="Metadata of the served model", openapi_extra=OPENAPI_EXTRA["model"])
     async def model_info(self, full: bool = False) -> Response:
         try:
             meta = await self.model.metadata.remote()
         except NoModelError as exc:
-            return _json(
-                503,
-                {
-                    "error": "no model is loaded",
-                    "details": [{"row": None, "feature": None, "message": str(exc)}],
-                },
-            )
-        return _json(200, meta if full else {k: v for k, v in meta.items() if k != "reference"})
+            return error_response(503, "no model is loaded", [(None, None, str(exc))])
+        return json_response(
+            200, meta if full else {k: v for k, v in meta.items() if k != "reference"}
+        )
 
     @api.get(
         "/metrics",
@@ -246,7 +209,7 @@ class Validator:
         versions = sorted(
             {r["model_version"] for r in status["replicas"].values() if r["model_version"]}
         )
-        return _json(
+        return json_response(
             200,
             {
                 "uptime_seconds": time.time() - self.started,
@@ -285,50 +248,21 @@ class Validator:
             version = await asyncio.to_thread(self.loader.resolve, ref)
             await asyncio.to_thread(self.loader.load_metadata, version)
         except RequestError as exc:
-            return _json(exc.status, exc.body())
+            return json_response(exc.status, exc.body())
         except RegistryError as exc:
-            return _json(
-                404,
-                {
-                    "error": str(exc),
-                    "details": [{"row": None, "feature": "version", "message": str(exc)}],
-                },
-            )
-        previous = (await self.board.target.remote())[0]
-        generation = await self.board.set_target.remote(ref)
-        replicas = await self._wait_for_replicas(generation)
-        failed = {
-            k: r["last_error"]
-            for k, r in replicas.items()
-            if r["last_error"] or r["model_version"] != version
-        }
-        if failed or not replicas:
-            await self.board.set_target.remote(previous)  # settle back on what still serves
-            return _json(
+            return error_response(404, str(exc), [(None, "version", str(exc))])
+        replicas, failed = await switch_target(self.board, ref, version, RELOAD_TIMEOUT_S)
+        if failed:
+            return error_response(
                 409,
-                {
-                    "error": f"version {version} was not loaded; the previous "
-                    "version keeps serving",
-                    "details": [
-                        {"row": None, "feature": k, "message": str(m)} for k, m in failed.items()
-                    ],
-                },
+                f"version {version} was not loaded; the previous version keeps serving",
+                [(None, replica, str(message)) for replica, message in failed.items()],
             )
         self._meta = None  # the schema may have changed
-        return _json(
+        return json_response(
             200,
             {"status": "ok", "target": ref, "model_version": version, "replicas": len(replicas)},
         )
-
-    async def _wait_for_replicas(self, generation: int) -> dict[str, dict[str, Any]]:
-        deadline = time.monotonic() + RELOAD_TIMEOUT_S
-        while True:
-            replicas = (await self.board.status.remote())["replicas"]
-            if all(r["generation"] >= generation for r in replicas.values()) or (
-                time.monotonic() > deadline
-            ):
-                return replicas
-            await asyncio.sleep(0.1)
 
     @api.post(
         "/feedback",
@@ -349,5 +283,5 @@ class Validator:
             if bad or not items:
                 raise RequestError(422, "invalid feedback", bad[:20])
         except RequestError as exc:
-            return _json(exc.status, exc.body())
-        return _json(200, await self.post.feedback.remote(items))
+            return json_response(exc.status, exc.body())
+        return json_response(200, await self.post.feedback.remote(items))

@@ -321,20 +321,21 @@ def test_ray_metrics_endpoint_exports_the_ml_metrics(app, rows):
     X, _ = rows
     for _ in range(3):  # enough rows for drift scores
         assert predict(app["url"], X.sample(300, random_state=3).to_dict("records")).is_success
-    httpx.get(f"{app['url']}/metrics")  # refreshes nothing in Prometheus; gauges set above
+    dashboard = (ROOT / "kuberay/monitoring/grafana-dashboard.json").read_text()
+    expected = METRIC_NAMES + sorted(set(re.findall(r"ray_serve_[a-z_]+[a-z]", dashboard)))
     url = f"http://127.0.0.1:{app['cluster'].metrics}/metrics"
     found: dict[str, str] = {}
     deadline = time.time() + 90
     while time.time() < deadline:
         text = httpx.get(url, timeout=30).text
         found = {
-            m.group(1): m.group(2) for m in re.finditer(r"^(ray_ml_[a-z_]+)\{([^}]*)\}", text, re.M)
+            m.group(1): m.group(2) for m in re.finditer(r"^(ray_[a-z_]+)\{([^}]*)\}", text, re.M)
         }
-        if all(n in found for n in METRIC_NAMES):
+        if all(n in found for n in expected):
             break
         time.sleep(3)
-    missing = [n for n in METRIC_NAMES if n not in found]
-    assert not missing, f"not exported: {missing}; seen: {sorted(found)}"
+    missing = [n for n in expected if n not in found]
+    assert not missing, f"not exported: {missing}; seen: {sorted(n for n in found if 'ml' in n)}"
     for name in METRIC_NAMES:
         assert 'model_name="breast_cancer"' in found[name], (name, found[name])
     assert 'feature_name="mean radius"' in text and 'reason="invalid_input"' in text

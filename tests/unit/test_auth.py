@@ -2,7 +2,7 @@
 
 import json
 
-from sparc_ray.serving.validator import check_bearer
+from sparc_ray.serving.responses import check_bearer
 
 
 def test_no_token_configured_disables_the_endpoint():
