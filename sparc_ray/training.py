@@ -19,7 +19,6 @@ from sparc_ray.config import ConfigError, TrainConfig, add_train_arguments, load
 from sparc_ray.data import (
     DataError,
     fingerprint,
-    infer_schema,
     is_numeric,
     load_dataset,
     normalize_features,
@@ -74,12 +73,6 @@ def _library_versions() -> dict[str, str]:
     }
 
 
-def _cluster_cpus() -> int:
-    import ray
-
-    return max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)))
-
-
 def run_training(
     cfg: TrainConfig, prepared: tuple[pd.DataFrame, pd.Series, str] | None = None
 ) -> TrainResult:
@@ -112,7 +105,7 @@ def run_training(
             "model_type": best["model_type"],
             "model": best["params"],
             "cross_validation": cfg.cv,
-            "n_jobs": _cluster_cpus(),
+            "n_jobs": len(os.sched_getaffinity(0)),  # the refit runs in this driver process
         }
     )
     model.fit(X_train, y_train)
@@ -128,7 +121,7 @@ def run_training(
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "target": target,
         "classes": model.classes,
-        "features": [f.to_dict() for f in infer_schema(X_train)],
+        "features": [f.to_dict() for f in model.schema],
         "feature_importance": model.get_feature_importance(),
         "metrics": {
             "cv": {
@@ -154,7 +147,7 @@ def run_training(
             "scheduler": cfg.search["scheduler"],
             "sampler": cfg.search["sampler"],
         },
-        "reference": build_reference(X_train, infer_schema(X_train), predicted, model.classes),
+        "reference": build_reference(X_train, model.schema, predicted, model.classes),
         "library_versions": _library_versions(),
     }
     summary = {k: metadata[k] for k in ("model_type", "params", "metrics", "gates")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,21 +147,19 @@ class SearchResult:
 
 
 def latest_experiment(storage_path: str, name: str) -> str | None:
-    """Path of the newest ``<name>-<timestamp>`` experiment under ``storage_path``."""
-    fs, root = (
-        pafs.FileSystem.from_uri(storage_path)
-        if "://" in storage_path
-        else (pafs.LocalFileSystem(), storage_path)
-    )
-    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    """Path of the newest ``<name>-<YYYYmmdd-HHMMSS>`` experiment under ``storage_path``."""
+    if "://" in storage_path:
+        fs, root = pafs.FileSystem.from_uri(storage_path)
+    else:
+        storage_path = os.path.abspath(storage_path)
+        fs, root = pafs.LocalFileSystem(), storage_path
+    pattern = re.compile(rf"{re.escape(name)}-\d{{8}}-\d{{6}}")
     found = sorted(
         i.base_name
-        for i in infos
-        if i.type == pafs.FileType.Directory and i.base_name.startswith(f"{name}-")
+        for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        if i.type == pafs.FileType.Directory and pattern.fullmatch(i.base_name)
     )
-    if not found:
-        return None
-    return f"{storage_path.rstrip('/')}/{found[-1]}"
+    return f"{storage_path.rstrip('/')}/{found[-1]}" if found else None
 
 
 def build_tuner(

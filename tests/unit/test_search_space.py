@@ -45,3 +45,12 @@ def test_fifo_runs_the_slowest_first_asha_shuffles_with_a_seed():
     asha = order_candidates(cands, "asha", seed=1)
     assert asha == order_candidates(cands, "asha", seed=1) != order_candidates(cands, "asha", 2)
     assert sorted(c["label"] for c in asha) == sorted(c["label"] for c in cands)
+
+
+def test_latest_experiment_matches_the_name_exactly(tmp_path):
+    from sparc_ray.tuning import latest_experiment
+
+    for d in ("loans-20261126-060000", "loans-20261126-070000", "loans-v2-20261126-080000"):
+        (tmp_path / d).mkdir()
+    assert latest_experiment(str(tmp_path), "loans") == f"{tmp_path}/loans-20261126-070000"
+    assert latest_experiment(str(tmp_path), "other") is None
