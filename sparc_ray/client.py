@@ -32,6 +32,15 @@ class SparcClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers)
 
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> SparcClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         r = self.http.request(method, path, **kw)
         body = (
@@ -90,6 +99,7 @@ def score_csv(
             scored.to_csv(out, index=False, header=i == 0)
             total += len(chunk)
     finally:
+        client.close()
         if output_path:
             out.close()
     return total

@@ -364,11 +364,11 @@ def test_client_and_bulk_csv_scoring_in_chunks(app, rows, tmp_path):
     X, _ = rows
     current = httpx.get(f"{app['url']}/health").json()["model_version"]
     model, _ = app["reg"].load("breast_cancer", current)
-    client = SparcClient(app["url"], token=ADMIN_TOKEN)
-    assert client.predict(X.head(3))["predictions"] == model.predict(X.head(3)).tolist()
-    with pytest.raises(PredictionError) as info:
-        client.predict([{"nope": 1}])
-    assert info.value.status == 422
+    with SparcClient(app["url"], token=ADMIN_TOKEN) as client:
+        assert client.predict(X.head(3))["predictions"] == model.predict(X.head(3)).tolist()
+        with pytest.raises(PredictionError) as info:
+            client.predict([{"nope": 1}])
+        assert info.value.status == 422
     X.head(250).to_csv(tmp_path / "rows.csv", index=False)
     r = subprocess.run(
         [
