@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 MAX_DETAILS = 20
 
@@ -36,6 +37,10 @@ def parse_json(raw: bytes, max_bytes: int) -> Any:
     if len(raw) > max_bytes:
         raise RequestError(413, f"request body is {len(raw)} bytes; the limit is {max_bytes}")
     try:
+        return orjson.loads(raw)  # fast path; strict JSON only
+    except orjson.JSONDecodeError:
+        pass
+    try:  # NaN / Infinity tokens (reported with their position later), or the error message
         return json.loads(raw, parse_constant=_NonFinite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"request body is not valid JSON: {exc}") from exc

@@ -2,14 +2,18 @@
 
 import datetime as dt
 import hmac
-import json
 from typing import Any
 
+import orjson
 from fastapi.responses import Response
 
 
 def json_response(status: int, body: Any) -> Response:
-    return Response(json.dumps(body), status_code=status, media_type="application/json")
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+    )
 
 
 def error_response(status: int, error: str, details: list[tuple] = (), **extra: Any) -> Response:
