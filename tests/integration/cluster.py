@@ -29,8 +29,9 @@ def free_port() -> int:
 class Cluster:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.port, self.dashboard, self.metrics = free_port(), free_port(), free_port()
-        self.serve_port = free_port()
+        # Ray's default ports: its own randomly chosen internal ports never collide with them
+        # (ephemeral picks could). One cluster at a time, as everywhere in this project.
+        self.port, self.dashboard, self.metrics, self.serve_port = 6379, 8265, 8080, 8000
         self.env = {
             **os.environ,
             "RAY_USAGE_STATS_ENABLED": "0",
@@ -102,7 +103,7 @@ class Cluster:
             status = self.run(
                 str(BIN / "serve"), "status", "-a", self.dashboard_url, check=False
             ).stdout
-            if "DEPLOY_FAILED" in status or "UNHEALTHY" in status:
+            if "DEPLOY_FAILED" in status:
                 break
             time.sleep(1)
         raise RuntimeError(f"app not healthy:\n{status}")
