@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -33,10 +32,3 @@ def trained_loans_model(loans):
     )
     model.fit(loans.drop(columns="decision"), loans["decision"])
     return model
-
-
-def numeric_frame(n: int = 300, n_features: int = 4, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    X = pd.DataFrame(rng.normal(size=(n, n_features)), columns=[f"f{i}" for i in range(n_features)])
-    X["label"] = np.where(X["f0"] + X["f1"] > 0, "yes", "no")
-    return X

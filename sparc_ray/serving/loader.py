@@ -90,6 +90,14 @@ class VersionBoard:
         return {"ref": self.ref, "generation": self.generation, "replicas": dict(self.replicas)}
 
 
+def served_version(status: dict[str, Any]) -> str | list[str] | None:
+    """What the Model replicas on a board serve: one version, several (mid-switch), or None."""
+    versions = sorted(
+        {r["model_version"] for r in status["replicas"].values() if r["model_loaded"]}
+    )
+    return versions[0] if len(versions) == 1 else versions or None
+
+
 def version_board(app_name: str, default_ref: str = ALIAS) -> ray.actor.ActorHandle:
     """The application's board, created on first use (detached: it outlives any one replica)."""
     return VersionBoard.options(

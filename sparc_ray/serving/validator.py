@@ -23,7 +23,7 @@ from sparc_ray import __version__
 from sparc_ray.registry import ALIAS, RegistryError
 from sparc_ray.serving import metrics
 from sparc_ray.serving.api_docs import DOCS, OPENAPI_EXTRA
-from sparc_ray.serving.loader import ModelLoader, switch_target, version_board
+from sparc_ray.serving.loader import ModelLoader, served_version, switch_target, version_board
 from sparc_ray.serving.model import NoModelError, SchemaMismatchError
 from sparc_ray.serving.requests import FeatureCheck, RequestError, parse_json, parse_predict
 from sparc_ray.serving.responses import check_bearer, error_response, json_response, now_iso
@@ -175,19 +175,19 @@ class Validator:
     async def health(self) -> Response:
         status = await self.board.status.remote()
         replicas = status["replicas"]
-        loaded = {r["model_version"] for r in replicas.values() if r["model_loaded"]}
+        version = served_version(status)
         errors = {k: r["last_error"] for k, r in replicas.items() if r["last_error"]}
         body = {
-            "status": "healthy" if loaded else "unhealthy",
-            "model_loaded": bool(loaded),
-            "model_version": sorted(loaded)[-1] if len(loaded) == 1 else sorted(loaded) or None,
+            "status": "healthy" if version else "unhealthy",
+            "model_loaded": bool(version),
+            "model_version": version,
             "timestamp": now_iso(),
             "uptime_seconds": time.time() - self.started,
             "target": status["ref"],
             "model_replicas": len(replicas),
-            "reload_errors": errors or None,
+            "reload_errors": errors or (None if replicas else "no Model replica has reported yet"),
         }
-        return json_response(200 if loaded else 503, body)
+        return json_response(200 if version else 503, body)
 
     @api.get("/model", summary="Metadata of the served model", openapi_extra=OPENAPI_EXTRA["model"])
     async def model_info(self, full: bool = False) -> Response:
@@ -206,15 +206,12 @@ class Validator:
     )
     async def metrics_summary(self) -> Response:
         status, stats = await asyncio.gather(self.board.status.remote(), self.post.stats.remote())
-        versions = sorted(
-            {r["model_version"] for r in status["replicas"].values() if r["model_version"]}
-        )
         return json_response(
             200,
             {
                 "uptime_seconds": time.time() - self.started,
                 "model_name": self.name,
-                "model_version": versions[-1] if len(versions) == 1 else versions or None,
+                "model_version": served_version(status),
                 "prediction_metrics": self.summary.summary(),
                 "monitoring": stats,
                 "system_metrics": {

@@ -61,7 +61,12 @@ def app(tmp_path_factory):
             },
         }
         cluster.deploy(cluster.serve_config(Model=model_cfg), healthy=(503,))
-        health = httpx.get(f"{cluster.url}/health").json()
+        deadline = time.time() + 30  # /health answers before the Model replica reports
+        while time.time() < deadline:
+            health = httpx.get(f"{cluster.url}/health").json()
+            if health["model_replicas"]:
+                break
+            time.sleep(0.5)
         assert not health["model_loaded"] and "no promoted version" in json.dumps(health)
         r = predict(cluster.url, [{"mean radius": 1.0}])
         assert r.status_code == 503 and r.json()["error"] == "no model is loaded"

@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 
 from sparc_ray.data import DataError, fingerprint, infer_schema, load_dataset, normalize_features
-from tests.conftest import DATA
 
 
 def test_builtin_breast_cancer_has_string_labels():
@@ -71,4 +70,3 @@ def test_fingerprint_changes_with_content(loans):
     changed = loans.copy()
     changed.loc[0, "income"] += 1
     assert fingerprint(changed) != fingerprint(loans)
-    assert (DATA / "loans.csv").exists()

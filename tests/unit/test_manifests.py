@@ -604,34 +604,23 @@ def _write_rules(tmp_path: Path) -> Path:
     return rules
 
 
-def test_promtool_check_rules(tmp_path):
-    promtool = _promtool()
-    rules = _write_rules(tmp_path)
+def _run_promtool(*args: str) -> None:
     proc = subprocess.run(
-        [promtool, "check", "rules", str(rules)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        [_promtool(), *args], capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_promtool_check_rules(tmp_path):
+    _run_promtool("check", "rules", str(_write_rules(tmp_path)))
 
 
 def test_promtool_alert_unit_tests(tmp_path):
-    promtool = _promtool()
-    rules = _write_rules(tmp_path)
     suite = yaml.safe_load(PROMTOOL_TESTS.read_text())
-    suite["rule_files"] = [str(rules)]
+    suite["rule_files"] = [str(_write_rules(tmp_path))]
     test_file = tmp_path / "alerts.test.yaml"
     test_file.write_text(yaml.safe_dump(suite, sort_keys=False))
-    proc = subprocess.run(
-        [promtool, "test", "rules", str(test_file)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _run_promtool("test", "rules", str(test_file))
     # Every alert is shown both firing and quiet.
     fires, quiet = set(), set()
     for case in suite["tests"]:
