@@ -10,6 +10,12 @@ FROM rayproject/ray:2.60.0-py311
 # numeric form lets Kubernetes verify runAsNonRoot.
 USER 1000:100
 
+# Ray Serve's fast path (HAProxy ingress, throughput-optimized replicas) for every Ray
+# process of the image: the values of serve.env (tests/unit/test_serve_env.py keeps them
+# equal; the KubeRay manifests set them on every Ray container as well).
+ENV RAY_SERVE_ENABLE_HA_PROXY=1
+ENV RAY_SERVE_THROUGHPUT_OPTIMIZED=1
+
 # Install the package (non-editable) from a copy of the repository.
 WORKDIR /home/ray/sparc-ray
 COPY --chown=1000:100 . .

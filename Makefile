@@ -9,6 +9,10 @@ export RAY_USAGE_STATS_ENABLED := 0
 # Ray 2.60 token authentication: ~/.ray/auth_token (created by `ray get-auth-token --generate`)
 # is read by `ray start`, `ray job submit`, `serve deploy` and drivers.
 export RAY_AUTH_MODE := token
+# Serve's fast path (HAProxy ingress, throughput-optimized replicas): serve.env, exported to
+# `ray start` so every Serve process sees it.
+include serve.env
+export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' serve.env)
 DEMO := .demo
 DASHBOARD := http://127.0.0.1:8265
 
@@ -67,6 +71,7 @@ demo: venv
 stop:
 	-$(BIN)/serve shutdown -y --address $(DASHBOARD)
 	-$(BIN)/ray stop
+	-$(BIN)/python -m sparc_ray.serving.fastpath stop
 
 ## Benchmarks (about 10 minutes); installs Debian's wrk for the load.
 bench: venv

@@ -1,24 +1,31 @@
-"""Serving benchmark: seed-style FastAPI server vs our Serve app, same artifact, same load.
+"""Serving benchmark: our Serve app vs what a user would run instead, same artifact, same load.
 
-    python bench/serve_bench.py [--duration 15]
+    python bench/serve_bench.py [--duration 15] [--only serve,uvicorn,mlserver,seed]
+                                [--store PATH [--name bench_rf]]
 
 Trains (or reuses) a random forest with 100 trees on 20 numeric features with the real
-training job, then runs wrk (Debian's `wrk`; `make bench` installs it) against
-(a) bench/seed_server.py and (b) serve_config.yaml deployed on a local `ray start --head`:
-single-row requests at concurrency 1 and 32, and 1000-row requests at concurrency 4. It also
-measures raw in-process ``predict_proba`` rows/s on 1000-row batches.
+training job (``--store`` uses an existing registry instead: no Ray at all unless ``serve`` is
+run), then runs wrk (Debian's `wrk`; `make bench` installs it) against
+(a) serve_config.yaml deployed on a local `ray start --head`, (b) bench/uvicorn_server.py under
+`uvicorn --workers 2`, (c) MLServer 1.7.1 with adaptive batching and 2 parallel workers (its
+own venv, bench/.mlserver-venv, created on first use) and (d) bench/seed_server.py:
+single-row requests at concurrency 1, 8, 32 and 128, and 1000-row requests at concurrency 4.
+It also measures raw in-process ``predict_proba`` rows/s on 1000-row batches and the model
+cost per call (sklearn vs ONNX). Figures go to bench/results/serve_bench.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -26,21 +33,41 @@ import numpy as np
 import pandas as pd
 import yaml
 from sklearn.datasets import make_classification
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from sparc_ray.client import records  # noqa: E402
+sys.path.insert(0, str(ROOT / "bench"))
+from baselines import (  # noqa: E402
+    Target,
+    drain,
+    mlserver_server,
+    ours_body,
+    ours_proba,
+    seed_server,
+    uvicorn_server,
+    wrk,
+)
+
+from sparc_ray.models import SPARCClassificationModel  # noqa: E402
 from sparc_ray.registry import ModelRegistry  # noqa: E402
-from tests.integration.cluster import free_port, running_cluster  # noqa: E402
 
 WORK = ROOT / "bench/results/serve"
+OUT = ROOT / "bench/results/serve_bench.json"
 NAME = "bench_rf"
-SCENARIOS = [("1 row, c=1", 1, 1), ("1 row, c=32", 1, 32), ("1000 rows, c=4", 1000, 4)]
+WARMUP_S = 8
+SERVERS = ("uvicorn", "mlserver", "seed", "serve")  # run order: Ray last
+SCENARIOS = [(f"1 row, c={c}", 1, c) for c in (1, 8, 32, 128)] + [("1000 rows, c=4", 1000, 4)]
+C1, C32, BIG = "1 row, c=1", "1 row, c=32", "1000 rows, c=4"
 
 
-def train() -> tuple[ModelRegistry, str, pd.DataFrame]:
-    X, y = make_classification(n_samples=20000, n_features=20, n_informative=10, random_state=0)
-    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(20)])
+def dataset() -> pd.DataFrame:
+    X, _ = make_classification(n_samples=20000, n_features=20, n_informative=10, random_state=0)
+    return pd.DataFrame(X, columns=[f"f{i}" for i in range(20)])
+
+
+def train(df: pd.DataFrame) -> ModelRegistry:
+    _, y = make_classification(n_samples=20000, n_features=20, n_informative=10, random_state=0)
     reg = ModelRegistry(WORK / "model_store")
     if not reg.versions(NAME):
         WORK.mkdir(parents=True, exist_ok=True)
@@ -65,55 +92,38 @@ def train() -> tuple[ModelRegistry, str, pd.DataFrame]:
             check=True,
             capture_output=True,
         )
-    return reg, reg.resolve(NAME), df
+    return reg
 
 
-def wrk(url: str, body: dict, connections: int, duration: int) -> dict:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        lua.write(
-            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = {json.dumps(json.dumps(body))}\n"
-        )
-    out = subprocess.run(
-        [
-            "wrk",
-            f"-t{min(2, connections)}",
-            f"-c{connections}",
-            f"-d{duration}s",
-            "--latency",
-            "--timeout",
-            "30s",
-            "-s",
-            lua.name,
-            f"{url}/predict",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-
-    def ms(label: str) -> float:
-        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
-
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50_ms": ms("50"),
-        "p99_ms": ms("99"),
-        "non2xx": int(non2xx.group(1)) if non2xx else 0,
-        "socket_errors": errors.group(1) if errors else None,
-    }
+def check(target: Target, df: pd.DataFrame, expected: np.ndarray) -> float:
+    """A real response must carry the in-process pipeline's probabilities. Returns the
+    seconds a quiet server takes for one row (best of five)."""
+    quiet = []
+    for _ in range(5):
+        start = time.perf_counter()
+        httpx.post(target.url, json=target.make_body(df.head(1)), timeout=60)
+        quiet.append(time.perf_counter() - start)
+    for n in (1, 1000):
+        r = httpx.post(target.url, json=target.make_body(df.head(n)), timeout=60)
+        if r.status_code != 200:
+            raise RuntimeError(f"{target.name}: HTTP {r.status_code} {r.text[:500]}")
+        got = target.read_proba(r.json())
+        if got.shape != (n, expected.shape[1]) or not np.allclose(got, expected[:n], atol=1e-6):
+            raise RuntimeError(f"{target.name}: probabilities differ from in-process sklearn")
+    return min(quiet)
 
 
-def run_scenarios(url: str, rows: list[dict], duration: int) -> dict:
-    results = {}
+def run_scenarios(key: str, target: Target, df: pd.DataFrame, duration: int, quiet: float):
+    print(f"\n{target.name}", flush=True)
+    results, probe = {}, target.make_body(df.head(1))
     for label, n, conns in SCENARIOS:
-        body = {"instances": rows[:n], "include_probabilities": True}
-        assert httpx.post(f"{url}/predict", json=body, timeout=60).status_code == 200
-        wrk(url, body, conns, 3)  # warm-up
-        r = wrk(url, body, conns, duration)
+        body = WORK / "bodies" / f"{key}-{n}.json"
+        body.parent.mkdir(parents=True, exist_ok=True)
+        body.write_text(json.dumps(target.make_body(df.head(n))))
+        wrk(target.url, body, conns, WARMUP_S)  # warm-up: caches, autoscaling settle
+        drain(target.url, probe, max(0.1, 4 * quiet))
+        r = wrk(target.url, body, conns, duration)
+        drain(target.url, probe, max(0.1, 4 * quiet))
         r["rows_per_s"] = r["rps"] * n
         results[label] = r
         print(
@@ -124,90 +134,182 @@ def run_scenarios(url: str, rows: list[dict], duration: int) -> dict:
     return results
 
 
-def run_seed(model_path: Path, extra: list[str], rows: list[dict], duration: int) -> dict:
-    port = free_port()
-    seed = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "bench/seed_server.py"),
-            "--model-path",
-            str(model_path),
-            "--port",
-            str(port),
-            *extra,
-        ]
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(60):
-            try:
-                httpx.get(f"{url}/docs", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        return run_scenarios(url, rows, duration)
-    finally:
-        seed.terminate()
-        seed.wait()
+def per_call_ms(fn: Callable[[], object], seconds: float = 2.0) -> float:
+    """Median wall time of one call, over ``seconds`` of calls (after one warm-up)."""
+    fn()
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 5:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
 
 
-def raw_rows_per_s(reg: ModelRegistry, version: str, df: pd.DataFrame) -> float:
-    model, _ = reg.load(NAME, version)
-    model.set_n_jobs(1)
+def raw_rows_per_s(model: SPARCClassificationModel, df: pd.DataFrame) -> float:
     batch = df.head(1000)
-    model.predict_proba(batch)
-    start, n = time.perf_counter(), 0
-    while time.perf_counter() - start < 5:
-        model.predict_proba(batch)
-        n += 1
-    return n * 1000 / (time.perf_counter() - start)
+    return 1000 / per_call_ms(lambda: model.predict_proba(batch), 5.0) * 1000
+
+
+def load_onnx(reg: ModelRegistry, name: str, version: str, model: SPARCClassificationModel):
+    """The version's ONNX model, or the reason there is none (written defensively: the ONNX
+    export may not exist yet)."""
+    try:
+        from sparc_ray.onnx_model import OnnxModel
+    except ImportError as exc:
+        return None, f"sparc_ray.onnx_model not importable ({exc})"
+    meta = reg.metadata(name, version).get("onnx") or {}
+    path = reg.root_path / name / version / "model.onnx"
+    if meta.get("status") != "ok" or not path.exists():
+        return None, f"no model.onnx (metadata onnx status {meta.get('status')!r})"
+    kinds = [s.kind for s in model.schema]
+    data = path.read_bytes()
+    return OnnxModel.from_bytes(data, meta["sha256"], model.feature_names, kinds, model.classes), ""
+
+
+def model_cost(reg: ModelRegistry, name: str, version: str, model, df: pd.DataFrame) -> dict:
+    """Milliseconds per model call from feature columns to probabilities, 1 and 1000 rows."""
+    cost: dict = {"sklearn_ms": {}, "onnx_ms": None}
+    cols = {n: {c: df[c].to_numpy()[:n] for c in model.feature_names} for n in (1, 1000)}
+    for n, c in cols.items():
+        cost["sklearn_ms"][n] = per_call_ms(lambda c=c: model.predict_proba(pd.DataFrame(c)))
+    try:
+        onnx, why = load_onnx(reg, name, version, model)
+        if onnx is not None:
+            diff = np.abs(onnx.predict_proba(cols[1000]) - model.predict_proba(df.head(1000)))
+            cost["onnx_max_abs_diff"] = float(diff.max())
+            cost["onnx_ms"] = {
+                n: per_call_ms(lambda c=c: onnx.predict_proba(c)) for n, c in cols.items()
+            }
+    except Exception as exc:  # another engineer's module, still in progress
+        onnx, why = None, f"{type(exc).__name__}: {exc}"
+    for n in (1, 1000):
+        line = f"model cost per call, {n:>4} row(s): sklearn {cost['sklearn_ms'][n]:8.3f} ms"
+        if cost["onnx_ms"]:
+            o = cost["onnx_ms"][n]
+            line += f"  ONNX {o:8.3f} ms  (sklearn / ONNX x{cost['sklearn_ms'][n] / o:.1f})"
+        print(line)
+    if onnx is None:
+        print(f"ONNX: not available ({why})")
+        cost["onnx_unavailable"] = why
+    return cost
+
+
+@contextlib.contextmanager
+def serve_app(reg: ModelRegistry, name: str) -> Iterator[Target]:
+    from tests.integration.cluster import running_cluster  # Ray only for this server
+
+    with tempfile.TemporaryDirectory() as tmp, running_cluster(Path(tmp)) as cluster:
+        config = cluster.serve_config()
+        cfg = yaml.safe_load(config.read_text())
+        cfg["applications"][0]["args"].update(model_store=str(reg.root_path), model_name=name)
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        cluster.deploy(config)
+        yield Target("sparc-ray Serve app", f"{cluster.url}/predict", ours_body, ours_proba)
+
+
+def compare(results: dict, raw: float) -> tuple[dict, list[dict]]:
+    """Ratios Serve / each baseline per scenario, and the targets that can be judged."""
+    ratios: dict = {}
+    targets: list[dict] = []
+    serve = results.get("serve")
+    if serve is None:
+        return ratios, targets
+
+    def target(name: str, value: float, goal: float, at_least: bool) -> None:
+        met = value >= goal if at_least else value <= goal
+        targets.append({"target": name, "value": value, "goal": goal, "met": met})
+
+    for key, label in (("uvicorn", "uvicorn x2"), ("mlserver", "MLServer")):
+        if key not in results:
+            continue
+        base = results[key]
+        ratios[key] = {
+            s: {m: serve[s][m] / base[s][m] for m in ("rps", "p50_ms", "p99_ms")} for s in base
+        }
+        r32 = ratios[key][C32]
+        target(
+            f"c=32 req/s Serve / {label} >= x", r32["rps"], 5.0 if key == "uvicorn" else 1.2, True
+        )
+        target(f"c=32 p99 Serve / {label} <= x", r32["p99_ms"], 1.0, False)
+        if key == "uvicorn":
+            target(f"c=1 p50 Serve / {label} <= x", ratios[key][C1]["p50_ms"], 1.0, False)
+    target("1000-row rows/s Serve / raw sklearn >= x", serve[BIG]["rows_per_s"] / raw, 1.0, True)
+    target("Serve non-2xx <=", sum(r["non2xx"] for r in serve.values()), 0, False)
+    return ratios, targets
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=15, help="seconds per scenario")
+    parser.add_argument(
+        "--only", default=",".join(SERVERS), help="comma list of " + ",".join(SERVERS)
+    )
+    parser.add_argument("--store", help="existing registry to use (skips training)")
+    parser.add_argument("--name", default=NAME, help="model name in --store")
     args = parser.parse_args()
+    only = [s for s in SERVERS if s in args.only.split(",")]
+    if unknown := set(args.only.split(",")) - set(SERVERS):
+        sys.exit(f"unknown servers {sorted(unknown)}; choose from {SERVERS}")
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk (make bench does it)")
-    reg, version, df = train()
-    rows = records(df.head(1000))
-    raw = raw_rows_per_s(reg, version, df)
-    print(f"model {NAME}/{version}: random forest, 100 trees, 20 features")
-    print(f"raw in-process predict_proba (1000-row batches, 1 thread): {raw:,.0f} rows/s\n")
+    name = args.name if args.store else NAME
+    df = dataset()
+    reg = ModelRegistry(args.store) if args.store else train(df)
+    version = reg.resolve(name)
+    model, _ = reg.load(name, version)
+    model.set_n_jobs(1)
+    with threadpool_limits(1):
+        expected = model.predict_proba(df.head(1000))
+        raw = raw_rows_per_s(model, df)
+        print(f"model {name}/{version}: random forest, 100 trees, 20 features")
+        print(f"raw in-process predict_proba (1000-row batches, 1 thread): {raw:,.0f} rows/s")
+        cost = model_cost(reg, name, version, model, df)
 
-    seeds = {}
-    for label, extra in (("as trained", []), ("n_jobs=1", ["--n-jobs", "1"])):
-        print(f"seed-style FastAPI server, 1 uvicorn process, model threads {label}")
-        seeds[label] = run_seed(reg.root_path / NAME / version, extra, rows, args.duration)
+    logs = WORK / "logs"
+    starters = {
+        "uvicorn": lambda: uvicorn_server(reg.root_path, name, version, logs),
+        "mlserver": lambda: mlserver_server(reg, name, version, WORK, logs),
+        "seed": lambda: seed_server(reg.root_path / name / version, logs),
+        "serve": lambda: serve_app(reg, name),
+    }
+    results, labels = {}, {}
+    for key in only:
+        with starters[key]() as target:
+            quiet = check(target, df, expected)
+            labels[key] = target.name
+            results[key] = run_scenarios(key, target, df, args.duration, quiet)
 
-    with tempfile.TemporaryDirectory() as tmp, running_cluster(Path(tmp)) as cluster:
-        config = cluster.serve_config()
-        cfg = yaml.safe_load(config.read_text())
-        cfg["applications"][0]["args"].update(model_store=str(reg.root_path), model_name=NAME)
-        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        cluster.deploy(config)
-        print("\nsparc-ray Serve app (serve_config.yaml, ray start --head)")
-        serve_r = run_scenarios(cluster.url, rows, args.duration)
-
-    big = serve_r["1000 rows, c=4"]
-    for name, seed_r in seeds.items():
-        s1, b1 = seed_r["1 row, c=32"], serve_r["1 row, c=32"]
-        print(f"\nratios Serve / seed-style ({name}):")
-        for label, _, _ in SCENARIOS:
-            print(
-                f"  {label:<16} throughput x{serve_r[label]['rps'] / seed_r[label]['rps']:.2f}"
-                f"  p99 x{serve_r[label]['p99_ms'] / seed_r[label]['p99_ms']:.2f}"
-            )
-        print(
-            f"targets: 1-row c=32 throughput >= 6x -> x{b1['rps'] / s1['rps']:.2f}; "
-            f"p99 <= 0.25x -> x{b1['p99_ms'] / s1['p99_ms']:.2f}"
+    ratios, targets = compare(results, raw)
+    for key, per_scenario in ratios.items():
+        print(f"\nratios Serve / {labels[key]} (throughput, p50, p99):")
+        for s, r in per_scenario.items():
+            print(f"  {s:<16} x{r['rps']:6.2f}  p50 x{r['p50_ms']:5.2f}  p99 x{r['p99_ms']:5.2f}")
+    if targets:
+        print("\ntargets:")
+        for t in targets:
+            status = "met" if t["met"] else "MISSED"
+            print(f"  {t['target']:<44} {t['goal']:>4} -> {t['value']:7.2f}  {status}")
+    else:
+        print("\ntargets: not judged (they need the serve run)")
+    bad = {labels[k]: sum(r["non2xx"] for r in v.values()) for k, v in results.items()}
+    if any(bad.values()):
+        print(f"non-2xx responses: {bad}")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(
+        json.dumps(
+            {
+                "model": {"store": reg.store, "name": name, "version": version},
+                "duration_s": args.duration,
+                "raw_rows_per_s": raw,
+                "model_cost": cost,
+                "servers": {k: {"label": labels[k], "scenarios": v} for k, v in results.items()},
+                "ratios": ratios,
+                "targets": targets,
+            },
+            indent=2,
         )
-    print(
-        f"1000-row rows/s >= 0.6 of raw -> {big['rows_per_s'] / raw:.2f}; "
-        f"non-2xx -> {sum(r['non2xx'] for r in serve_r.values())}"
     )
-    out = ROOT / "bench/results/serve_bench.json"
-    out.write_text(json.dumps({"raw_rows_per_s": raw, "seed": seeds, "serve": serve_r}, indent=2))
+    print(f"\nfigures: {OUT.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from sparc_ray.labels import labels_from_proba
+
 if TYPE_CHECKING:
     from sparc_ray.models import SPARCClassificationModel
 
@@ -23,7 +25,7 @@ def evaluate(model: SPARCClassificationModel, X: pd.DataFrame, y: pd.Series) -> 
 
 def metrics_from_proba(y: np.ndarray, proba: np.ndarray, classes: list[Any]) -> dict[str, Any]:
     # Plain (not object) arrays so scikit-learn recognises numeric labels as classes.
-    pred = np.asarray(list(classes))[proba.argmax(axis=1)]
+    pred = labels_from_proba(proba, classes)
     y = np.asarray(list(y))
     labels = list(classes)
     out: dict[str, Any] = {

@@ -27,8 +27,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from sparc_ray.data import FeatureSpec, infer_schema, normalize_features, split_features
+from sparc_ray.labels import labels_from_proba
 
 MODEL_FILE = "model.joblib"
+ONNX_FILE = "model.onnx"  # the compiled export, when it converts and passes parity
 METADATA_FILE = "metadata.json"
 MODEL_FAMILIES = {
     "random_forest": RandomForestClassifier,
@@ -156,7 +158,20 @@ class SPARCClassificationModel:
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """Labels derived from one ``predict_proba`` pass (argmax, sklearn's own rule)."""
-        return np.asarray(self.classes)[self.predict_proba(df).argmax(axis=1)]
+        return labels_from_proba(self.predict_proba(df), self.classes)
+
+    def input_limits(self) -> dict[str, float]:
+        """Largest |value| per numeric feature the pipeline can score: scaled values must stay
+        within float32 (trees cast their input to float32), with a factor of 2 to spare."""
+        pre = self._require_fitted().named_steps["preprocess"]
+        half = float(np.finfo(np.float32).max) / 2
+        limits: dict[str, float] = {}
+        for name, trans, cols in pre.transformers_:
+            if name == "num" and len(cols):
+                scaler = trans.named_steps["scale"]
+                for col, mean, scale in zip(cols, scaler.mean_, scaler.scale_, strict=True):
+                    limits[col] = float(max(0.0, min(half, half * min(1.0, scale) - abs(mean))))
+        return limits
 
     def get_feature_importance(self) -> dict[str, float] | None:
         return dict(self.importance) if self.importance is not None else None

@@ -142,6 +142,10 @@ class ModelRegistry:
             return versions[-1]
         return check_name(ref)
 
+    def read_file(self, name: str, version: str, rel: str) -> bytes:
+        """A file of a version (e.g. ``model.onnx``); the caller verifies its sha256."""
+        return self._read(self._path(check_name(name, "model name"), check_name(version), rel))
+
     def load(self, name: str, ref: str = ALIAS) -> tuple[SPARCClassificationModel, dict[str, Any]]:
         """Load a version after checking the model file's sha256 against metadata.json."""
         version = self.resolve(name, ref)

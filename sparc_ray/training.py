@@ -25,7 +25,9 @@ from sparc_ray.data import (
 )
 from sparc_ray.drift import build_reference
 from sparc_ray.evaluation import apply_gates, metrics_from_proba
-from sparc_ray.models import SPARCClassificationModel
+from sparc_ray.labels import labels_from_proba
+from sparc_ray.models import ONNX_FILE, SPARCClassificationModel, sha256_bytes
+from sparc_ray.onnx_model import export_onnx
 from sparc_ray.registry import ModelRegistry
 from sparc_ray.report import build_report
 from sparc_ray.validation import DataValidator
@@ -113,7 +115,7 @@ def run_training(
     y_test_arr = np.asarray(y_test.tolist())
     holdout = metrics_from_proba(y_test_arr, proba, model.classes)
     gates = apply_gates(holdout, cfg.gates)
-    predicted = np.asarray(model.classes)[proba.argmax(axis=1)]
+    predicted = labels_from_proba(proba, model.classes)
 
     metadata = {
         "model_type": best["model_type"],
@@ -149,6 +151,7 @@ def run_training(
         },
         "reference": build_reference(X_train, model.schema, predicted, model.classes),
         "library_versions": _library_versions(),
+        "input_limits": model.input_limits(),
     }
     summary = {k: metadata[k] for k in ("model_type", "params", "metrics", "gates")}
     summary.update(holdout=holdout, trials=search.trials)
@@ -161,6 +164,11 @@ def run_training(
         search.trials,
         n_folds,
     )
+    # Compiled inference: ONNX export with a parity check on the holdout (sklearn fallback).
+    onnx_bytes, metadata["onnx"] = export_onnx(model, X_test)
+    if onnx_bytes is not None:
+        files[ONNX_FILE] = onnx_bytes
+        metadata["onnx"].update(file=ONNX_FILE, sha256=sha256_bytes(onnx_bytes))
     registry = ModelRegistry(cfg.registry["store"])
     version = registry.publish(cfg.name, model, metadata, files)
     promoted = bool(gates["passed"] and cfg.registry["promote"])

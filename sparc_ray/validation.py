@@ -10,6 +10,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from sparc_ray.data import FeatureSpec, is_numeric
+from sparc_ray.input_rules import FeatureCheck, build_columns, check_structure
 
 
 class DataValidator:
@@ -18,8 +19,8 @@ class DataValidator:
     * With ``target`` set, the frame is a training set: it must have the target, at least two
       classes, enough rows per class for ``n_folds``-fold CV plus a ``test_size`` holdout, no
       empty column and no infinite values.
-    * With ``features`` (the schema saved with a model), the frame is a scoring batch: it must
-      have exactly those features with compatible types and finite numbers.
+    * With ``features`` (the schema saved with a model), the frame is a scoring batch, checked
+      by the same rules as an HTTP request (``sparc_ray.input_rules``), naming row and feature.
     """
 
     def __init__(
@@ -38,8 +39,8 @@ class DataValidator:
         errors: list[str] = []
         if df is None or len(df) == 0:
             errors.append("dataset is empty: no rows")
-        elif self.features is not None:
-            errors += self._check_schema(df)
+        elif self.features is not None:  # a scoring batch: the serving rules, row by row
+            return {"is_valid": not (errors := self._check_schema(df)), "errors": errors}
         if len(df.columns) == 0:
             errors.append("dataset has no columns")
         if self.target is not None and len(df):
@@ -93,19 +94,15 @@ class DataValidator:
         return errors
 
     def _check_schema(self, df: pd.DataFrame) -> list[str]:
-        expected = {f.name: f for f in self.features or []}
-        errors = [f"missing feature {n!r}" for n in expected if n not in df.columns]
-        errors += [
-            f"unknown feature {str(n)!r}"
-            for n in df.columns
-            if n not in expected and n != self.target
+        """The serving rules (``sparc_ray.input_rules``), applied to every row."""
+        checks = [FeatureCheck(f.name, f.kind == "numeric") for f in self.features or []]
+        rows = df.astype(object).where(df.notna(), None).to_dict("records")
+        if self.target is not None:
+            rows = [{k: v for k, v in row.items() if k != self.target} for row in rows]
+        details = check_structure(rows, checks) or build_columns(rows, checks)[1]
+        return [
+            f"feature {d['feature']!r}"
+            + (f" row {d['row']}" if d["row"] is not None else "")
+            + f": {d['message']}"
+            for d in details
         ]
-        for name, spec in expected.items():
-            if name in df.columns and spec.kind == "numeric" and not is_numeric(df[name]):
-                bad = pd.to_numeric(df[name], errors="coerce").isna() & df[name].notna()
-                if bad.any():
-                    row = int(np.flatnonzero(bad.to_numpy())[0])
-                    errors.append(
-                        f"feature {name!r} must be numeric; row {row} has {df[name].iloc[row]!r}"
-                    )
-        return errors

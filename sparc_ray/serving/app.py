@@ -5,7 +5,8 @@ to validate ``args:``.)
 
     Validator (HTTP ingress) ──► Model (@serve.batch, autoscaled) ──► Postprocessor
 
-Deployment options (resources, autoscaling, batching) come from serve_config.yaml.
+Resources, autoscaling and each deployment's typed settings (``user_config``, see
+``sparc_ray.serving.settings``) come from serve_config.yaml's ``deployments:``.
 """
 
 import os

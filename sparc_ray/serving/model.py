@@ -1,30 +1,35 @@
-"""Model deployment: holds the verified pipeline, predicts with ``@serve.batch``, swaps versions.
+"""Model deployment: holds the verified model (ONNX, or the sklearn fallback), scores batches,
+swaps versions.
 
 A replica serves the version its target names (``production`` by default, or a version pinned
-through ``/reload-model`` / ``user_config.model_version``). It polls the target, loads a new
-version completely in a worker thread, and only then swaps it in; if loading or sha256
-verification fails it keeps serving the old one and reports the error.
+through ``/reload-model`` / ``model.model_version``). It polls the target, loads a new version
+completely in a worker thread, and only then swaps it in; if loading or verification fails it
+keeps serving the old one and reports the error.
+
+The Validator sends one call per micro-batch (the only batching stage on the request path).
+If scoring a batch raises, its requests are scored one by one so that only the culprit fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import ray
 from ray import serve
-from threadpoolctl import threadpool_limits
 
 from sparc_ray.serving import metrics
+from sparc_ray.serving.fastpath import flush_logs_forever
 from sparc_ray.serving.loader import LoadedModel, ModelLoader, version_board
+from sparc_ray.serving.settings import ModelSettings
 
 logger = logging.getLogger("ray.serve")
+MAX_ROWS_SEARCHED = 64  # a failing request up to this size is searched for the failing row
 
 
 class NoModelError(RuntimeError):
@@ -35,15 +40,57 @@ class SchemaMismatchError(RuntimeError):
     """The request was validated against another version's features (a switch in between)."""
 
 
+@dataclass
+class Scored:
+    """A batch's probabilities (rows of failed requests are NaN) and what failed, by request
+    index: ``{"row": row in that request or None, "message": ...}``."""
+
+    version: str
+    proba: np.ndarray
+    failed: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def _slice(columns: dict[str, np.ndarray], a: int, b: int) -> dict[str, np.ndarray]:
+    return {n: c[a:b] for n, c in columns.items()}
+
+
+def score_isolated(
+    current: LoadedModel, columns: dict[str, np.ndarray], sizes: list[int]
+) -> Scored:
+    """Score each request alone; a failing one gets NaN rows and an error naming the first
+    failing row when the request is small enough to search."""
+    parts, failed, start = [], {}, 0
+    n_classes = len(current.metadata["classes"])
+    for i, size in enumerate(sizes):
+        part = _slice(columns, start, start + size)
+        try:
+            parts.append(current.scorer.predict_proba(part))
+        except Exception as exc:
+            parts.append(np.full((size, n_classes), np.nan))
+            failed[i] = {"row": _failing_row(current, part, size), "message": str(exc)}
+        start += size
+    return Scored(current.version, np.concatenate(parts), failed)
+
+
+def _failing_row(current: LoadedModel, part: dict[str, np.ndarray], size: int) -> int | None:
+    if size == 1:
+        return 0
+    for row in range(min(size, MAX_ROWS_SEARCHED)):
+        try:
+            current.scorer.predict_proba(_slice(part, row, row + 1))
+        except Exception:
+            return row
+    return None
+
+
 @serve.deployment(name="Model", ray_actor_options={"num_cpus": 0.5})
 class Model:
-    def __init__(self, loader: ModelLoader, default_ref: str = "production") -> None:
-        threadpool_limits(1)  # one inference thread: replicas hold fractional CPUs
+    async def __init__(self, loader: ModelLoader, default_ref: str = "production") -> None:
         self.loader = loader
-        self.config_ref = default_ref
+        self.default_ref = self.config_ref = default_ref
+        self.settings = ModelSettings()
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
-        self.poll_interval_s = 15.0
         self.generation = -1
         self._switch = asyncio.Lock()
         ctx = serve.get_replica_context()
@@ -51,16 +98,16 @@ class Model:
         self.board = version_board(self.app_name, default_ref)
         self.batch_size = metrics.batch_size()
         self.version_info = metrics.version_info()
-        self._poller = asyncio.get_event_loop().create_task(self._poll_forever())
+        loop = asyncio.get_running_loop()
+        self._poller = loop.create_task(self._poll_forever())
+        self._log_flusher = loop.create_task(flush_logs_forever())
 
     # -- configuration & version switching ------------------------------------------------
     async def reconfigure(self, config: dict[str, Any]) -> None:
-        """Apply ``user_config``: batching, poll interval, optional pinned ``model_version``."""
-        self.predict.set_max_batch_size(int(config.get("max_batch_rows", 4000)))
-        self.predict.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.005)))
-        self.poll_interval_s = float(config.get("poll_interval_s", 15))
-        ref = config.get("model_version")
-        if ref and ref != self.config_ref:
+        """Apply ``user_config`` (``ModelSettings``), including an optional pinned version."""
+        self.settings = ModelSettings.model_validate(config)
+        ref = self.settings.model_version or self.default_ref
+        if ref != self.config_ref:
             self.config_ref = ref
             await self.board.set_target.remote(ref)
         await self.sync()
@@ -69,7 +116,7 @@ class Model:
         await self.sync()
         last_registry_check = time.monotonic()
         while True:
-            await asyncio.sleep(min(1.0, self.poll_interval_s))
+            await asyncio.sleep(min(1.0, self.settings.poll_interval_s))
             # The board is cheap to ask every second; the registry alias every poll interval.
             try:
                 _ref, generation = await self.board.target.remote()
@@ -78,7 +125,7 @@ class Model:
                 continue
             if self.current is not None:  # Ray drops gauges that are not refreshed
                 self._publish_version(None)
-            due = time.monotonic() - last_registry_check >= self.poll_interval_s
+            due = time.monotonic() - last_registry_check >= self.settings.poll_interval_s
             if generation != self.generation or due:
                 last_registry_check = time.monotonic()
                 await self.sync()
@@ -91,13 +138,14 @@ class Model:
                 version = await asyncio.to_thread(self.loader.resolve, ref)
                 if self.current is None or version != self.current.version:
                     loaded = await asyncio.to_thread(self.loader.load, version)
-                    loaded.model.set_n_jobs(1)
                     previous, self.current = self.current, loaded
                     self._publish_version(previous)
                     logger.info(
-                        "model %s version %s loaded",
+                        "model %s version %s loaded (engine %s%s)",
                         self.loader.name,
                         version,
+                        loaded.engine,
+                        f": {loaded.engine_reason}" if loaded.engine_reason else "",
                         extra={"model_version": version},
                     )
                 self.last_error = None
@@ -121,6 +169,7 @@ class Model:
         return {
             "model_loaded": self.current is not None,
             "model_version": self.current.version if self.current else None,
+            "engine": self.current.engine if self.current else None,
             "loaded_at": self.current.loaded_at if self.current else None,
             "last_error": self.last_error,
         }
@@ -128,36 +177,28 @@ class Model:
     async def metadata(self) -> dict[str, Any]:
         if self.current is None:
             raise NoModelError(self.last_error or "no model loaded")
-        return self.current.metadata
+        return self.current.describe()
 
     # -- inference ----------------------------------------------------------------------------
-    @serve.batch(
-        max_batch_size=4000,  # rows (batch_size_fn); >= the Validator's batch_max_rows
-        batch_wait_timeout_s=0.005,
-        batch_size_fn=lambda batches: sum(len(next(iter(b.values()))) for b in batches),
-    )
-    async def predict(self, batches: list[dict[str, np.ndarray]]) -> list[tuple]:
-        """Score several column batches in one ``predict_proba`` call.
-
-        Each item is ``{feature: column array}``; returns ``(probabilities, version)`` per item.
-        """
+    async def predict(self, columns: dict[str, np.ndarray], sizes: list[int]) -> Scored:
+        """Score one micro-batch: ``columns`` stacks the requests' rows, ``sizes`` says how
+        many rows each request holds."""
         current = self.current
         if current is None:
             raise NoModelError(self.last_error or "no model loaded")
-        names = current.model.feature_names
-        if any(b.keys() != set(names) for b in batches):
+        if list(columns) != current.scorer.feature_names:
             raise SchemaMismatchError(current.version)
-        sizes = [len(next(iter(b.values()))) for b in batches]
-        frame = pd.DataFrame(
-            {
-                n: np.concatenate([b[n] for b in batches]) if len(batches) > 1 else batches[0][n]
-                for n in names
-            }
-        )
-        proba = current.model.predict_proba(frame)
-        self.batch_size.observe(len(frame), tags={"model_name": self.loader.name})
-        bounds = np.cumsum([0, *sizes])
-        return [(proba[a:b], current.version) for a, b in itertools.pairwise(bounds)]
+        n_rows = sum(sizes)
+        try:
+            result = Scored(current.version, current.scorer.predict_proba(columns))
+        except Exception as exc:
+            logger.warning(
+                "batch of %d requests failed (%r); scoring them one by one", len(sizes), exc
+            )
+            result = score_isolated(current, columns, sizes)
+        with contextlib.suppress(Exception):  # monitoring never fails a prediction
+            self.batch_size.observe(n_rows, tags={"model_name": self.loader.name})
+        return result
 
     async def check_health(self) -> None:
         if self._poller.done():

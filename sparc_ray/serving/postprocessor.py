@@ -1,13 +1,17 @@
-"""Postprocessor deployment: labels and response shape, prediction metrics, drift, feedback.
+"""Postprocessor deployment: labels and response shape, then monitoring off the request path.
 
-Drift windows and the feedback store live in this deployment, which runs one replica by
-default so the scores cover all traffic. With more replicas each exports its own series
-(label ``replica``); the alert rules take the max per model.
+``process`` shapes a micro-batch's responses and queues the batch for monitoring (prediction
+counter, drift windows, the feedback store); a background task drains the queue, so
+monitoring work never delays a response, and a failure in it is logged, never raised.
+Drift windows and the feedback store live here; the deployment runs one replica by default
+so the scores cover all traffic (with more, each exports its own series and the alert rules
+take the max per model).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict, deque
 from typing import Any
@@ -16,47 +20,69 @@ import numpy as np
 from ray import serve
 
 from sparc_ray.drift import DriftMonitor
+from sparc_ray.labels import labels_from_proba
 from sparc_ray.serving import metrics
+from sparc_ray.serving.fastpath import flush_logs_forever
 from sparc_ray.serving.loader import ModelLoader
+from sparc_ray.serving.settings import PostprocessorSettings
 
-DRIFT_EVERY_S = 1.0  # recompute PSI at most this often on the request path
-GAUGE_REFRESH_S = 5.0
+logger = logging.getLogger("ray.serve")
+MONITOR_EVERY_S = 0.2  # how often queued batches are folded into the monitoring state
+DRIFT_EVERY_S = 1.0  # recompute PSI at most this often
+GAUGE_REFRESH_S = 5.0  # Ray's exporter drops a gauge not set for ~2 export intervals
+MAX_QUEUED_BATCHES = 10_000  # beyond this, monitoring drops batches rather than memory
+
+
+def shape_responses(
+    items: list[dict[str, Any]], proba: np.ndarray, classes: list[Any], version: str
+) -> list[dict[str, Any]]:
+    """One response body per request; ``items`` hold each request's ``n_rows`` and
+    ``include_probabilities`` and ``proba`` stacks their rows in the same order."""
+    labels = labels_from_proba(proba, classes).tolist() if len(proba) else []
+    out, start = [], 0
+    for item in items:
+        end = start + item["n_rows"]
+        out.append(
+            {
+                "predictions": labels[start:end],
+                "probabilities": proba[start:end].round(6).tolist()
+                if item["include_probabilities"]
+                else None,
+                "classes": classes,
+                "model_version": version,
+            }
+        )
+        start = end
+    return out
 
 
 @serve.deployment(name="Postprocessor", ray_actor_options={"num_cpus": 0.25})
 class Postprocessor:
-    def __init__(self, loader: ModelLoader) -> None:
+    async def __init__(self, loader: ModelLoader) -> None:
         self.loader = loader
         self.name = loader.name
-        self.window_rows, self.min_rows = 2000, 200
-        self.feedback_capacity, self.accuracy_window = 100_000, 1000
+        self.settings = PostprocessorSettings()
         self._metadata: dict[str, dict[str, Any]] = {}
         self._drift: dict[str, DriftMonitor] = {}
         self._drift_checked = 0.0
         self.last_drift: dict[str, Any] | None = None
         self._recent: OrderedDict[str, tuple[list, str]] = OrderedDict()
-        self._outcomes: deque[bool] = deque(maxlen=self.accuracy_window)
+        self._outcomes: deque[bool] = deque(maxlen=self.settings.accuracy_window)
+        self._queue: deque[tuple] = deque(maxlen=MAX_QUEUED_BATCHES)
+        self.monitoring_errors = 0
         self.predictions = metrics.predictions()
         self.feature_drift = metrics.feature_drift()
         self.model_drift = metrics.model_drift()
         self.accuracy = metrics.model_accuracy()
-        self._refresher = asyncio.get_event_loop().create_task(self._refresh_gauges())
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._monitor_forever()),
+            loop.create_task(flush_logs_forever()),
+        ]
 
-    async def _refresh_gauges(self) -> None:
-        """Re-set the gauges periodically: Ray's exporter drops a gauge not set for ~2 export
-        intervals, and drift / accuracy would otherwise vanish between requests."""
-        while True:
-            await asyncio.sleep(GAUGE_REFRESH_S)
-            self._publish_drift()
-            if self._outcomes:
-                self.accuracy.set(float(np.mean(self._outcomes)), tags={"model_name": self.name})
-
-    def reconfigure(self, config: dict[str, Any]) -> None:
-        self.window_rows = int(config.get("drift_window_rows", self.window_rows))
-        self.min_rows = int(config.get("drift_min_rows", self.min_rows))
-        self.feedback_capacity = int(config.get("feedback_capacity", self.feedback_capacity))
-        self.accuracy_window = int(config.get("accuracy_window", self.accuracy_window))
-        self._outcomes = deque(self._outcomes, maxlen=self.accuracy_window)
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        self.settings = PostprocessorSettings.model_validate(config)
+        self._outcomes = deque(self._outcomes, maxlen=self.settings.accuracy_window)
         self._drift.clear()  # new window sizes start new windows
 
     def _meta(self, version: str) -> dict[str, Any]:
@@ -64,52 +90,73 @@ class Postprocessor:
             self._metadata[version] = self.loader.load_metadata(version)
         return self._metadata[version]
 
-    def process(
+    async def process(
         self,
         items: list[dict[str, Any]],
-        columns: dict[str, np.ndarray],
-        version: str,
         proba: np.ndarray,
+        version: str,
+        columns: dict[str, np.ndarray],
     ) -> list[dict[str, Any]]:
-        """Shape one ingress batch: ``items`` hold each request's id, row count and flags;
-        ``proba`` stacks their probability rows in the same order as ``columns``."""
+        """Shape one micro-batch's responses; monitoring happens later, off this path."""
+        if version not in self._metadata:
+            await asyncio.to_thread(self._meta, version)
+        meta = self._metadata[version]
+        self._queue.append((items, proba, version, columns))
+        return shape_responses(items, proba, meta["classes"], version)
+
+    # -- monitoring (background) ----------------------------------------------------------------
+    async def _monitor_forever(self) -> None:
+        last_gauges = time.monotonic()
+        while True:
+            await asyncio.sleep(MONITOR_EVERY_S)
+            self.drain()
+            if time.monotonic() - last_gauges >= GAUGE_REFRESH_S:
+                last_gauges = time.monotonic()
+                self._guarded(self._refresh_gauges)
+
+    def _guarded(self, fn, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            self.monitoring_errors += 1
+            logger.exception("monitoring failed (predictions are not affected)")
+
+    def drain(self) -> None:
+        """Fold every queued batch into the counters, drift windows and feedback store."""
+        while self._queue:
+            self._guarded(self._record, *self._queue.popleft())
+        if time.monotonic() - self._drift_checked >= DRIFT_EVERY_S:
+            self._guarded(self._publish_drift)
+
+    def _record(
+        self,
+        items: list[dict[str, Any]],
+        proba: np.ndarray,
+        version: str,
+        columns: dict[str, np.ndarray],
+    ) -> None:
         meta = self._meta(version)
-        classes = meta["classes"]
         index = proba.argmax(axis=1)
-        labels = np.asarray(classes, dtype=object)[index].tolist()
-        out, start = [], 0
+        labels = labels_from_proba(proba, meta["classes"]).tolist()
+        start = 0
         for item in items:
             end = start + item["n_rows"]
-            preds = labels[start:end]
-            out.append(
-                {
-                    "predictions": preds,
-                    "probabilities": proba[start:end].round(6).tolist()
-                    if item["include_probabilities"]
-                    else None,
-                    "classes": classes,
-                    "model_version": version,
-                }
-            )
-            self._remember(item["prediction_id"], list(preds), version)
+            self._remember(item["prediction_id"], labels[start:end], version)
             start = end
         self.predictions.inc(len(items), tags={"model_name": self.name, "model_version": version})
-        self._update_drift(version, meta, columns, index)
-        return out
+        if "reference" in meta:
+            if version not in self._drift:  # a new version starts a new window
+                s = self.settings
+                self._drift = {
+                    version: DriftMonitor(meta["reference"], s.drift_window_rows, s.drift_min_rows)
+                }
+            self._drift[version].update(columns, index)
 
-    # -- drift ----------------------------------------------------------------------------
-    def _update_drift(
-        self, version: str, meta: dict[str, Any], columns: dict[str, np.ndarray], index: np.ndarray
-    ) -> None:
-        if "reference" not in meta:
-            return
-        if version not in self._drift:  # a new version starts a new window
-            self._drift = {
-                version: DriftMonitor(meta["reference"], self.window_rows, self.min_rows)
-            }
-        self._drift[version].update(columns, index)
-        if time.monotonic() - self._drift_checked >= DRIFT_EVERY_S:
-            self._publish_drift()
+    def _refresh_gauges(self) -> None:
+        """Re-set the gauges periodically: drift / accuracy would vanish between requests."""
+        self._publish_drift()
+        if self._outcomes:
+            self.accuracy.set(float(np.mean(self._outcomes)), tags={"model_name": self.name})
 
     def _publish_drift(self) -> None:
         self._drift_checked = time.monotonic()
@@ -127,11 +174,12 @@ class Postprocessor:
     # -- feedback -------------------------------------------------------------------------
     def _remember(self, prediction_id: str, labels: list, version: str) -> None:
         self._recent[prediction_id] = (labels, version)
-        while len(self._recent) > self.feedback_capacity:
+        while len(self._recent) > self.settings.feedback_capacity:
             self._recent.popitem(last=False)
 
-    def feedback(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+    async def feedback(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Join ground-truth labels to remembered predictions; update rolling accuracy."""
+        self.drain()  # predictions answered a moment ago are still queued
         matched, unknown, invalid = 0, [], []
         for i, item in enumerate(items):
             entry = self._recent.get(str(item.get("prediction_id")))
@@ -140,7 +188,7 @@ class Postprocessor:
                 unknown.append(item.get("prediction_id"))
                 continue
             labels, _ = entry
-            if not isinstance(row, int) or not 0 <= row < len(labels) or labels[row] is None:
+            if type(row) is not int or not 0 <= row < len(labels) or labels[row] is None:
                 invalid.append({"index": i, "message": "row is out of range or already labelled"})
                 continue
             self._outcomes.append(str(labels[row]) == str(item.get("label")))
@@ -148,7 +196,7 @@ class Postprocessor:
             matched += 1
         accuracy = float(np.mean(self._outcomes)) if self._outcomes else None
         if accuracy is not None:
-            self.accuracy.set(accuracy, tags={"model_name": self.name})
+            self._guarded(self.accuracy.set, accuracy, {"model_name": self.name})
         return {
             "matched": matched,
             "unknown": unknown,
@@ -157,10 +205,12 @@ class Postprocessor:
             "labelled": len(self._outcomes),
         }
 
-    def stats(self) -> dict[str, Any]:
+    async def stats(self) -> dict[str, Any]:
+        self.drain()
         return {
             "drift": self.last_drift,
             "accuracy": float(np.mean(self._outcomes)) if self._outcomes else None,
             "labelled_predictions": len(self._outcomes),
             "remembered_predictions": len(self._recent),
+            "monitoring_errors": self.monitoring_errors,
         }

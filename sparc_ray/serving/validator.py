@@ -6,6 +6,7 @@ requests, and answers with the seed's response fields.
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -20,13 +21,24 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from sparc_ray import __version__
+from sparc_ray.input_rules import (
+    FLOAT32_MAX,
+    FeatureCheck,
+    PredictInput,
+    RequestError,
+    detail,
+    parse_json,
+    parse_predict,
+)
 from sparc_ray.registry import ALIAS, RegistryError
 from sparc_ray.serving import metrics
 from sparc_ray.serving.api_docs import DOCS, OPENAPI_EXTRA
+from sparc_ray.serving.fastpath import flush_logs_forever
 from sparc_ray.serving.loader import ModelLoader, served_version, switch_target, version_board
 from sparc_ray.serving.model import NoModelError, SchemaMismatchError
-from sparc_ray.serving.requests import FeatureCheck, RequestError, parse_json, parse_predict
+from sparc_ray.serving.postprocessor import shape_responses
 from sparc_ray.serving.responses import check_bearer, error_response, json_response, now_iso
+from sparc_ray.serving.settings import ValidatorSettings
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="sparc-ray model API", version=__version__, description=DOCS)
@@ -36,7 +48,7 @@ RELOAD_TIMEOUT_S = 60.0
 @serve.deployment(name="Validator", ray_actor_options={"num_cpus": 0.25})
 @serve.ingress(api)
 class Validator:
-    def __init__(
+    async def __init__(
         self,
         model: DeploymentHandle,
         post: DeploymentHandle,
@@ -47,56 +59,91 @@ class Validator:
         self.name = loader.name
         self.token = os.environ.get(admin_token_env) or None
         self.started = time.time()
-        self.max_instances, self.max_body_bytes = 1000, 2_000_000
+        self.settings = ValidatorSettings()
         self.summary = metrics.LatencySummary()
         self.errors = metrics.prediction_errors()
         self.latency = metrics.prediction_duration()
         self._meta: dict[str, Any] | None = None
         self._checks: list[FeatureCheck] = []
+        self._in_flight = 0  # micro-batches sent and not yet answered
         ctx = serve.get_replica_context()
         self.board = version_board(ctx.app_name)
+        self._log_flusher = asyncio.get_running_loop().create_task(flush_logs_forever())
 
-    def reconfigure(self, config: dict[str, Any]) -> None:
-        self.max_instances = int(config.get("max_instances", self.max_instances))
-        self.max_body_bytes = int(config.get("max_body_bytes", self.max_body_bytes))
-        # A batch must hold the largest request: at least max_instances rows.
-        rows = max(int(config.get("batch_max_rows", 1000)), self.max_instances)
-        self._score.set_max_batch_size(rows)
-        self._score.set_batch_wait_timeout_s(float(config.get("batch_wait_timeout_s", 0.002)))
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        self.settings = ValidatorSettings.model_validate(config)
+        self._score.set_max_batch_size(self.settings.batch_max_rows)
 
     async def _schema(self, refresh: bool = False) -> list[FeatureCheck]:
         if self._meta is None or refresh:
             self._meta = await self.model.metadata.remote()
+            limits = self._meta.get("input_limits") or {}
             self._checks = [
-                FeatureCheck(f["name"], f["kind"] == "numeric") for f in self._meta["features"]
+                FeatureCheck(f["name"], f["kind"] == "numeric", limits.get(f["name"], FLOAT32_MAX))
+                for f in self._meta["features"]
             ]
         return self._checks
 
     # -- /predict -------------------------------------------------------------------------
     @serve.batch(
-        max_batch_size=1000,  # rows (batch_size_fn), not requests
-        batch_wait_timeout_s=0.002,
-        max_concurrent_batches=4,  # keep the Model busy while earlier batches finish
+        max_batch_size=ValidatorSettings().batch_max_rows,  # rows (batch_size_fn), not requests
+        batch_wait_timeout_s=ValidatorSettings().batch_wait_timeout_s,
+        max_concurrent_batches=4,  # keep the Model replicas busy while earlier batches finish
         batch_size_fn=lambda jobs: sum(j.n_rows for _, j in jobs),
     )
-    async def _score(self, jobs: list[tuple[str, Any]]) -> list[dict[str, Any]]:
-        """One Model call and one Postprocessor call for a batch of validated requests."""
-        names = jobs[0][1].columns.keys()
-        columns = (
-            jobs[0][1].columns
-            if len(jobs) == 1
-            else {n: np.concatenate([j.columns[n] for _, j in jobs]) for n in names}
-        )
-        proba, version = await self.model.predict.remote(columns)
+    async def _score(self, jobs: list[tuple[str, PredictInput]]) -> list[Any]:
+        """One Model call and one Postprocessor call for a micro-batch of validated requests.
+        Returns each request's response body, or the ``RequestError`` that only it gets."""
+        self._in_flight += 1
+        try:
+            first = jobs[0][1].columns
+            columns = (
+                first
+                if len(jobs) == 1
+                else {n: np.concatenate([j.columns[n] for _, j in jobs]) for n in first}
+            )
+            scored = await self.model.predict.remote(columns, [j.n_rows for _, j in jobs])
+        finally:
+            self._in_flight -= 1
+        ok = [i for i in range(len(jobs)) if i not in scored.failed]
+        proba, kept = scored.proba, columns
+        if scored.failed:  # keep the rows of the requests that were scored
+            keep = np.concatenate(
+                [np.full(j.n_rows, i not in scored.failed) for i, (_, j) in enumerate(jobs)]
+            )
+            proba, kept = proba[keep], {n: c[keep] for n, c in columns.items()}
         items = [
             {
-                "prediction_id": pid,
-                "n_rows": j.n_rows,
-                "include_probabilities": j.include_probabilities,
+                "prediction_id": jobs[i][0],
+                "n_rows": jobs[i][1].n_rows,
+                "include_probabilities": jobs[i][1].include_probabilities,
             }
-            for pid, j in jobs
+            for i in ok
         ]
-        return await self.post.process.remote(items, columns, version, proba)
+        try:
+            bodies = await self.post.process.remote(items, proba, scored.version, kept)
+        except Exception:  # monitoring must not fail predictions: shape them here
+            logger.exception("Postprocessor call failed; answering without it")
+            bodies = shape_responses(items, proba, self._meta["classes"], scored.version)
+        answers: list[Any] = [None] * len(jobs)
+        for i, body in zip(ok, bodies, strict=True):
+            answers[i] = body
+        for i, failure in scored.failed.items():
+            answers[i] = RequestError(
+                422,
+                "the model cannot score this input",
+                [detail(failure["row"], None, failure["message"][:300])],
+            )
+        return answers
+
+    async def _submit(self, prediction_id: str, data: PredictInput) -> dict[str, Any]:
+        # No batch window when nothing is in flight: a lone request goes out at once.
+        wait = self.settings.batch_wait_timeout_s if self._in_flight else 0.0
+        self._score.set_batch_wait_timeout_s(wait)
+        answer = await self._score((prediction_id, data))
+        if isinstance(answer, RequestError):
+            raise answer
+        return answer
 
     @api.post(
         "/predict",
@@ -108,18 +155,18 @@ class Validator:
         prediction_id = str(uuid.uuid4())
         rows, reason = 0, None
         try:
+            limit = self.settings.max_body_bytes
             declared = int(request.headers.get("content-length") or 0)
-            if declared > self.max_body_bytes:
-                raise RequestError(
-                    413, f"request body is {declared} bytes; the limit is {self.max_body_bytes}"
-                )
-            body = parse_json(await request.body(), self.max_body_bytes)
+            if declared > limit:
+                raise RequestError(413, f"request body is {declared} bytes; the limit is {limit}")
+            body = parse_json(await request.body(), limit)
+            max_rows = self.settings.max_instances
             try:
-                data = parse_predict(body, await self._schema(), self.max_instances)
-                result = await self._score((prediction_id, data))
+                data = parse_predict(body, await self._schema(), max_rows)
+                result = await self._submit(prediction_id, data)
             except SchemaMismatchError:  # the model switched version; re-check and retry once
-                data = parse_predict(body, await self._schema(refresh=True), self.max_instances)
-                result = await self._score((prediction_id, data))
+                data = parse_predict(body, await self._schema(refresh=True), max_rows)
+                result = await self._submit(prediction_id, data)
             rows = data.n_rows
             elapsed = time.perf_counter() - start
             response = {
@@ -164,11 +211,12 @@ class Validator:
             )
         finally:
             elapsed = time.perf_counter() - start
-            self.summary.record(elapsed * 1000, rows, reason is None)
-            if reason is None:
-                self.latency.observe(elapsed, tags={"model_name": self.name})
-            else:
-                self.errors.inc(tags={"model_name": self.name, "reason": reason})
+            with contextlib.suppress(Exception):  # metrics never fail a prediction
+                self.summary.record(elapsed * 1000, rows, reason is None)
+                if reason is None:
+                    self.latency.observe(elapsed, tags={"model_name": self.name})
+                else:
+                    self.errors.inc(tags={"model_name": self.name, "reason": reason})
 
     # -- read-only endpoints ------------------------------------------------------------------
     @api.get("/health", summary="Liveness / readiness", openapi_extra=OPENAPI_EXTRA["health"])
@@ -270,7 +318,7 @@ class Validator:
         if denied := check_bearer(self.token, request.headers.get("authorization")):
             return denied
         try:
-            body = parse_json(await request.body(), self.max_body_bytes)
+            body = parse_json(await request.body(), self.settings.max_body_bytes)
             items = body if isinstance(body, list) else [body]
             bad = [
                 {"row": i, "feature": None, "message": "needs prediction_id and label"}

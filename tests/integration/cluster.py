@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from sparc_ray.serving.fastpath import read_env, stop_haproxy
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ADMIN_TOKEN = "test-admin-token"
@@ -40,6 +42,8 @@ class Cluster:
             # Ray 2.60 token authentication: `ray start`, the CLI and drivers read
             # ~/.ray/auth_token, which start() creates when it is missing.
             "RAY_AUTH_MODE": "token",
+            # Serve's fast path (HAProxy ingress, throughput-optimized replicas), as deployed.
+            **read_env(ROOT / "serve.env"),
         }
         self.url = f"http://127.0.0.1:{self.serve_port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard}"
@@ -73,6 +77,7 @@ class Cluster:
             str(BIN / "serve"), "shutdown", "-y", "-a", self.dashboard_url, check=False, timeout=120
         )
         self.run(str(BIN / "ray"), "stop", check=False, timeout=120)
+        stop_haproxy()  # HAProxy can outlive `ray stop`: end it by PID
 
     def train(self, *args: str) -> subprocess.CompletedProcess:
         """The training job as a driver on this cluster (RAY_ADDRESS points at it)."""

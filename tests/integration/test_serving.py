@@ -8,6 +8,7 @@ import concurrent.futures as cf
 import glob
 import json
 import re
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -78,8 +79,9 @@ def app(tmp_path_factory):
         cluster.train("--config", str(rf), "--no-promote")  # to be corrupted
         reg = ModelRegistry(work / "model_store")
         v1, v2, bad = reg.versions("breast_cancer")
-        model_file = reg.root_path / "breast_cancer" / bad / "model.joblib"
-        model_file.write_bytes(model_file.read_bytes()[:-10] + b"corrupted!")
+        for name in ("model.onnx", "model.joblib"):  # what replicas load, and the fallback
+            model_file = reg.root_path / "breast_cancer" / bad / name
+            model_file.write_bytes(model_file.read_bytes()[:-10] + b"corrupted!")
         deadline = time.time() + 30  # the first promotion is picked up by polling
         while httpx.get(f"{cluster.url}/health").status_code != 200 and time.time() < deadline:
             time.sleep(0.5)
@@ -160,6 +162,97 @@ def test_invalid_input_is_a_4xx_naming_row_and_feature(app, rows):
     assert r.status_code == 422 and r.json()["details"][0]["feature"] == feature
     assert httpx.post(f"{url}/predict", content=b"{not json", timeout=30).status_code == 400
     assert httpx.post(f"{url}/predict", content=b"x" * 2_100_000, timeout=30).status_code == 413
+
+
+POISON = [  # values a model cannot score, sent as raw JSON (row 0, feature "mean radius")
+    ("1e39", "out of range"),
+    ("1" + "0" * 400, "too large for a float"),
+    ('"\\ud800"', "expected a number"),
+    ("Infinity", "non-finite"),
+]
+
+
+def poison_body(good: dict, value: str) -> bytes:
+    row = json.dumps({**good, "mean radius": "@@"}).replace('"@@"', value)
+    return f'{{"instances": [{row}]}}'.encode()
+
+
+def test_hostile_values_get_a_422_naming_row_and_feature(app, rows):
+    X, _ = rows
+    good = X.head(1).to_dict("records")[0]
+    for value, message in POISON:
+        r = httpx.post(f"{app['url']}/predict", content=poison_body(good, value), timeout=30)
+        assert r.status_code == 422, (value, r.text)
+        assert (
+            r.json()["details"][0]
+            == {
+                "row": 0,
+                "feature": "mean radius",
+                "message": r.json()["details"][0]["message"],
+            }
+            and message in r.json()["details"][0]["message"]
+        ), r.text
+    surrogate = json.dumps({"instances": [{**good, "\ud800": "x"}]}).encode()
+    r = httpx.post(f"{app['url']}/predict", content=surrogate, timeout=30)
+    assert r.status_code == 422 and r.json()["details"][0]["message"] == "unknown feature"
+
+
+def test_poisonous_requests_fail_only_themselves_under_load(app, rows):
+    """c=8, one poisonous request per ten valid ones: every valid request succeeds."""
+    X, _ = rows
+    records = X.head(80).to_dict("records")
+    results: list[tuple[bool, int]] = []
+
+    def client(worker: int) -> None:
+        with httpx.Client(timeout=60) as http:
+            for i in range(55):
+                if i % 11 == 10:
+                    value = POISON[(worker + i) % len(POISON)][0]
+                    r = http.post(f"{app['url']}/predict", content=poison_body(records[0], value))
+                    results.append((False, r.status_code))
+                else:
+                    row = records[(worker * 7 + i) % len(records)]
+                    r = http.post(f"{app['url']}/predict", json={"instances": [row]})
+                    results.append((True, r.status_code))
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        list(pool.map(client, range(8)))
+    valid = [status for ok, status in results if ok]
+    poison = [status for ok, status in results if not ok]
+    assert len(valid) == 400 and set(valid) == {200}, sorted(set(valid))
+    assert len(poison) == 40 and set(poison) == {422}
+
+
+def test_onnx_serves_and_a_version_without_it_falls_back_saying_why(app, rows):
+    X, _ = rows
+    info = httpx.get(f"{app['url']}/model").json()
+    assert info["serving"] == {"engine": "onnx", "reason": None}, info["serving"]
+    assert info["onnx"]["status"] == "ok" and info["onnx"]["labels_equal"]
+    # The same model with its ONNX export missing: served by the verified sklearn pipeline.
+    reg = app["reg"]
+    src = reg.root_path / "breast_cancer" / app["v1"]
+    fallback = app["v1"] + "-noonnx"
+    dst = reg.root_path / "breast_cancer" / fallback
+    shutil.copytree(src, dst)
+    (dst / "model.onnx").unlink()
+    meta = json.loads((dst / "metadata.json").read_text())
+    meta.update(version=fallback, onnx={"status": "fallback", "reason": "skipped for a test"})
+    (dst / "metadata.json").write_text(json.dumps(meta))
+    r = httpx.post(
+        f"{app['url']}/reload-model", json={"version": fallback}, headers=AUTH, timeout=90
+    )
+    assert r.status_code == 200, r.text
+    info = httpx.get(f"{app['url']}/model").json()
+    assert info["serving"] == {"engine": "sklearn", "reason": "skipped for a test"}
+    sample = X.sample(5, random_state=5)
+    body = predict(app["url"], sample.to_dict("records"), include_probabilities=True).json()
+    model, _ = reg.load("breast_cancer", app["v1"])
+    assert body["model_version"] == fallback
+    np.testing.assert_allclose(body["probabilities"], model.predict_proba(sample), atol=1e-6)
+    r = httpx.post(
+        f"{app['url']}/reload-model", json={"version": app["v1"]}, headers=AUTH, timeout=90
+    )
+    assert r.status_code == 200 and r.json()["model_version"] == app["v1"]
 
 
 def test_health_model_metrics_and_docs(app):
@@ -349,7 +442,7 @@ def test_ray_metrics_endpoint_exports_the_ml_metrics(app, rows):
 def test_json_logs_carry_the_prediction_id(app, rows):
     X, _ = rows
     pid = predict(app["url"], X.head(1).to_dict("records")).json()["prediction_id"]
-    time.sleep(1)
+    time.sleep(2.5)  # request-path logs are buffered and flushed every second
     lines = [
         json.loads(line)
         for path in glob.glob("/tmp/ray/session_latest/logs/serve/replica_sparc_Validator_*.log")

@@ -57,12 +57,19 @@ def test_min_rows_per_class_accounts_for_the_holdout():
     assert v.min_rows_per_class() == 8
 
 
-def test_scoring_batch_checked_against_the_schema():
+def test_scoring_batch_checked_by_the_serving_rules():
     train = good().drop(columns="y")
     v = DataValidator(features=infer_schema(train))
     assert v.validate_dataframe(train)["is_valid"]
-    bad = train.drop(columns="c").assign(extra=1, x=["1.5", "oops"] + ["0"] * (len(train) - 2))
+    # An all-empty column in a scoring batch is just missing values (imputed), not an error.
+    assert v.validate_dataframe(train.assign(x=np.nan))["is_valid"]
+    errors = v.validate_dataframe(train.drop(columns="c").assign(extra=1))["errors"]
+    assert "feature 'c' row 0: missing feature" in errors
+    assert "feature 'extra' row 0: unknown feature" in errors
+    # Numbers must be numbers, as in a JSON request: numeric strings are refused too.
+    bad = train.assign(x=["1.5", "oops"] + [0.0] * (len(train) - 2))
     errors = v.validate_dataframe(bad)["errors"]
-    assert "missing feature 'c'" in errors
-    assert "unknown feature 'extra'" in errors
-    assert any("feature 'x' must be numeric; row 1 has 'oops'" in e for e in errors)
+    assert errors[:2] == [
+        "feature 'x' row 0: expected a number, got str '1.5'",
+        "feature 'x' row 1: expected a number, got str 'oops'",
+    ]

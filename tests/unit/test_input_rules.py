@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sparc_ray.serving.requests import FeatureCheck, RequestError, parse_json, parse_predict
+from sparc_ray.input_rules import FeatureCheck, RequestError, parse_json, parse_predict
 
 FEATURES = [
     FeatureCheck("income", True),
@@ -90,3 +90,48 @@ def test_size_limits_and_bad_json():
 def test_details_are_capped():
     body = {"instances": [{"income": "x", "age": "y", "employment": 1}] * 50}
     assert len(fail(body, 422)["details"]) == 20
+
+
+LIMITED = [FeatureCheck("income", True, 1e6), FeatureCheck("employment", False)]
+
+
+@pytest.mark.parametrize(
+    ("value", "feature", "message"),
+    [
+        (1e39, "income", "out of range"),  # finite JSON, but not for this model
+        (10**400, "income", "too large for a float"),  # an integer literal of 401 digits
+        (-2e6, "income", "out of range"),
+        ("\ud800", "employment", "lone UTF-16 surrogate"),
+        ("x" * 5000, "employment", "longer than"),
+        ([1.0], "income", "expected a number, got list"),
+        ({"a": 1}, "employment", "expected a string category, got dict"),
+    ],
+)
+def test_values_the_model_cannot_score_are_refused_before_any_batch(value, feature, message):
+    row = {"income": 10.0, "employment": "salaried", feature: value}
+    with pytest.raises(RequestError) as info:
+        parse_predict({"instances": [{"income": 1, "employment": "x"}, row]}, LIMITED, 10)
+    assert info.value.status == 422
+    (d,) = info.value.details
+    assert (d["row"], d["feature"]) == (1, feature) and message in d["message"], d
+
+
+def test_hostile_json_is_a_400_not_a_crash():
+    for raw in (b"[" * 5000, b'{"instances": [{"income": 1' + b"0" * 400 + b"}]}"):
+        try:
+            body = parse_json(raw, 100_000)
+        except RequestError as exc:
+            assert exc.status == 400
+            continue
+        with pytest.raises(RequestError) as info:  # parsed: the value rules refuse it
+            parse_predict(body, LIMITED, 10)
+        assert info.value.status in (400, 422)
+
+
+def test_surrogate_keys_are_echoed_escaped():
+    import orjson
+
+    with pytest.raises(RequestError) as info:
+        parse_predict({"instances": [{"income": 1, "employment": "x", "\udc00": 1}]}, LIMITED, 10)
+    orjson.dumps(info.value.body())  # the 422 body can be encoded
+    assert info.value.details[0]["message"] == "unknown feature"

@@ -1,0 +1,98 @@
+"""Ray Serve's fast path: the environment in ``serve.env`` and HAProxy teardown.
+
+Ray starts HAProxy as a child of the Serve proxy actor; a process that outlives
+``ray stop --force`` keeps the port. ``stop_haproxy`` finds our HAProxy processes by PID (the
+admin socket's ``show info``, and processes running a config file under Ray's HAProxy
+directory) and ends them; ``python -m sparc_ray.serving.fastpath stop`` does it from a shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+HAPROXY_DIR = Path(os.environ.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "/tmp/haproxy-serve"))
+
+
+def read_env(path: str | Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines (comments and blank lines skipped)."""
+    env = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return env
+
+
+async def flush_logs_forever(interval_s: float = 1.0) -> None:
+    """Flush Serve's buffered log handlers every ``interval_s``.
+
+    Throughput-optimized mode buffers up to 1,000 request-path log records per replica and
+    writes them only when the buffer is full or on an ERROR; at low traffic a log line could
+    wait for hours. A replica runs this as a background task so its logs lag by a second at
+    most, at the cost of one write per second."""
+    serve_logger = logging.getLogger("ray.serve")
+    while True:
+        await asyncio.sleep(interval_s)
+        for handler in serve_logger.handlers:
+            if isinstance(handler, logging.handlers.MemoryHandler):
+                with contextlib.suppress(Exception):
+                    handler.flush()
+
+
+def _socket_pid(sock_path: Path) -> int | None:
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(2)
+        s.connect(str(sock_path))
+        s.sendall(b"show info\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        for line in data.decode(errors="replace").splitlines():
+            if line.startswith("Pid:"):
+                return int(line.split(":", 1)[1])
+    return None
+
+
+def haproxy_pids(base: Path = HAPROXY_DIR) -> set[int]:
+    """PIDs of HAProxy processes serving a config under ``base``."""
+    pids = {pid for sock in base.glob("*/admin.sock") if (pid := _socket_pid(sock))}
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            argv = proc.joinpath("cmdline").read_bytes().split(b"\0")
+            if Path(argv[0].decode()).name == "haproxy" and any(
+                a.decode(errors="replace").startswith(f"{base}/") for a in argv
+            ):
+                pids.add(int(proc.name))
+    return pids
+
+
+def stop_haproxy(base: Path = HAPROXY_DIR, timeout_s: float = 10.0) -> set[int]:
+    """SIGTERM (then SIGKILL) every HAProxy process of ours; returns the PIDs it ended."""
+    pids = haproxy_pids(base)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while (alive := haproxy_pids(base) & pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["stop"]:
+        sys.exit("usage: python -m sparc_ray.serving.fastpath stop")
+    ended = stop_haproxy()
+    print(f"stopped HAProxy processes: {sorted(ended) or 'none'}")

@@ -1,0 +1,77 @@
+"""Typed settings of the three deployments: defaults live here and only here.
+
+Each deployment takes its settings as Serve's ``user_config`` (``serve_config.yaml``,
+``deployments[].user_config``) and validates them in ``reconfigure``: an unknown key or a
+broken rule fails the deploy with the message in ``serve status``; a valid change is applied
+in place, without restarting replicas. With one batching stage (the Validator's) no rule
+spans two deployments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ValidatorSettings(_Settings):
+    max_instances: int = Field(1000, ge=1, description="rows per request; more => 413")
+    max_body_bytes: int = Field(2_000_000, ge=1024, description="request body cap; more => 413")
+    batch_max_rows: int = Field(
+        1000, ge=1, description="rows per micro-batch (one Model call); >= max_instances"
+    )
+    batch_wait_timeout_s: float = Field(
+        0.003,
+        ge=0,
+        le=1,
+        description="how long a batch waits for more requests while another batch is in "
+        "flight; with nothing in flight a request is sent at once",
+    )
+
+    @model_validator(mode="after")
+    def _batch_holds_a_request(self) -> ValidatorSettings:
+        if self.batch_max_rows < self.max_instances:
+            raise ValueError(
+                f"batch_max_rows ({self.batch_max_rows}) must be >= max_instances "
+                f"({self.max_instances}): a batch must hold the largest request"
+            )
+        return self
+
+
+class ModelSettings(_Settings):
+    poll_interval_s: float = Field(
+        15.0, gt=0, description="how often the registry alias is checked for a new version"
+    )
+    model_version: str | None = Field(
+        None, description="pin every replica to a version or alias (None: the app's default)"
+    )
+
+
+class PostprocessorSettings(_Settings):
+    drift_window_rows: int = Field(2000, ge=10, description="rows per drift window")
+    drift_min_rows: int = Field(200, ge=1, description="no drift score before this many rows")
+    feedback_capacity: int = Field(100_000, ge=1, description="predictions kept for /feedback")
+    accuracy_window: int = Field(1000, ge=1, description="labelled rows in the rolling accuracy")
+
+    @model_validator(mode="after")
+    def _window_reaches_min(self) -> PostprocessorSettings:
+        if self.drift_min_rows > self.drift_window_rows:
+            raise ValueError("drift_min_rows must be <= drift_window_rows")
+        return self
+
+
+class ServingSettings(_Settings):
+    """The three deployments' settings together, as ``serve_config.yaml`` states them."""
+
+    Validator: ValidatorSettings = ValidatorSettings()
+    Model: ModelSettings = ModelSettings()
+    Postprocessor: PostprocessorSettings = PostprocessorSettings()
+
+    @classmethod
+    def from_app(cls, app: dict[str, Any]) -> ServingSettings:
+        """Check one application of a Serve config file (``applications[i]``)."""
+        return cls(**{d["name"]: d.get("user_config", {}) for d in app.get("deployments", [])})
