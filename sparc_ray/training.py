@@ -27,7 +27,7 @@ from sparc_ray.drift import build_reference
 from sparc_ray.evaluation import apply_gates, metrics_from_proba
 from sparc_ray.labels import labels_from_proba
 from sparc_ray.models import ONNX_FILE, SPARCClassificationModel, sha256_bytes
-from sparc_ray.onnx_model import export_onnx
+from sparc_ray.onnx_export import export_onnx
 from sparc_ray.registry import ModelRegistry
 from sparc_ray.report import build_report
 from sparc_ray.validation import DataValidator

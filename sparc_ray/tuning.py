@@ -217,9 +217,14 @@ def build_tuner(
 def run_search(tuner: tune.Tuner, n_folds: int) -> SearchResult:
     """Fit the tuner; the best trial is the best CV mean among trials that ran every fold."""
     grid = tuner.fit()
+
     # After SIGINT Tune marks every trial TERMINATED; only a finished (or scheduler-stopped)
-    # trial has reported ``done``.
-    if any(r.error is None and not (r.metrics or {}).get("done") for r in grid):
+    # trial has reported ``done``. A trial that ran every fold is finished either way (a trial
+    # rerun after --resume can lack the flag).
+    def finished(m: dict) -> bool:
+        return bool(m.get("done")) or m.get("folds", 0) >= n_folds
+
+    if any(r.error is None and not finished(r.metrics or {}) for r in grid):
         raise SearchInterrupted(grid.experiment_path)
     trials = []
     for result in grid:

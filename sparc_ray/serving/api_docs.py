@@ -141,8 +141,9 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
     "model": {
         "responses": {
             "200": {
-                "description": "metadata.json of the served version "
-                "(drift references with ?full=true)"
+                "description": "metadata.json of the served version (drift references with "
+                "?full=true), plus `serving`: the engine that scores it (`onnx` or `sklearn`) "
+                "and, for `sklearn`, why the ONNX export is not used"
             },
             **_errors(503),
         }

@@ -155,7 +155,7 @@ class Model:
                     "model %s: could not switch to %r: %s", self.loader.name, ref, self.last_error
                 )
             self.generation = generation
-            state = self.state()
+            state = self._state()
             await self.board.report.remote(self.replica_id, {**state, "generation": generation})
             return state
 
@@ -165,7 +165,7 @@ class Model:
             self.version_info.set(0, tags={"model_name": name, "model_version": previous.version})
         self.version_info.set(1, tags={"model_name": name, "model_version": self.current.version})
 
-    def state(self) -> dict[str, Any]:
+    def _state(self) -> dict[str, Any]:
         return {
             "model_loaded": self.current is not None,
             "model_version": self.current.version if self.current else None,

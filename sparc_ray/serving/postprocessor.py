@@ -109,7 +109,7 @@ class Postprocessor:
         last_gauges = time.monotonic()
         while True:
             await asyncio.sleep(MONITOR_EVERY_S)
-            self.drain()
+            self._drain()
             if time.monotonic() - last_gauges >= GAUGE_REFRESH_S:
                 last_gauges = time.monotonic()
                 self._guarded(self._refresh_gauges)
@@ -121,7 +121,7 @@ class Postprocessor:
             self.monitoring_errors += 1
             logger.exception("monitoring failed (predictions are not affected)")
 
-    def drain(self) -> None:
+    def _drain(self) -> None:
         """Fold every queued batch into the counters, drift windows and feedback store."""
         while self._queue:
             self._guarded(self._record, *self._queue.popleft())
@@ -179,7 +179,7 @@ class Postprocessor:
 
     async def feedback(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Join ground-truth labels to remembered predictions; update rolling accuracy."""
-        self.drain()  # predictions answered a moment ago are still queued
+        self._drain()  # predictions answered a moment ago are still queued
         matched, unknown, invalid = 0, [], []
         for i, item in enumerate(items):
             entry = self._recent.get(str(item.get("prediction_id")))
@@ -206,7 +206,7 @@ class Postprocessor:
         }
 
     async def stats(self) -> dict[str, Any]:
-        self.drain()
+        self._drain()
         return {
             "drift": self.last_drift,
             "accuracy": float(np.mean(self._outcomes)) if self._outcomes else None,

@@ -13,10 +13,11 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import make_classification
 
-from sparc_ray import onnx_model
+from sparc_ray import onnx_export
 from sparc_ray.data import load_dataset
 from sparc_ray.models import MODEL_FAMILIES, IntegrityError, SPARCClassificationModel, sha256_bytes
-from sparc_ray.onnx_model import TOLERANCE, OnnxModel, columns_from_frame, export_onnx
+from sparc_ray.onnx_export import TOLERANCE, export_onnx
+from sparc_ray.onnx_model import OnnxModel, columns_from_frame
 
 SMALL = {
     "random_forest": {"n_estimators": 30},
@@ -83,7 +84,7 @@ def test_export_and_parity(family, dataset, datasets, fitted):
     assert report["status"] == "ok", report["reason"]
     assert data is not None and report["reason"] is None and report["labels_equal"] is True
     assert report["max_abs_diff"] <= report["tolerance"] == TOLERANCE
-    assert report["rows_checked"] > len(X_hold) and report["opset"] == onnx_model.OPSET
+    assert report["rows_checked"] > len(X_hold) and report["opset"] == onnx_export.OPSET
     assert set(report["versions"]) == {"skl2onnx", "onnxruntime", "onnx"}
 
     kinds = kinds_of(model)
@@ -186,7 +187,7 @@ def test_fallbacks(datasets, fitted, monkeypatch):
     assert report["reason"] == "conversion failed: RuntimeError: converter exploded"
 
     with monkeypatch.context() as m:  # a parity miss also falls back, with the figures
-        m.setattr(onnx_model, "TOLERANCE", -1.0)
+        m.setattr(onnx_export, "TOLERANCE", -1.0)
         data, report = export_onnx(model, X_hold)
     assert data is None and report["status"] == "fallback" and report["reason"].startswith("parity")
     assert report["labels_equal"] is True and report["max_abs_diff"] is not None

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from sparc_ray.serving.fastpath import read_env
+from tests.unit.test_manifests import _cluster_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE_ENV = ROOT / "serve.env"
@@ -62,15 +63,6 @@ def _load(name: str) -> dict:
     docs = [d for d in yaml.safe_load_all((ROOT / "kuberay" / name).read_text()) if d]
     assert len(docs) == 1, f"kuberay/{name}: expected one document"
     return docs[0]
-
-
-def _cluster_spec(doc: dict) -> dict:
-    spec = doc["spec"]
-    return {
-        "RayCluster": lambda: spec,
-        "RayJob": lambda: spec["rayClusterSpec"],
-        "RayService": lambda: spec["rayClusterConfig"],
-    }[doc["kind"]]()
 
 
 def _ray_containers() -> list[tuple[str, dict]]:
