@@ -79,7 +79,7 @@ def _safe(name: str) -> str:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        return ascii(name)
+        return ascii(name)[:200]
     return name[:200]
 
 

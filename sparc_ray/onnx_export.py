@@ -31,7 +31,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
 from sparc_ray.data import normalize_features
-from sparc_ray.models import SPARCClassificationModel, sha256_bytes
+from sparc_ray.models import ONNX_FILE, SPARCClassificationModel, sha256_bytes
 from sparc_ray.onnx_model import META_KEY, OUTPUT, OnnxModel, columns_from_frame
 
 TOLERANCE = 1e-9  # max |Δprobability| the parity check accepts (labels must be equal too)
@@ -270,7 +270,8 @@ def export_onnx(
     (missing values, unseen categories): identical argmax and max |Δp| <= ``TOLERANCE``.
 
     Returns ``(onnx_bytes, report)``, or ``(None, report)`` with ``status="fallback"`` and the
-    reason; never raises for an unconvertible model. ``report`` is JSON-able (metadata "onnx").
+    reason; never raises for an unconvertible model. ``report`` is JSON-able (metadata "onnx"),
+    and on success names the file (``model.onnx``) and its sha256.
     """
     import onnx
     import skl2onnx
@@ -304,5 +305,5 @@ def export_onnx(
     if not (labels_equal and diff <= TOLERANCE):
         report["reason"] = f"parity: labels_equal={labels_equal}, max |Δp|={diff:.3g} > {TOLERANCE}"
         return None, report
-    report["status"] = "ok"
+    report.update(status="ok", file=ONNX_FILE, sha256=sha256_bytes(data))
     return data, report

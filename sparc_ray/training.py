@@ -26,7 +26,7 @@ from sparc_ray.data import (
 from sparc_ray.drift import build_reference
 from sparc_ray.evaluation import apply_gates, metrics_from_proba
 from sparc_ray.labels import labels_from_proba
-from sparc_ray.models import ONNX_FILE, SPARCClassificationModel, sha256_bytes
+from sparc_ray.models import SPARCClassificationModel
 from sparc_ray.onnx_export import export_onnx
 from sparc_ray.registry import ModelRegistry
 from sparc_ray.report import build_report
@@ -167,8 +167,7 @@ def run_training(
     # Compiled inference: ONNX export with a parity check on the holdout (sklearn fallback).
     onnx_bytes, metadata["onnx"] = export_onnx(model, X_test)
     if onnx_bytes is not None:
-        files[ONNX_FILE] = onnx_bytes
-        metadata["onnx"].update(file=ONNX_FILE, sha256=sha256_bytes(onnx_bytes))
+        files[metadata["onnx"]["file"]] = onnx_bytes
     registry = ModelRegistry(cfg.registry["store"])
     version = registry.publish(cfg.name, model, metadata, files)
     promoted = bool(gates["passed"] and cfg.registry["promote"])

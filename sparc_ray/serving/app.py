@@ -3,7 +3,7 @@
 (No ``from __future__ import annotations``: Serve reads the ``AppArgs`` annotation at runtime
 to validate ``args:``.)
 
-    Validator (HTTP ingress) ──► Model (@serve.batch, autoscaled) ──► Postprocessor
+    Validator (HTTP ingress, @serve.batch) ──► Model (ONNX Runtime, autoscaled) ──► Postprocessor
 
 Resources, autoscaling and each deployment's typed settings (``user_config``, see
 ``sparc_ray.serving.settings``) come from serve_config.yaml's ``deployments:``.

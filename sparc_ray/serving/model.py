@@ -2,7 +2,7 @@
 swaps versions.
 
 A replica serves the version its target names (``production`` by default, or a version pinned
-through ``/reload-model`` / ``model.model_version``). It polls the target, loads a new version
+through ``/reload-model`` / ``user_config.model_version``). It polls the target, loads a new version
 completely in a worker thread, and only then swaps it in; if loading or verification fails it
 keeps serving the old one and reports the error.
 

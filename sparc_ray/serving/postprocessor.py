@@ -34,11 +34,10 @@ MAX_QUEUED_BATCHES = 10_000  # beyond this, monitoring drops batches rather than
 
 
 def shape_responses(
-    items: list[dict[str, Any]], proba: np.ndarray, classes: list[Any], version: str
+    items: list[dict[str, Any]], proba: np.ndarray, labels: list, classes: list, version: str
 ) -> list[dict[str, Any]]:
     """One response body per request; ``items`` hold each request's ``n_rows`` and
-    ``include_probabilities`` and ``proba`` stacks their rows in the same order."""
-    labels = labels_from_proba(proba, classes).tolist() if len(proba) else []
+    ``include_probabilities``, and ``proba`` / ``labels`` stack their rows in the same order."""
     out, start = [], 0
     for item in items:
         end = start + item["n_rows"]
@@ -100,9 +99,10 @@ class Postprocessor:
         """Shape one micro-batch's responses; monitoring happens later, off this path."""
         if version not in self._metadata:
             await asyncio.to_thread(self._meta, version)
-        meta = self._metadata[version]
-        self._queue.append((items, proba, version, columns))
-        return shape_responses(items, proba, meta["classes"], version)
+        classes = self._metadata[version]["classes"]
+        labels = labels_from_proba(proba, classes).tolist()
+        self._queue.append((items, proba, labels, version, columns))
+        return shape_responses(items, proba, labels, classes, version)
 
     # -- monitoring (background) ----------------------------------------------------------------
     async def _monitor_forever(self) -> None:
@@ -132,12 +132,11 @@ class Postprocessor:
         self,
         items: list[dict[str, Any]],
         proba: np.ndarray,
+        labels: list,
         version: str,
         columns: dict[str, np.ndarray],
     ) -> None:
         meta = self._meta(version)
-        index = proba.argmax(axis=1)
-        labels = labels_from_proba(proba, meta["classes"]).tolist()
         start = 0
         for item in items:
             end = start + item["n_rows"]
@@ -150,7 +149,7 @@ class Postprocessor:
                 self._drift = {
                     version: DriftMonitor(meta["reference"], s.drift_window_rows, s.drift_min_rows)
                 }
-            self._drift[version].update(columns, index)
+            self._drift[version].update(columns, proba.argmax(axis=1))
 
     def _refresh_gauges(self) -> None:
         """Re-set the gauges periodically: drift / accuracy would vanish between requests."""

@@ -30,6 +30,7 @@ from sparc_ray.input_rules import (
     parse_json,
     parse_predict,
 )
+from sparc_ray.labels import labels_from_proba
 from sparc_ray.registry import ALIAS, RegistryError
 from sparc_ray.serving import metrics
 from sparc_ray.serving.api_docs import DOCS, OPENAPI_EXTRA
@@ -121,10 +122,14 @@ class Validator:
             for i in ok
         ]
         try:
-            bodies = await self.post.process.remote(items, proba, scored.version, kept)
+            bodies = (
+                await self.post.process.remote(items, proba, scored.version, kept) if items else []
+            )
         except Exception:  # monitoring must not fail predictions: shape them here
             logger.exception("Postprocessor call failed; answering without it")
-            bodies = shape_responses(items, proba, self._meta["classes"], scored.version)
+            classes = self._meta["classes"]
+            labels = labels_from_proba(proba, classes).tolist()
+            bodies = shape_responses(items, proba, labels, classes, scored.version)
         answers: list[Any] = [None] * len(jobs)
         for i, body in zip(ok, bodies, strict=True):
             answers[i] = body

@@ -1,17 +1,15 @@
 """ONNX export: parity with sklearn for every family (numeric-only and mixed data with missing
-values and unseen categories), integrity check, clean fallback, and a printed timing (``-s``)."""
+values and unseen categories), integrity check, clean fallback. Speed: bench/serve_bench.py."""
 
 from __future__ import annotations
 
 import copy
 import json
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.datasets import make_classification
 
 from sparc_ray import onnx_export
 from sparc_ray.data import load_dataset
@@ -86,6 +84,7 @@ def test_export_and_parity(family, dataset, datasets, fitted):
     assert report["max_abs_diff"] <= report["tolerance"] == TOLERANCE
     assert report["rows_checked"] > len(X_hold) and report["opset"] == onnx_export.OPSET
     assert set(report["versions"]) == {"skl2onnx", "onnxruntime", "onnx"}
+    assert report["file"] == "model.onnx" and report["sha256"] == sha256_bytes(data)
 
     kinds = kinds_of(model)
     X = pd.concat([X_hold, odd_rows(X_hold, kinds)], ignore_index=True)
@@ -194,34 +193,3 @@ def test_fallbacks(datasets, fitted, monkeypatch):
 
     data, report = export_onnx(model, X_hold.head(0))
     assert data is None and "no holdout rows" in report["reason"]
-
-
-def _median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
-
-
-def test_print_timing_forest_100_trees_20_features():
-    X, y = make_classification(n_samples=3000, n_features=20, n_informative=10, random_state=0)
-    X = pd.DataFrame(X, columns=[f"f{i}" for i in range(20)])
-    y = pd.Series(np.where(y == 1, "yes", "no"))
-    config = {"model_type": "random_forest", "model": {"n_estimators": 100}}
-    model = SPARCClassificationModel(config).fit(X.iloc[:2000], y.iloc[:2000])
-    data, report = export_onnx(model, X.iloc[2000:])
-    assert report["status"] == "ok", report["reason"]
-    scorer, kinds = scorer_for(model, data), kinds_of(model)
-    lines = []
-    for rows, repeats in ((1, 200), (1000, 10)):
-        frame = X.iloc[2000 : 2000 + rows]
-        columns = columns_from_frame(frame, model.feature_names, kinds)
-        t_onnx = _median_ms(lambda c=columns: scorer.predict_proba(c), repeats)
-        t_sk = _median_ms(lambda f=frame: model.predict_proba(f), max(3, repeats // 10))
-        lines.append(
-            f"{rows:>5} rows: onnx {t_onnx:.3f} ms, sklearn {t_sk:.3f} ms, x{t_sk / t_onnx:.0f}"
-        )
-    print("\nrandom forest, 100 trees, 20 features, one thread:\n  " + "\n  ".join(lines))

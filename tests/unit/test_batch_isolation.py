@@ -1,9 +1,13 @@
-"""A batch that fails is scored request by request: only the culprit gets an error."""
+"""One bad input fails only itself: a batch that raises is scored request by request, and a
+failure in monitoring never fails a prediction."""
+
+import asyncio
 
 import numpy as np
 
 from sparc_ray.serving.loader import LoadedModel
 from sparc_ray.serving.model import score_isolated
+from sparc_ray.serving.postprocessor import Postprocessor
 
 
 class PickyScorer:
@@ -31,3 +35,39 @@ def test_only_the_request_with_the_bad_row_fails():
         scored.proba[good], PickyScorer().predict_proba({"x": x[good]}), rtol=0
     )
     assert np.isnan(scored.proba[2:5]).all()
+
+
+class BrokenReferenceLoader:
+    """Metadata whose drift reference cannot be used: drift monitoring raises."""
+
+    name = "m"
+
+    def load_metadata(self, version):
+        return {"version": version, "classes": ["a", "b"], "reference": {"broken": True}}
+
+
+def test_a_monitoring_failure_is_counted_and_never_fails_the_prediction():
+    async def scenario():
+        cls = Postprocessor.func_or_class
+        post = cls.__new__(cls)
+        await post.__init__(BrokenReferenceLoader())
+        items = [{"prediction_id": "p1", "n_rows": 2, "include_probabilities": True}]
+        proba = np.array([[0.2, 0.8], [0.9, 0.1]])
+        bodies = await post.process(items, proba, "v1", {"x": np.array([1.0, 2.0])})
+        stats = await post.stats()  # folds the queued batch into monitoring: drift raises
+        feedback = await post.feedback([{"prediction_id": "p1", "row": 0, "label": "b"}])
+        for task in post._tasks:
+            task.cancel()
+        return bodies, stats, feedback
+
+    bodies, stats, feedback = asyncio.run(scenario())
+    assert bodies == [
+        {
+            "predictions": ["b", "a"],
+            "probabilities": [[0.2, 0.8], [0.9, 0.1]],
+            "classes": ["a", "b"],
+            "model_version": "v1",
+        }
+    ]
+    assert stats["monitoring_errors"] == 1 and stats["remembered_predictions"] == 1
+    assert feedback["matched"] == 1 and feedback["accuracy"] == 1.0
