@@ -79,6 +79,7 @@ bench: venv
 	$(BIN)/python bench/tune_bench.py --space broad
 	$(BIN)/python bench/tune_bench.py --space narrow
 	$(BIN)/python bench/serve_bench.py
+	$(BIN)/python bench/release_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache ray_results .demo

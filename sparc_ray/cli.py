@@ -1,4 +1,5 @@
-"""``sparc-ray`` command line: train, inspect / promote / roll back models, bulk predict."""
+"""``sparc-ray`` command line: train; inspect, promote, roll back and release models (canary,
+shadow); bulk predict."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import argparse
 import json
 import sys
 
+from sparc_ray import releases
 from sparc_ray.config import add_train_arguments
+from sparc_ray.models import IntegrityError
 from sparc_ray.registry import ModelRegistry, RegistryError
 
 
@@ -37,13 +40,50 @@ def _models(args: argparse.Namespace) -> int:
             meta.pop("reference", None)
         print(json.dumps(meta, indent=2))
     elif args.action == "promote":
-        if not args.version:
-            raise RegistryError("promote needs a VERSION")
-        reg.promote(args.name, reg.resolve(args.name, args.version), force=args.force)
+        version = reg.resolve(args.name, _needs_version(args))
+        releases.promote(reg, args.name, version, force=args.force)
         print(f"{args.name}: production -> {reg.alias(args.name)}")
     elif args.action == "rollback":
-        print(f"{args.name}: production -> {reg.rollback(args.name)}")
+        print(f"{args.name}: production -> {releases.rollback(reg, args.name)}")
+    elif args.action in ("canary", "shadow"):
+        release = releases.start_release(
+            reg,
+            args.name,
+            reg.resolve(args.name, _needs_version(args)),
+            args.action,
+            weight=args.weight,
+            policy=releases.load_policy(args.policy),
+            force=args.force,
+        )
+        r = release
+        print(f"{args.name}: {r.mode} of {r.version} at {r.weight:g}% ({r.id})")
+    elif args.action == "abort":
+        release = releases.current_release(reg, args.name)
+        if release is None:
+            raise RegistryError(f"model {args.name!r} has no release in progress")
+        releases.finish_release(reg, args.name, release.id, "aborted", "aborted from the CLI")
+        print(f"{args.name}: {release.mode} of {release.version} aborted")
+    elif args.action == "status":
+        print(json.dumps(_status(reg, args.name), indent=2))
     return 0
+
+
+def _needs_version(args: argparse.Namespace) -> str:
+    if not args.version:
+        raise RegistryError(f"{args.action} needs a VERSION")
+    return args.version
+
+
+def _status(reg: ModelRegistry, name: str) -> dict:
+    """The registry's release state: production, the release in progress, recent decisions."""
+    release = releases.current_release(reg, name)
+    return {
+        "model": name,
+        "production": reg.alias(name),
+        "history": reg.history(name),
+        "release": release.model_dump() if release else None,
+        "recent_releases": releases.release_log(reg, name)[-10:],
+    }
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -67,12 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="tune, evaluate and publish a model (local Ray)")
     add_train_arguments(train)
 
-    models = sub.add_parser("models", help="inspect the registry")
-    models.add_argument("action", choices=["list", "show", "promote", "rollback"])
+    models = sub.add_parser("models", help="inspect the registry; promote, roll back, release")
+    models.add_argument(
+        "action",
+        choices=["list", "show", "promote", "rollback", "canary", "shadow", "status", "abort"],
+    )
     models.add_argument("version", nargs="?", help="version id, 'production' or 'latest'")
     models.add_argument("--store", default="model_store")
     models.add_argument("--name", help="model name (list: all models when omitted)")
-    models.add_argument("--force", action="store_true", help="promote despite failed gates")
+    models.add_argument(
+        "--force", action="store_true", help="promote / release despite failed gates"
+    )
+    models.add_argument(
+        "--weight",
+        type=float,
+        help="canary: percent of requests for the candidate (default 10); "
+        "shadow: percent of requests copied to it (default 100)",
+    )
+    models.add_argument("--policy", help="release policy YAML (default: the built-in policy)")
     models.add_argument("--full", action="store_true", help="show: include drift references")
 
     predict = sub.add_parser("predict", help="score a CSV file over HTTP in chunks")
@@ -94,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_job(args)
     try:
         return _models(args) if args.command == "models" else _predict(args)
-    except RegistryError as exc:
+    except (RegistryError, IntegrityError) as exc:
         print(f"sparc-ray: {exc}", file=sys.stderr)
         return 2
 

@@ -67,8 +67,13 @@ class SparcClient:
     def model(self) -> dict[str, Any]:
         return self._call("GET", "/model")
 
-    def reload(self, version: str | None = None) -> dict[str, Any]:
-        return self._call("POST", "/reload-model", json={"version": version} if version else {})
+    def reload(self, version: str | None = None, force: bool = False) -> dict[str, Any]:
+        """Promote ``version`` to production (``force``: despite failed gates), or with no
+        version make the replica re-read the registry; returns the state reached."""
+        body: dict[str, Any] = {"version": version} if version else {}
+        if force:
+            body["force"] = True
+        return self._call("POST", "/reload-model", json=body)
 
     def feedback(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         return self._call("POST", "/feedback", json=items)

@@ -47,6 +47,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-promote", action="store_true", help="store the model without promoting it"
     )
+    parser.add_argument(
+        "--release",
+        choices=["production", "canary", "shadow"],
+        help="when the gates pass: promote (default), or hand the version to a canary / "
+        "shadow release decided by the release policy",
+    )
+    parser.add_argument("--release-weight", type=float, help="canary / shadow traffic percent")
+    parser.add_argument("--release-policy", help="release policy YAML")
 
 
 def load_config(args: argparse.Namespace) -> TrainConfig:
@@ -71,6 +79,9 @@ def load_config(args: argparse.Namespace) -> TrainConfig:
         ("search", "num_samples"): args.num_samples,
         ("search", "scheduler"): args.scheduler,
         ("cv", "n_folds"): args.n_folds,
+        ("registry", "release"): getattr(args, "release", None),
+        ("registry", "release_weight"): getattr(args, "release_weight", None),
+        ("registry", "release_policy"): getattr(args, "release_policy", None),
     }
     for (section, key), value in overrides.items():
         if value is not None:
@@ -107,6 +118,7 @@ def _apply_defaults(raw: dict[str, Any]) -> None:
     s["asha"].setdefault("reduction_factor", 2)
     raw["registry"].setdefault("store", "model_store")
     raw["registry"].setdefault("promote", True)
+    raw["registry"].setdefault("release", "production")
 
 
 def _check(raw: dict[str, Any], path: Path) -> None:
@@ -141,6 +153,11 @@ def _check(raw: dict[str, Any], path: Path) -> None:
             fail(f"`search.space.{family}`: unknown model family; use {list(MODEL_FAMILIES)}")
         if not isinstance(params or {}, dict):
             fail(f"`search.space.{family}` must be a mapping of parameters")
+    if raw["registry"]["release"] not in {"production", "canary", "shadow"}:
+        fail("`registry.release` must be production, canary or shadow")
+    weight = raw["registry"].get("release_weight")
+    if weight is not None and not (isinstance(weight, int | float) and 0 < weight <= 100):
+        fail("`registry.release_weight` must be a percent in (0, 100]")
     for gate, value in raw["gates"].items():
         if not isinstance(value, int | float):
             fail(f"`gates.{gate}` must be a number")

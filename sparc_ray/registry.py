@@ -1,8 +1,10 @@
 """Model registry: ``<store>/<name>/<version>/{model.joblib, metadata.json, report/}``.
 
 ``<store>/<name>/production`` is a one-line file naming the promoted version and
-``production.history`` the promotions so far (for rollback). The store is a local directory or
-any URI pyarrow's filesystem layer understands (``s3://``, ``gs://``, ``file://``...).
+``production.history`` the promotions so far (for rollback); ``candidate.json`` and
+``releases.json`` hold the release in progress and past release decisions
+(``sparc_ray.releases``). These files are the only record of what is served. The store
+is a local directory or any URI pyarrow's filesystem layer understands (``s3://``, ``gs://``, ``file://``...).
 A version directory is staged under a hidden name and renamed into place, and alias files are
 replaced atomically, so a reader sees a whole version or none (renames are atomic on local and
 POSIX shared filesystems; object stores publish ``metadata.json`` last and readers ignore a
@@ -22,7 +24,13 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from sparc_ray.models import METADATA_FILE, MODEL_FILE, SPARCClassificationModel, sha256_bytes
+from sparc_ray.models import (
+    METADATA_FILE,
+    MODEL_FILE,
+    IntegrityError,
+    SPARCClassificationModel,
+    sha256_bytes,
+)
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 ALIAS = "production"
@@ -89,6 +97,22 @@ class ModelRegistry:
     def _exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 
+    # -- model-level records (aliases, release state) ------------------------------------
+    def read_json(self, name: str, rel: str) -> Any:
+        """A JSON record beside the versions (e.g. ``candidate.json``), or None."""
+        path = self._path(check_name(name, "model name"), rel)
+        return json.loads(self._read(path)) if self._exists(path) else None
+
+    def write_json(self, name: str, rel: str, value: Any) -> None:
+        path = self._path(check_name(name, "model name"), rel)
+        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        self._write_atomic(path, json.dumps(value, indent=2, default=str).encode())
+
+    def delete_record(self, name: str, rel: str) -> None:
+        path = self._path(check_name(name, "model name"), rel)
+        if self._exists(path):
+            self.fs.delete_file(path)
+
     # -- reading ------------------------------------------------------------------------
     def names(self) -> list[str]:
         sel = pafs.FileSelector(self.root, allow_not_found=True)
@@ -146,6 +170,20 @@ class ModelRegistry:
         """A file of a version (e.g. ``model.onnx``); the caller verifies its sha256."""
         return self._read(self._path(check_name(name, "model name"), check_name(version), rel))
 
+    def verify(self, name: str, version: str) -> dict[str, Any]:
+        """Check every file a replica may load against the sha256 in metadata.json; returns
+        the metadata. Raises IntegrityError naming the file and both digests."""
+        meta = self.metadata(name, version)
+        files = {MODEL_FILE: meta["sha256"]}
+        onnx = meta.get("onnx") or {}
+        if onnx.get("status") == "ok":
+            files[onnx["file"]] = onnx["sha256"]
+        for rel, expected in files.items():
+            actual = sha256_bytes(self.read_file(name, version, rel))
+            if actual != expected:
+                raise IntegrityError(f"{version}/{rel}: sha256 {actual} != recorded {expected}")
+        return meta
+
     def load(self, name: str, ref: str = ALIAS) -> tuple[SPARCClassificationModel, dict[str, Any]]:
         """Load a version after checking the model file's sha256 against metadata.json."""
         version = self.resolve(name, ref)
@@ -193,8 +231,9 @@ class ModelRegistry:
         return version
 
     def promote(self, name: str, version: str, force: bool = False) -> None:
-        """Point ``production`` at ``version``; refuses a version that failed its gates."""
-        meta = self.metadata(name, version)
+        """Point ``production`` at ``version``; refuses a version that failed its gates or
+        whose files do not match their sha256."""
+        meta = self.verify(name, version)
         if not force and not meta.get("gates", {}).get("passed", False):
             raise RegistryError(
                 f"version {version} failed its gates {meta.get('gates', {}).get('failed')}; "

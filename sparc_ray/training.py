@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from sparc_ray import __version__
+from sparc_ray import __version__, releases
 from sparc_ray.config import ConfigError, TrainConfig, add_train_arguments, load_config
 from sparc_ray.data import (
     DataError,
@@ -39,6 +39,7 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_GATES_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 class TrainResult:
     version: str
     promoted: bool
+    release: str | None  # the canary / shadow release started, if any
     gates: dict[str, Any]
     best: dict[str, Any]
     holdout: dict[str, Any]
@@ -170,10 +171,31 @@ def run_training(
         files[metadata["onnx"]["file"]] = onnx_bytes
     registry = ModelRegistry(cfg.registry["store"])
     version = registry.publish(cfg.name, model, metadata, files)
-    promoted = bool(gates["passed"] and cfg.registry["promote"])
-    if promoted:
+    promoted, release = _release(registry, cfg, version, bool(gates["passed"]))
+    return TrainResult(version, promoted, release, gates, best, holdout, search.experiment_path)
+
+
+def _release(
+    registry: ModelRegistry, cfg: TrainConfig, version: str, passed: bool
+) -> tuple[bool, str | None]:
+    """Promote, or start a canary / shadow release (the first version of a model has nothing
+    to compare against and is promoted)."""
+    mode = cfg.registry["release"]
+    if not passed or not cfg.registry["promote"]:
+        return False, None
+    if mode == "production" or registry.alias(cfg.name) is None:
         registry.promote(cfg.name, version)
-    return TrainResult(version, promoted, gates, best, holdout, search.experiment_path)
+        return True, None
+    r = releases.start_release(
+        registry,
+        cfg.name,
+        version,
+        mode,
+        weight=cfg.registry.get("release_weight"),
+        policy=releases.load_policy(cfg.registry.get("release_policy")),
+        by="train",
+    )
+    return False, f"{r.mode} at {r.weight:g}% ({r.id})"
 
 
 def print_summary(cfg: TrainConfig, r: TrainResult) -> None:
@@ -193,7 +215,8 @@ def print_summary(cfg: TrainConfig, r: TrainResult) -> None:
             for n, g in r.gates["results"].items()
         ),
         f"version       {cfg.name}/{r.version} in {cfg.registry['store']}",
-        f"promoted      {'yes (production)' if r.promoted else 'no'}",
+        f"promoted      {'yes (production)' if r.promoted else 'no'}"
+        + (f"; released as {r.release}" if r.release else ""),
         f"experiment    {r.experiment_path}",
         "=" * 72,
     ]

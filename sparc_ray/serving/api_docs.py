@@ -127,11 +127,35 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
                         "status": "healthy",
                         "model_loaded": True,
                         "model_version": "v20261126-061517-005972-7910a4",
-                        "timestamp": "2026-11-26T06:15:17+00:00",
+                        "production": "v20261126-061517-005972-7910a4",
+                        "pinned": None,
+                        "release": {
+                            "id": "r-3f2a9c1d0b",
+                            "version": "v20261127-093000-000001-a1b2c3",
+                            "mode": "canary",
+                            "weight": 20.0,
+                            "baseline": "v20261126-061517-005972-7910a4",
+                            "started_at": "2026-11-27T09:31:00.000+00:00",
+                            "started_by": "cli",
+                            "policy": {"min_requests": 300, "min_feedback_rows": 50},
+                        },
+                        "release_evidence": {
+                            "release_id": "r-3f2a9c1d0b",
+                            "versions": {
+                                "v20261127-093000-000001-a1b2c3": {
+                                    "requests": 212,
+                                    "server_errors": 0,
+                                    "p99_ms": 4.1,
+                                    "labelled_rows": 40,
+                                    "accuracy": 0.95,
+                                    "prediction_drift": 0.02,
+                                }
+                            },
+                        },
+                        "last_release_decision": None,
+                        "errors": {"load": None, "unavailable": None, "registry": None},
+                        "timestamp": "2026-11-27T09:35:17+00:00",
                         "uptime_seconds": 12.5,
-                        "target": "production",
-                        "model_replicas": 1,
-                        "reload_errors": None,
                     },
                 ),
             },
@@ -165,23 +189,42 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
         "requestBody": {
             "required": False,
             **_json(
-                {"type": "object", "properties": {"version": {"type": "string"}}},
-                {"version": "production"},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "version": {
+                            "type": "string",
+                            "minLength": 1,
+                            "description": "version id or 'latest' to promote; absent or "
+                            "'production': re-read the registry",
+                        },
+                        "force": {
+                            "type": "boolean",
+                            "description": "promote a version that failed its gates",
+                        },
+                    },
+                },
+                {"version": "v20261126-061517-005972-7910a4"},
             ),
         },
         "responses": {
             "200": {
-                "description": "Every Model replica serves the version",
+                "description": "production moved (or re-read); every replica routes by it",
                 **_json(
                     {"type": "object"},
                     {
                         "status": "ok",
-                        "target": "production",
+                        "production": "v20261126-061517-005972-7910a4",
+                        "previous": "v20261120-101010-000001-0a0b0c",
+                        "pinned": None,
                         "model_version": "v20261126-061517-005972-7910a4",
-                        "replicas": 2,
+                        "release": None,
+                        "engine": "onnx",
                     },
                 ),
             },
+            "202": {"description": "production moved; the version is still loading"},
             **_errors(401, 403, 404, 409, 422),
         },
     },

@@ -3,15 +3,19 @@
 (No ``from __future__ import annotations``: Serve reads the ``AppArgs`` annotation at runtime
 to validate ``args:``.)
 
-    Validator (HTTP ingress, @serve.batch) ──► Model (ONNX Runtime, autoscaled) ──► Postprocessor
+    Validator (HTTP ingress, routing, @serve.batch) ──► Model (multiplexed versions, autoscaled)
+            └──────────────────────────────────────► Postprocessor (monitoring, releases) ──┘
+                                                                         (shadow copies)
 
-Resources, autoscaling and each deployment's typed settings (``user_config``, see
-``sparc_ray.serving.settings``) come from serve_config.yaml's ``deployments:``.
+Which version answers comes from the registry's release records (``sparc_ray.releases``);
+a pin, if any, is the Validator's ``user_config.model_version``. Resources, autoscaling and
+each deployment's typed settings (``user_config``, see ``sparc_ray.serving.settings``) come
+from serve_config.yaml's ``deployments:``.
 """
 
 import os
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
 from sparc_ray.serving.loader import RegistryLoader
@@ -21,9 +25,10 @@ from sparc_ray.serving.validator import Validator
 
 
 class AppArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     model_store: str = Field("model_store", description="registry root: directory or URI")
     model_name: str = Field(..., description="model name in the registry")
-    model_version: str = Field("production", description="version id, or an alias")
     admin_token_env: str = Field(
         "SPARC_ADMIN_TOKEN", description="env var with the bearer token for write endpoints"
     )
@@ -34,9 +39,5 @@ def build_app(args: AppArgs) -> Application:
     if "://" not in store:  # relative paths resolve where the app is built
         store = os.path.abspath(store)
     loader = RegistryLoader(store, args.model_name)
-    return Validator.bind(
-        Model.bind(loader, args.model_version),
-        Postprocessor.bind(loader),
-        loader,
-        args.admin_token_env,
-    )
+    model = Model.bind(loader)
+    return Validator.bind(model, Postprocessor.bind(model, loader), loader, args.admin_token_env)

@@ -1,23 +1,22 @@
-"""What the deployments load models through: a registry-backed loader and the version board.
+"""What the deployments load models and read release state through: the registry.
 
 Deployments take a ``ModelLoader`` so tests (and other registries) can inject their own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-import ray
 from threadpoolctl import ThreadpoolController
 
 from sparc_ray.models import IntegrityError, SPARCClassificationModel
 from sparc_ray.onnx_model import OnnxModel
-from sparc_ray.registry import ALIAS, ModelRegistry
+from sparc_ray.registry import ModelRegistry
+from sparc_ray.releases import Release, current_release
 
 
 class Scorer(Protocol):
@@ -60,6 +59,9 @@ class LoadedModel:
 
 class ModelLoader(Protocol):
     name: str
+    registry: ModelRegistry
+
+    def release_state(self) -> tuple[str | None, Release | None]: ...
 
     def resolve(self, ref: str) -> str: ...
 
@@ -89,6 +91,10 @@ class RegistryLoader:
     def resolve(self, ref: str) -> str:
         return self.registry.resolve(self.name, ref)
 
+    def release_state(self) -> tuple[str | None, Release | None]:
+        """The registry's record of what is served: production and the release in progress."""
+        return self.registry.alias(self.name), current_release(self.registry, self.name)
+
     def load(self, version: str) -> LoadedModel:
         meta = self.registry.metadata(self.name, version)
         onnx = meta.get("onnx") or {}
@@ -110,77 +116,3 @@ class RegistryLoader:
 
     def load_metadata(self, version: str) -> dict[str, Any]:
         return self.registry.metadata(self.name, version)
-
-
-@ray.remote(num_cpus=0)
-class VersionBoard:
-    """Which version every Model replica should serve, and what each replica reported.
-
-    One named actor per application. ``/reload-model`` sets the target; Model replicas poll it
-    (cheap) and report back after loading, so the ingress can wait until all have switched.
-    """
-
-    def __init__(self, ref: str) -> None:
-        self.ref, self.generation = ref, 0
-        self.replicas: dict[str, dict[str, Any]] = {}
-
-    def target(self) -> tuple[str, int]:
-        return self.ref, self.generation
-
-    def set_target(self, ref: str) -> int:
-        self.ref, self.generation = ref, self.generation + 1
-        return self.generation
-
-    def report(self, replica: str, state: dict[str, Any]) -> None:
-        self.replicas[replica] = {**state, "reported_at": time.time()}
-
-    def forget(self, replica: str) -> None:
-        self.replicas.pop(replica, None)
-
-    def status(self) -> dict[str, Any]:
-        return {"ref": self.ref, "generation": self.generation, "replicas": dict(self.replicas)}
-
-
-def served_version(status: dict[str, Any]) -> str | list[str] | None:
-    """What the Model replicas on a board serve: one version, several (mid-switch), or None."""
-    versions = sorted(
-        {r["model_version"] for r in status["replicas"].values() if r["model_loaded"]}
-    )
-    return versions[0] if len(versions) == 1 else versions or None
-
-
-def version_board(app_name: str, default_ref: str = ALIAS) -> ray.actor.ActorHandle:
-    """The application's board, created on first use (detached: it outlives any one replica)."""
-    return VersionBoard.options(
-        name=f"sparc-version-board-{app_name}",
-        namespace="sparc-ray",
-        get_if_exists=True,
-        lifetime="detached",
-    ).remote(default_ref)
-
-
-async def switch_target(
-    board: ray.actor.ActorHandle, ref: str, version: str, timeout_s: float
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Point every Model replica at ``ref`` (resolving to ``version``) and wait for their
-    reports. Returns the replicas and those that failed; on any failure the previous target
-    is restored, so the replicas settle on what still serves."""
-    previous = (await board.target.remote())[0]
-    generation = await board.set_target.remote(ref)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        replicas = (await board.status.remote())["replicas"]
-        done = all(r["generation"] >= generation for r in replicas.values())
-        if done or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.1)
-    failed = {
-        k: r["last_error"] or f"still serving {r['model_version']}"
-        for k, r in replicas.items()
-        if r["last_error"] or r["model_version"] != version
-    }
-    if not replicas:
-        failed = {"Model": "no Model replica reported"}
-    if failed:
-        await board.set_target.remote(previous)
-    return replicas, failed

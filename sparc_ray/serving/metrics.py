@@ -14,7 +14,16 @@ ray_ml_model_version_info               Model      1 for the version a replica s
 ray_ml_feature_drift_score              Post       PSI per feature over the recent window
 ray_ml_model_drift_score                Post       PSI of the predicted-class mix
 ray_ml_model_accuracy                   Post       rolling accuracy from /feedback labels
+ray_ml_release_weight                   Post       percent of traffic the candidate gets
+ray_ml_shadow_agreement                 Post       shadow: share of rows labelled as production
+ray_ml_release_decisions_total          Post       policy decisions, label ``decision``
 ======================================  =========  =======================================
+
+Every series carries ``model_name`` and ``model_version`` (the version that answered, or
+the candidate for the release series; ``none`` when no version was routed). The quality
+gauges (drift, accuracy) also carry ``role``: ``serving`` for versions answering requests as
+production (or a pin), ``candidate`` for a release candidate, so alerts watch what serves
+and the release policy watches the candidate.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ import numpy as np
 from ray.serve import metrics
 
 LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+VERSIONED = ("model_name", "model_version")
+ROLES = (*VERSIONED, "role")
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
 
 
@@ -42,7 +53,7 @@ def prediction_errors() -> metrics.Counter:
     return metrics.Counter(
         "ml_prediction_errors",
         "Failed prediction requests by reason.",
-        tag_keys=("model_name", "reason"),
+        tag_keys=("model_name", "model_version", "reason"),
     )
 
 
@@ -51,7 +62,7 @@ def prediction_duration() -> metrics.Histogram:
         "ml_prediction_duration_seconds",
         "Prediction request latency inside the app (seconds).",
         boundaries=LATENCY_BUCKETS,
-        tag_keys=("model_name",),
+        tag_keys=VERSIONED,
     )
 
 
@@ -60,7 +71,7 @@ def batch_size() -> metrics.Histogram:
         "ml_batch_size",
         "Rows per predict_proba call.",
         boundaries=BATCH_BUCKETS,
-        tag_keys=("model_name",),
+        tag_keys=VERSIONED,
     )
 
 
@@ -76,19 +87,43 @@ def feature_drift() -> metrics.Gauge:
     return metrics.Gauge(
         "ml_feature_drift_score",
         "PSI of a feature's recent values.",
-        tag_keys=("model_name", "feature_name"),
+        tag_keys=(*VERSIONED, "role", "feature_name"),
     )
 
 
 def model_drift() -> metrics.Gauge:
     return metrics.Gauge(
-        "ml_model_drift_score", "PSI of the recent predicted-class mix.", tag_keys=("model_name",)
+        "ml_model_drift_score", "PSI of the recent predicted-class mix.", tag_keys=ROLES
     )
 
 
 def model_accuracy() -> metrics.Gauge:
     return metrics.Gauge(
-        "ml_model_accuracy", "Rolling accuracy of labelled predictions.", tag_keys=("model_name",)
+        "ml_model_accuracy", "Rolling accuracy of labelled predictions.", tag_keys=ROLES
+    )
+
+
+def release_weight() -> metrics.Gauge:
+    return metrics.Gauge(
+        "ml_release_weight",
+        "Percent of requests routed to (canary) or copied for (shadow) the candidate.",
+        tag_keys=(*VERSIONED, "mode"),
+    )
+
+
+def shadow_agreement() -> metrics.Gauge:
+    return metrics.Gauge(
+        "ml_shadow_agreement",
+        "Share of shadowed rows where the candidate predicted production's label.",
+        tag_keys=(*VERSIONED, "mode"),
+    )
+
+
+def release_decisions() -> metrics.Counter:
+    return metrics.Counter(
+        "ml_release_decisions",
+        "Releases the policy ended: promoted or rolled_back.",
+        tag_keys=(*VERSIONED, "decision"),
     )
 
 

@@ -1,10 +1,12 @@
-"""Model deployment: holds the verified model (ONNX, or the sklearn fallback), scores batches,
-swaps versions.
+"""Model deployment: holds verified models (ONNX, or the sklearn fallback) and scores batches.
 
-A replica serves the version its target names (``production`` by default, or a version pinned
-through ``/reload-model`` / ``user_config.model_version``). It polls the target, loads a new version
-completely in a worker thread, and only then swaps it in; if loading or verification fails it
-keeps serving the old one and reports the error.
+Each call names the version that must answer it (Serve model multiplexing:
+``handle.options(multiplexed_model_id=version)``), as routed by the Validator from the
+registry's release records. A replica keeps up to ``MAX_VERSIONS`` versions loaded (LRU);
+it also reads the records itself every ``poll_interval_s`` and loads production and the
+candidate ahead of their first request, so a promotion or a new canary does not wait on a
+load. A version that cannot be loaded or verified raises ``VersionUnavailable``; what is
+loaded keeps serving.
 
 The Validator sends one call per micro-batch (the only batching stage on the request path).
 If scoring a batch raises, its requests are scored one by one so that only the culprit fails.
@@ -15,29 +17,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import ray
 from ray import serve
 
 from sparc_ray.serving import metrics
 from sparc_ray.serving.fastpath import flush_logs_forever
-from sparc_ray.serving.loader import LoadedModel, ModelLoader, version_board
+from sparc_ray.serving.loader import LoadedModel, ModelLoader
+from sparc_ray.serving.routing import ReleaseWatcher
 from sparc_ray.serving.settings import ModelSettings
 
 logger = logging.getLogger("ray.serve")
 MAX_ROWS_SEARCHED = 64  # a failing request up to this size is searched for the failing row
+MAX_VERSIONS = 3  # production, candidate, and the one being replaced
 
 
 class NoModelError(RuntimeError):
     """No model is loaded yet (nothing promoted, or every load failed)."""
 
 
-class SchemaMismatchError(RuntimeError):
-    """The request was validated against another version's features (a switch in between)."""
+class VersionUnavailable(RuntimeError):
+    """The version a call names cannot be loaded or verified here."""
+
+    def __init__(self, version: str, reason: str) -> None:
+        super().__init__(version, reason)
+        self.version, self.reason = version, reason
+
+    def __str__(self) -> str:
+        return f"version {self.version} is unavailable: {self.reason}"
 
 
 @dataclass
@@ -85,110 +95,82 @@ def _failing_row(current: LoadedModel, part: dict[str, np.ndarray], size: int) -
 
 @serve.deployment(name="Model", ray_actor_options={"num_cpus": 0.5})
 class Model:
-    async def __init__(self, loader: ModelLoader, default_ref: str = "production") -> None:
+    async def __init__(self, loader: ModelLoader) -> None:
         self.loader = loader
-        self.default_ref = self.config_ref = default_ref
         self.settings = ModelSettings()
-        self.current: LoadedModel | None = None
-        self.last_error: str | None = None
-        self.generation = -1
-        self._switch = asyncio.Lock()
-        ctx = serve.get_replica_context()
-        self.replica_id, self.app_name = ctx.replica_tag, ctx.app_name
-        self.board = version_board(self.app_name, default_ref)
+        self.watcher = ReleaseWatcher(loader, self.settings.poll_interval_s)
+        self.load_errors: dict[str, str] = {}
+        self.loaded: weakref.WeakValueDictionary[str, LoadedModel] = weakref.WeakValueDictionary()
         self.batch_size = metrics.batch_size()
         self.version_info = metrics.version_info()
         loop = asyncio.get_running_loop()
         self._poller = loop.create_task(self._poll_forever())
         self._log_flusher = loop.create_task(flush_logs_forever())
 
-    # -- configuration & version switching ------------------------------------------------
     async def reconfigure(self, config: dict[str, Any]) -> None:
-        """Apply ``user_config`` (``ModelSettings``), including an optional pinned version."""
+        """Apply ``user_config`` (``ModelSettings``)."""
         self.settings = ModelSettings.model_validate(config)
-        ref = self.settings.model_version or self.default_ref
-        if ref != self.config_ref:
-            self.config_ref = ref
-            await self.board.set_target.remote(ref)
-        await self.sync()
+        self.watcher.poll_interval_s = self.settings.poll_interval_s
+
+    # -- versions -------------------------------------------------------------------------------
+    @serve.multiplexed(max_num_models_per_replica=MAX_VERSIONS)
+    async def get_model(self, version: str) -> LoadedModel:
+        """Load and verify one version (Serve keeps the most recently used ones)."""
+        loaded = await asyncio.to_thread(self.loader.load, version)
+        self.loaded[version] = loaded
+        self.load_errors.pop(version, None)
+        self._publish_versions()
+        logger.info(
+            "model %s version %s loaded (engine %s%s)",
+            self.loader.name,
+            version,
+            loaded.engine,
+            f": {loaded.engine_reason}" if loaded.engine_reason else "",
+            extra={"model_version": version},
+        )
+        return loaded
+
+    async def _named_model(self) -> LoadedModel:
+        version = serve.get_multiplexed_model_id()
+        if not version:
+            raise NoModelError("the call names no model version")
+        try:
+            return await self.get_model(version)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            self.load_errors[version] = reason
+            raise VersionUnavailable(version, reason) from None
 
     async def _poll_forever(self) -> None:
-        await self.sync()
-        last_registry_check = time.monotonic()
+        """Load production and the candidate before their first request."""
         while True:
+            view = await self.watcher.refresh()
+            for version in filter(None, (view.production, view.release and view.release.version)):
+                if version not in self.loaded and version not in self.load_errors:
+                    try:
+                        await self.get_model(version)
+                    except Exception as exc:  # requests naming it get VersionUnavailable
+                        self.load_errors[version] = f"{type(exc).__name__}: {exc}"
+                        logger.warning("could not load %s: %s", version, exc)
+            self._publish_versions()  # Ray drops gauges that are not refreshed
             await asyncio.sleep(min(1.0, self.settings.poll_interval_s))
-            # The board is cheap to ask every second; the registry alias every poll interval.
-            try:
-                _ref, generation = await self.board.target.remote()
-            except ray.exceptions.RayActorError:  # board lost: recreate it with our default
-                self.board = version_board(self.app_name, self.config_ref)
-                continue
-            if self.current is not None:  # Ray drops gauges that are not refreshed
-                self._publish_version(None)
-            due = time.monotonic() - last_registry_check >= self.settings.poll_interval_s
-            if generation != self.generation or due:
-                last_registry_check = time.monotonic()
-                await self.sync()
 
-    async def sync(self) -> dict[str, Any]:
-        """Serve the board's target version; load it first if it is not the current one."""
-        async with self._switch:
-            ref, generation = await self.board.target.remote()
-            try:
-                version = await asyncio.to_thread(self.loader.resolve, ref)
-                if self.current is None or version != self.current.version:
-                    loaded = await asyncio.to_thread(self.loader.load, version)
-                    previous, self.current = self.current, loaded
-                    self._publish_version(previous)
-                    logger.info(
-                        "model %s version %s loaded (engine %s%s)",
-                        self.loader.name,
-                        version,
-                        loaded.engine,
-                        f": {loaded.engine_reason}" if loaded.engine_reason else "",
-                        extra={"model_version": version},
-                    )
-                self.last_error = None
-            except Exception as exc:  # keep serving the old version
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                logger.warning(
-                    "model %s: could not switch to %r: %s", self.loader.name, ref, self.last_error
+    def _publish_versions(self) -> None:
+        with contextlib.suppress(Exception):
+            for version in list(self.loaded):
+                self.version_info.set(
+                    1, tags={"model_name": self.loader.name, "model_version": version}
                 )
-            self.generation = generation
-            state = self._state()
-            await self.board.report.remote(self.replica_id, {**state, "generation": generation})
-            return state
-
-    def _publish_version(self, previous: LoadedModel | None) -> None:
-        name = self.loader.name
-        if previous is not None:
-            self.version_info.set(0, tags={"model_name": name, "model_version": previous.version})
-        self.version_info.set(1, tags={"model_name": name, "model_version": self.current.version})
-
-    def _state(self) -> dict[str, Any]:
-        return {
-            "model_loaded": self.current is not None,
-            "model_version": self.current.version if self.current else None,
-            "engine": self.current.engine if self.current else None,
-            "loaded_at": self.current.loaded_at if self.current else None,
-            "last_error": self.last_error,
-        }
 
     async def metadata(self) -> dict[str, Any]:
-        if self.current is None:
-            raise NoModelError(self.last_error or "no model loaded")
-        return self.current.describe()
+        """The named version's metadata, with the engine serving it."""
+        return (await self._named_model()).describe()
 
     # -- inference ----------------------------------------------------------------------------
     async def predict(self, columns: dict[str, np.ndarray], sizes: list[int]) -> Scored:
-        """Score one micro-batch: ``columns`` stacks the requests' rows, ``sizes`` says how
-        many rows each request holds."""
-        current = self.current
-        if current is None:
-            raise NoModelError(self.last_error or "no model loaded")
-        if list(columns) != current.scorer.feature_names:
-            raise SchemaMismatchError(current.version)
-        n_rows = sum(sizes)
+        """Score one micro-batch with the named version: ``columns`` stacks the requests'
+        rows, ``sizes`` says how many rows each request holds."""
+        current = await self._named_model()
         try:
             result = Scored(current.version, current.scorer.predict_proba(columns))
         except Exception as exc:
@@ -197,14 +179,12 @@ class Model:
             )
             result = score_isolated(current, columns, sizes)
         with contextlib.suppress(Exception):  # monitoring never fails a prediction
-            self.batch_size.observe(n_rows, tags={"model_name": self.loader.name})
+            self.batch_size.observe(
+                sum(sizes),
+                tags={"model_name": self.loader.name, "model_version": current.version},
+            )
         return result
 
     async def check_health(self) -> None:
         if self._poller.done():
             raise RuntimeError(f"version poller stopped: {self._poller.exception()!r}")
-
-    async def __del__(self) -> None:
-        self._poller.cancel()
-        with contextlib.suppress(Exception):  # the board may already be gone at shutdown
-            await self.board.forget.remote(self.replica_id)

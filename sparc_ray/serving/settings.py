@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sparc_ray.registry import VERSION_RE
 
 
 class _Settings(BaseModel):
@@ -19,6 +21,14 @@ class _Settings(BaseModel):
 
 
 class ValidatorSettings(_Settings):
+    model_version: str | None = Field(
+        None,
+        description="pin: serve this version id to every request, whatever the registry says; "
+        "remove the key to follow the registry again",
+    )
+    poll_interval_s: float = Field(
+        1.0, gt=0, description="how often the registry's release records are re-read"
+    )
     max_instances: int = Field(1000, ge=1, description="rows per request; more => 413")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="request body cap; more => 413")
     batch_max_rows: int = Field(
@@ -32,6 +42,16 @@ class ValidatorSettings(_Settings):
         "flight; with nothing in flight a request is sent at once",
     )
 
+    @field_validator("model_version")
+    @classmethod
+    def _pin_is_a_version(cls, value: str | None) -> str | None:
+        if value is not None and (not VERSION_RE.match(value) or value in ("production", "latest")):
+            raise ValueError(
+                f"model_version pins one version id, got {value!r}; remove the key to follow "
+                "the registry's production alias"
+            )
+        return value
+
     @model_validator(mode="after")
     def _batch_holds_a_request(self) -> ValidatorSettings:
         if self.batch_max_rows < self.max_instances:
@@ -44,10 +64,7 @@ class ValidatorSettings(_Settings):
 
 class ModelSettings(_Settings):
     poll_interval_s: float = Field(
-        15.0, gt=0, description="how often the registry alias is checked for a new version"
-    )
-    model_version: str | None = Field(
-        None, description="pin every replica to a version or alias (None: the app's default)"
+        5.0, gt=0, description="how often the release records are read to preload versions"
     )
 
 

@@ -1,8 +1,9 @@
 """Validator deployment: the FastAPI ingress.
 
-It checks each request against the served model's feature schema, micro-batches concurrent
-requests (``@serve.batch``) so that one Model call and one Postprocessor call serve many HTTP
-requests, and answers with the seed's response fields.
+It routes each request to a version (production, or the canary's share; see
+``sparc_ray.serving.routing``), checks it against that version's feature schema,
+micro-batches concurrent requests (``@serve.batch``) so that one Model call per version and
+one Postprocessor call serve many HTTP requests, and answers with the seed's response fields.
 """
 
 import asyncio
@@ -13,37 +14,36 @@ import time
 import uuid
 from typing import Any
 
-import numpy as np
-import psutil
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from sparc_ray import __version__
-from sparc_ray.input_rules import (
-    FLOAT32_MAX,
-    FeatureCheck,
-    PredictInput,
-    RequestError,
-    detail,
-    parse_json,
-    parse_predict,
-)
+from sparc_ray.input_rules import PredictInput, RequestError, parse_json, parse_predict
 from sparc_ray.labels import labels_from_proba
-from sparc_ray.registry import ALIAS, RegistryError
 from sparc_ray.serving import metrics
+from sparc_ray.serving.admin import (
+    ReloadRequest,
+    health_body,
+    metrics_body,
+    promote_for_reload,
+    reload_state,
+)
 from sparc_ray.serving.api_docs import DOCS, OPENAPI_EXTRA
+from sparc_ray.serving.dispatch import Dispatcher, VersionCatalog, answers_from, post_groups
 from sparc_ray.serving.fastpath import flush_logs_forever
-from sparc_ray.serving.loader import ModelLoader, served_version, switch_target, version_board
-from sparc_ray.serving.model import NoModelError, SchemaMismatchError
+from sparc_ray.serving.loader import ModelLoader
+from sparc_ray.serving.model import NoModelError, VersionUnavailable
 from sparc_ray.serving.postprocessor import shape_responses
 from sparc_ray.serving.responses import check_bearer, error_response, json_response, now_iso
+from sparc_ray.serving.routing import ROUTE_KEY_HEADER, ReleaseWatcher
 from sparc_ray.serving.settings import ValidatorSettings
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="sparc-ray model API", version=__version__, description=DOCS)
-RELOAD_TIMEOUT_S = 60.0
+RELOAD_WAIT_S = 20.0  # /reload-model answers well within the proxy's request_timeout_s (30)
+HEALTH_WAIT_S = 5.0
 
 
 @serve.deployment(name="Validator", ray_actor_options={"num_cpus": 0.25})
@@ -61,92 +61,78 @@ class Validator:
         self.token = os.environ.get(admin_token_env) or None
         self.started = time.time()
         self.settings = ValidatorSettings()
+        self.watcher = ReleaseWatcher(loader, self.settings.poll_interval_s)
+        self.versions = VersionCatalog(model, loader)
+        self.dispatcher = Dispatcher(self.versions.score)
         self.summary = metrics.LatencySummary()
         self.errors = metrics.prediction_errors()
         self.latency = metrics.prediction_duration()
-        self._meta: dict[str, Any] | None = None
-        self._checks: list[FeatureCheck] = []
+        self.last_good: str | None = None  # the last serving version that answered here
+        self.unavailable: dict[str, str] = {}  # versions that could not be loaded, and why
         self._in_flight = 0  # micro-batches sent and not yet answered
-        ctx = serve.get_replica_context()
-        self.board = version_board(ctx.app_name)
-        self._log_flusher = asyncio.get_running_loop().create_task(flush_logs_forever())
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._watch_forever()),
+            loop.create_task(flush_logs_forever()),
+        ]
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         self.settings = ValidatorSettings.model_validate(config)
         self._score.set_max_batch_size(self.settings.batch_max_rows)
+        self.watcher.poll_interval_s = self.settings.poll_interval_s
+        self.watcher.pin(self.settings.model_version)
 
-    async def _schema(self, refresh: bool = False) -> list[FeatureCheck]:
-        if self._meta is None or refresh:
-            self._meta = await self.model.metadata.remote()
-            limits = self._meta.get("input_limits") or {}
-            self._checks = [
-                FeatureCheck(f["name"], f["kind"] == "numeric", limits.get(f["name"], FLOAT32_MAX))
-                for f in self._meta["features"]
-            ]
-        return self._checks
+    async def _watch_forever(self) -> None:
+        while True:
+            await self.watcher.refresh(force=True)
+            await asyncio.sleep(self.settings.poll_interval_s)
 
     # -- /predict -------------------------------------------------------------------------
     @serve.batch(
         max_batch_size=ValidatorSettings().batch_max_rows,  # rows (batch_size_fn), not requests
         batch_wait_timeout_s=ValidatorSettings().batch_wait_timeout_s,
         max_concurrent_batches=4,  # keep the Model replicas busy while earlier batches finish
-        batch_size_fn=lambda jobs: sum(j.n_rows for _, j in jobs),
+        batch_size_fn=lambda jobs: sum(j.n_rows for _, j, _ in jobs),
     )
-    async def _score(self, jobs: list[tuple[str, PredictInput]]) -> list[Any]:
-        """One Model call and one Postprocessor call for a micro-batch of validated requests.
-        Returns each request's response body, or the ``RequestError`` that only it gets."""
+    async def _score(self, jobs: list[tuple[str, PredictInput, str]]) -> list[Any]:
+        """One Model call per version and one Postprocessor call for a micro-batch of
+        validated requests. Returns each request's response body, or the error only it gets."""
+        view = self.watcher.view
         self._in_flight += 1
         try:
-            first = jobs[0][1].columns
-            columns = (
-                first
-                if len(jobs) == 1
-                else {n: np.concatenate([j.columns[n] for _, j in jobs]) for n in first}
+            outcome = await self.dispatcher.run(
+                [j for _, j, _ in jobs], [v for _, _, v in jobs], view.serving, self.last_good
             )
-            scored = await self.model.predict.remote(columns, [j.n_rows for _, j in jobs])
         finally:
             self._in_flight -= 1
-        ok = [i for i in range(len(jobs)) if i not in scored.failed]
-        proba, kept = scored.proba, columns
-        if scored.failed:  # keep the rows of the requests that were scored
-            keep = np.concatenate(
-                [np.full(j.n_rows, i not in scored.failed) for i, (_, j) in enumerate(jobs)]
-            )
-            proba, kept = proba[keep], {n: c[keep] for n, c in columns.items()}
-        items = [
-            {
-                "prediction_id": jobs[i][0],
-                "n_rows": jobs[i][1].n_rows,
-                "include_probabilities": jobs[i][1].include_probabilities,
-            }
-            for i in ok
-        ]
+        self.unavailable.update(outcome.unavailable)
+        if any(g.version == view.serving for g in outcome.groups):
+            self.last_good = view.serving
+            self.unavailable.pop(view.serving, None)
+        groups = post_groups(outcome, jobs)
+        if not groups and not outcome.server_errors:  # every request failed: nothing to record
+            return answers_from(outcome, [], len(jobs))
         try:
-            bodies = (
-                await self.post.process.remote(items, proba, scored.version, kept) if items else []
+            bodies = await self.post.process.remote(
+                groups, outcome.server_errors, bool(view.pinned)
             )
         except Exception:  # monitoring must not fail predictions: shape them here
             logger.exception("Postprocessor call failed; answering without it")
-            classes = self._meta["classes"]
-            labels = labels_from_proba(proba, classes).tolist()
-            bodies = shape_responses(items, proba, labels, classes, scored.version)
-        answers: list[Any] = [None] * len(jobs)
-        for i, body in zip(ok, bodies, strict=True):
-            answers[i] = body
-        for i, failure in scored.failed.items():
-            answers[i] = RequestError(
-                422,
-                "the model cannot score this input",
-                [detail(failure["row"], None, failure["message"][:300])],
-            )
-        return answers
+            bodies = []
+            for g in groups:
+                classes = (await self.versions.metadata(g["version"]))["classes"]
+                labels = labels_from_proba(g["proba"], classes).tolist()
+                bodies.append(
+                    shape_responses(g["items"], g["proba"], labels, classes, g["version"])
+                )
+        return answers_from(outcome, bodies, len(jobs))
 
-    async def _submit(self, prediction_id: str, data: PredictInput) -> dict[str, Any]:
+    async def _submit(self, prediction_id: str, data: PredictInput, version: str) -> dict:
         # No batch window when nothing is in flight: a lone request goes out at once.
         wait = self.settings.batch_wait_timeout_s if self._in_flight else 0.0
         self._score.set_batch_wait_timeout_s(wait)
-        answer = await self._score((prediction_id, data))
-        if isinstance(answer, RequestError):
+        answer = await self._score((prediction_id, data, version))
+        if isinstance(answer, Exception):
             raise answer
         return answer
 
@@ -158,21 +144,23 @@ class Validator:
     async def predict(self, request: Request) -> Response:
         start = time.perf_counter()
         prediction_id = str(uuid.uuid4())
-        rows, reason = 0, None
+        rows, reason, version = 0, None, None
         try:
+            version = self.watcher.view.route(request.headers.get(ROUTE_KEY_HEADER))
+            if version is None:
+                raise NoModelError(self.watcher.view.error or "no version is promoted yet")
             limit = self.settings.max_body_bytes
             declared = int(request.headers.get("content-length") or 0)
             if declared > limit:
                 raise RequestError(413, f"request body is {declared} bytes; the limit is {limit}")
             body = parse_json(await request.body(), limit)
-            max_rows = self.settings.max_instances
             try:
-                data = parse_predict(body, await self._schema(), max_rows)
-                result = await self._submit(prediction_id, data)
-            except SchemaMismatchError:  # the model switched version; re-check and retry once
-                data = parse_predict(body, await self._schema(refresh=True), max_rows)
-                result = await self._submit(prediction_id, data)
-            rows = data.n_rows
+                checks = await self.versions.checks(version)
+            except Exception as exc:
+                raise NoModelError(f"version {version}: {exc}") from None
+            data = parse_predict(body, checks, self.settings.max_instances)
+            result = await self._submit(prediction_id, data, version)
+            rows, version = data.n_rows, result["model_version"]
             elapsed = time.perf_counter() - start
             response = {
                 **result,
@@ -184,7 +172,7 @@ class Validator:
             logger.info(
                 "predicted %d rows with %s in %.1f ms",
                 rows,
-                result["model_version"],
+                version,
                 elapsed * 1000,
                 extra={"prediction_id": prediction_id},
             )
@@ -198,7 +186,7 @@ class Validator:
                 extra={"prediction_id": prediction_id},
             )
             return json_response(exc.status, {**exc.body(), "prediction_id": prediction_id})
-        except NoModelError as exc:
+        except (NoModelError, VersionUnavailable) as exc:
             reason = "no_model"
             return error_response(
                 503, "no model is loaded", [(None, None, str(exc))], prediction_id=prediction_id
@@ -216,38 +204,48 @@ class Validator:
             )
         finally:
             elapsed = time.perf_counter() - start
+            tags = {"model_name": self.name, "model_version": version or "none"}
             with contextlib.suppress(Exception):  # metrics never fail a prediction
                 self.summary.record(elapsed * 1000, rows, reason is None)
                 if reason is None:
-                    self.latency.observe(elapsed, tags={"model_name": self.name})
+                    self.latency.observe(elapsed, tags=tags)
                 else:
-                    self.errors.inc(tags={"model_name": self.name, "reason": reason})
+                    self.errors.inc(tags={**tags, "reason": reason})
 
     # -- read-only endpoints ------------------------------------------------------------------
+    async def _describe(self, version: str, wait_s: float) -> dict[str, Any]:
+        return await asyncio.wait_for(self.versions.handle(version).metadata.remote(), wait_s)
+
     @api.get("/health", summary="Liveness / readiness", openapi_extra=OPENAPI_EXTRA["health"])
     async def health(self) -> Response:
-        status = await self.board.status.remote()
-        replicas = status["replicas"]
-        version = served_version(status)
-        errors = {k: r["last_error"] for k, r in replicas.items() if r["last_error"]}
-        body = {
-            "status": "healthy" if version else "unhealthy",
-            "model_loaded": bool(version),
-            "model_version": version,
-            "timestamp": now_iso(),
-            "uptime_seconds": time.time() - self.started,
-            "target": status["ref"],
-            "model_replicas": len(replicas),
-            "reload_errors": errors or (None if replicas else "no Model replica has reported yet"),
-        }
-        return json_response(200 if version else 503, body)
-
-    @api.get("/model", summary="Metadata of the served model", openapi_extra=OPENAPI_EXTRA["model"])
-    async def model_info(self, full: bool = False) -> Response:
+        view = self.watcher.view
+        answering, error = view.serving, None
+        for version in dict.fromkeys(filter(None, (view.serving, self.last_good))):
+            try:
+                await self._describe(version, HEALTH_WAIT_S)
+                answering = version
+                break
+            except Exception as exc:
+                error = error or f"{version}: {getattr(exc, 'reason', None) or exc!r}"
+                answering = None
         try:
-            meta = await self.model.metadata.remote()
-        except NoModelError as exc:
-            return error_response(503, "no model is loaded", [(None, None, str(exc))])
+            evidence = await asyncio.wait_for(self.post.release_status.remote(), HEALTH_WAIT_S)
+        except Exception as exc:
+            evidence = {"error": repr(exc)}
+        if view.serving is None:
+            error = view.error or "no version is promoted yet"
+        body = await asyncio.to_thread(health_body, self, view, answering, error, evidence)
+        return json_response(200 if answering else 503, body)
+
+    @api.get("/model", summary="Metadata of a served version", openapi_extra=OPENAPI_EXTRA["model"])
+    async def model_info(self, full: bool = False, version: str | None = None) -> Response:
+        version = version or self.watcher.view.serving
+        try:
+            if version is None:
+                raise NoModelError(self.watcher.view.error or "no version is promoted yet")
+            meta = await self._describe(version, RELOAD_WAIT_S)
+        except (NoModelError, VersionUnavailable, asyncio.TimeoutError) as exc:
+            return error_response(503, "no model is loaded", [(None, "version", str(exc))])
         return json_response(
             200, meta if full else {k: v for k, v in meta.items() if k != "reference"}
         )
@@ -258,61 +256,46 @@ class Validator:
         openapi_extra=OPENAPI_EXTRA["metrics"],
     )
     async def metrics_summary(self) -> Response:
-        status, stats = await asyncio.gather(self.board.status.remote(), self.post.stats.remote())
-        return json_response(
-            200,
-            {
-                "uptime_seconds": time.time() - self.started,
-                "model_name": self.name,
-                "model_version": served_version(status),
-                "prediction_metrics": self.summary.summary(),
-                "monitoring": stats,
-                "system_metrics": {
-                    "cpu_percent": psutil.cpu_percent(),
-                    "memory_percent": psutil.virtual_memory().percent,
-                    "disk_percent": psutil.disk_usage("/").percent,
-                    "load_average": list(os.getloadavg()),
-                },
-            },
-        )
+        stats = await self.post.stats.remote()
+        return json_response(200, metrics_body(self, stats))
 
     # -- write endpoints (bearer token) -----------------------------------------------------
     @api.post(
         "/reload-model",
-        summary="Switch every Model replica to a version",
+        summary="Promote a version to production (or re-read the registry)",
         openapi_extra=OPENAPI_EXTRA["reload"],
     )
     async def reload_model(self, request: Request) -> Response:
         if denied := check_bearer(self.token, request.headers.get("authorization")):
             return denied
-        raw = await request.body()
         try:
-            body = parse_json(raw, 10_000) if raw.strip() else {}
-            ref = (body.get("version") or ALIAS) if isinstance(body, dict) else None
-            if not isinstance(ref, str):
-                raise RequestError(
-                    422,
-                    "'version' must be a string",
-                    [{"row": None, "feature": "version", "message": "expected a string"}],
-                )
-            version = await asyncio.to_thread(self.loader.resolve, ref)
-            await asyncio.to_thread(self.loader.load_metadata, version)
+            ask = ReloadRequest.parse(await request.body())
+            previous = await asyncio.to_thread(promote_for_reload, self.loader, ask)
         except RequestError as exc:
             return json_response(exc.status, exc.body())
-        except RegistryError as exc:
-            return error_response(404, str(exc), [(None, "version", str(exc))])
-        replicas, failed = await switch_target(self.board, ref, version, RELOAD_TIMEOUT_S)
-        if failed:
-            return error_response(
-                409,
-                f"version {version} was not loaded; the previous version keeps serving",
-                [(None, replica, str(message)) for replica, message in failed.items()],
-            )
-        self._meta = None  # the schema may have changed
-        return json_response(
-            200,
-            {"status": "ok", "target": ref, "model_version": version, "replicas": len(replicas)},
-        )
+        # Every Validator replica re-reads the registry within poll_interval_s: answer after
+        # that, so the state reported is the state every replica routes by.
+        settled = asyncio.create_task(asyncio.sleep(self.settings.poll_interval_s + 0.25))
+        view = await self.watcher.refresh(force=True)
+        state = reload_state(view, previous)
+        status, body = 200, {"status": "ok", **state, "engine": None}
+        if view.serving is not None:
+            try:
+                meta = await self._describe(view.serving, RELOAD_WAIT_S)
+                body["engine"] = meta["serving"]["engine"]
+            except asyncio.TimeoutError:  # still loading: the replicas finish on their own
+                status, body = 202, {"status": "loading", **state}
+            except VersionUnavailable as exc:
+                status, body = (
+                    409,
+                    {
+                        "error": f"version {exc.version} cannot be loaded",
+                        "details": [{"row": None, "feature": "version", "message": exc.reason}],
+                        **state,
+                    },
+                )
+        await settled
+        return json_response(status, body)
 
     @api.post(
         "/feedback",

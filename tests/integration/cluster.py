@@ -79,9 +79,10 @@ class Cluster:
         self.run(str(BIN / "ray"), "stop", check=False, timeout=120)
         stop_haproxy()  # HAProxy can outlive `ray stop`: end it by PID
 
-    def train(self, *args: str) -> subprocess.CompletedProcess:
+    def train(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """The training job as a driver on this cluster (RAY_ADDRESS points at it)."""
-        return self.run(sys.executable, str(ROOT / "jobs/train.py"), *args, timeout=600)
+        job = str(ROOT / "jobs/train.py")
+        return self.run(sys.executable, job, *args, timeout=600, check=check)
 
     def serve_config(self, **deployment_overrides) -> Path:
         """serve_config.yaml pointed at this cluster's store and port, with overrides per
@@ -96,6 +97,11 @@ class Cluster:
         path = self.workdir / "serve_config.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
+
+    def running_replicas(self, deployment: str, app: str = "sparc") -> int:
+        out = self.run(str(BIN / "serve"), "status", "-a", self.dashboard_url).stdout
+        status = yaml.safe_load(out)["applications"][app]["deployments"][deployment]
+        return status["replica_states"].get("RUNNING", 0)
 
     def deploy(self, config: Path, timeout: float = 180, healthy: tuple[int, ...] = (200,)) -> None:
         """`serve deploy`, then wait until GET /health answers with one of ``healthy``."""

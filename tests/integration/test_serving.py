@@ -62,13 +62,8 @@ def app(tmp_path_factory):
             },
         }
         cluster.deploy(cluster.serve_config(Model=model_cfg), healthy=(503,))
-        deadline = time.time() + 30  # /health answers before the Model replica reports
-        while time.time() < deadline:
-            health = httpx.get(f"{cluster.url}/health").json()
-            if health["model_replicas"]:
-                break
-            time.sleep(0.5)
-        assert not health["model_loaded"] and "no promoted version" in json.dumps(health)
+        health = httpx.get(f"{cluster.url}/health").json()
+        assert not health["model_loaded"] and "no version is promoted" in json.dumps(health)
         r = predict(cluster.url, [{"mean radius": 1.0}])
         assert r.status_code == 503 and r.json()["error"] == "no model is loaded"
 
@@ -334,36 +329,48 @@ def test_corrupt_artifact_is_refused_and_the_old_version_keeps_serving(app, rows
     r = predict(app["url"], X.head(2).to_dict("records"))
     assert r.status_code == 200 and r.json()["model_version"] == app["v2"]
     health = httpx.get(f"{app['url']}/health").json()
-    assert health["model_version"] == app["v2"] and health["target"] == app["v2"]
+    assert health["model_version"] == app["v2"] and health["production"] == app["v2"]
+    assert app["reg"].alias("breast_cancer") == app["v2"]
+
+
+def test_reload_rejects_ambiguous_bodies(app):
+    url = f"{app['url']}/reload-model"
+    for body in ({"version": {}}, {"version": False}, {"version": ""}, {"version": 0}, []):
+        r = httpx.post(url, json=body, headers=AUTH, timeout=30)
+        assert r.status_code == 422 and r.json()["error"], (body, r.text)
+    r = httpx.post(url, json={"version": app["v2"], "forced": True}, headers=AUTH, timeout=30)
+    assert r.status_code == 422 and r.json()["details"][0]["feature"] == "forced"
+    r = httpx.post(url, headers=AUTH, timeout=30)  # no body: re-read the registry, report
+    assert r.status_code == 200 and r.json()["production"] == app["v2"]
+
+
+def _wait_health(url: str, **expected) -> dict:
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        health = httpx.get(f"{url}/health").json()
+        if all(health.get(k) == v for k, v in expected.items()):
+            break
+        time.sleep(0.5)
+    return health
 
 
 def test_promotion_is_picked_up_by_polling_the_alias(app):
-    r = httpx.post(f"{app['url']}/reload-model", headers=AUTH, timeout=90)  # back to production
-    assert r.status_code == 200 and r.json()["model_version"] == app["v1"]
-    app["reg"].promote("breast_cancer", app["v2"])
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if httpx.get(f"{app['url']}/health").json()["model_version"] == app["v2"]:
-            break
-        time.sleep(0.5)
-    assert httpx.get(f"{app['url']}/health").json()["model_version"] == app["v2"]
+    app["reg"].promote("breast_cancer", app["v1"])  # as the CLI does, from outside the app
+    health = _wait_health(app["url"], model_version=app["v1"])
+    assert health["model_version"] == health["production"] == app["v1"]
 
 
-def test_user_config_model_version_pins_every_replica(app):
-    """`serve deploy` with only user_config changed: replicas reconfigure, not restart."""
+def test_user_config_pin_and_unpin(app):
+    """`serve deploy` with only user_config changed: replicas reconfigure, not restart; a
+    config without the pin serves production again."""
     cluster = app["cluster"]
-    model_cfg = {
-        **app["model_cfg"],
-        "user_config": {"poll_interval_s": 1, "model_version": app["v1"]},
-    }
-    cluster.deploy(cluster.serve_config(Model=model_cfg))
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        health = httpx.get(f"{app['url']}/health").json()
-        if health["model_version"] == app["v1"] and health["target"] == app["v1"]:
-            break
-        time.sleep(0.5)
-    assert health["model_version"] == app["v1"] and health["target"] == app["v1"]
+    pin = {"user_config": {"model_version": app["v2"]}}
+    cluster.deploy(cluster.serve_config(Model=app["model_cfg"], Validator=pin))
+    health = _wait_health(app["url"], model_version=app["v2"], pinned=app["v2"])
+    assert health["model_version"] == app["v2"] and health["production"] == app["v1"]
+    cluster.deploy(cluster.serve_config(Model=app["model_cfg"]))
+    health = _wait_health(app["url"], model_version=app["v1"], pinned=None)
+    assert health["model_version"] == app["v1"] and health["pinned"] is None
 
 
 def test_feedback_gives_rolling_accuracy(app, rows):
@@ -403,16 +410,16 @@ def test_model_replicas_scale_out_under_load_and_back_in(app, rows):
             pool.submit(heavy)
         deadline = time.time() + 60
         while time.time() < deadline and max(seen, default=0) < 2:
-            seen.append(httpx.get(f"{url}/health", timeout=30).json()["model_replicas"])
+            seen.append(app["cluster"].running_replicas("Model"))
             time.sleep(1)
         stop.set()
     assert max(seen) >= 2, seen
     deadline = time.time() + 90
     while time.time() < deadline:
-        if httpx.get(f"{url}/health").json()["model_replicas"] == 1:
+        if app["cluster"].running_replicas("Model") == 1:
             break
         time.sleep(2)
-    assert httpx.get(f"{url}/health").json()["model_replicas"] == 1
+    assert app["cluster"].running_replicas("Model") == 1
 
 
 def test_ray_metrics_endpoint_exports_the_ml_metrics(app, rows):
@@ -420,7 +427,8 @@ def test_ray_metrics_endpoint_exports_the_ml_metrics(app, rows):
     for _ in range(3):  # enough rows for drift scores
         assert predict(app["url"], X.sample(300, random_state=3).to_dict("records")).is_success
     dashboard = (ROOT / "kuberay/monitoring/grafana-dashboard.json").read_text()
-    expected = METRIC_NAMES + sorted(set(re.findall(r"ray_serve_[a-z_]+[a-z]", dashboard)))
+    steady = [n for n in METRIC_NAMES if "release" not in n and "shadow" not in n]
+    expected = steady + sorted(set(re.findall(r"ray_serve_[a-z_]+[a-z]", dashboard)))
     url = f"http://127.0.0.1:{app['cluster'].metrics}/metrics"
     found: dict[str, str] = {}
     deadline = time.time() + 90
@@ -434,8 +442,9 @@ def test_ray_metrics_endpoint_exports_the_ml_metrics(app, rows):
         time.sleep(3)
     missing = [n for n in expected if n not in found]
     assert not missing, f"not exported: {missing}; seen: {sorted(n for n in found if 'ml' in n)}"
-    for name in METRIC_NAMES:
+    for name in steady:
         assert 'model_name="breast_cancer"' in found[name], (name, found[name])
+        assert "model_version=" in found[name], (name, found[name])
     assert 'feature_name="mean radius"' in text and 'reason="invalid_input"' in text
 
 
@@ -467,6 +476,10 @@ def test_client_and_bulk_csv_scoring_in_chunks(app, rows, tmp_path):
         with pytest.raises(PredictionError) as info:
             client.predict([{"nope": 1}])
         assert info.value.status == 422
+        assert client.reload()["production"] == current  # re-read, nothing moved
+        with pytest.raises(PredictionError) as info:
+            client.reload(app["bad"], force=True)  # force skips gates, never the sha256
+        assert info.value.status == 409
     X.head(250).to_csv(tmp_path / "rows.csv", index=False)
     r = subprocess.run(
         [

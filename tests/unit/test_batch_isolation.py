@@ -41,6 +41,10 @@ class BrokenReferenceLoader:
     """Metadata whose drift reference cannot be used: drift monitoring raises."""
 
     name = "m"
+    registry = None
+
+    def release_state(self):
+        return "v1", None
 
     def load_metadata(self, version):
         return {"version": version, "classes": ["a", "b"], "reference": {"broken": True}}
@@ -50,10 +54,14 @@ def test_a_monitoring_failure_is_counted_and_never_fails_the_prediction():
     async def scenario():
         cls = Postprocessor.func_or_class
         post = cls.__new__(cls)
-        await post.__init__(BrokenReferenceLoader())
+        await post.__init__(None, BrokenReferenceLoader())
         items = [{"prediction_id": "p1", "n_rows": 2, "include_probabilities": True}]
         proba = np.array([[0.2, 0.8], [0.9, 0.1]])
-        bodies = await post.process(items, proba, "v1", {"x": np.array([1.0, 2.0])})
+        group = {"version": "v1", "items": items, "proba": proba, "model_ms": 1.0}
+        (bodies,) = await post.process(
+            [{**group, "columns": {"x": np.array([1.0, 2.0])}}], {}, False
+        )
+        post.release.update(await post.watcher.refresh())
         stats = await post.stats()  # folds the queued batch into monitoring: drift raises
         feedback = await post.feedback([{"prediction_id": "p1", "row": 0, "label": "b"}])
         for task in post._tasks:

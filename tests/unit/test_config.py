@@ -45,9 +45,13 @@ def test_flags_override_yaml():
     )
     assert cfg.name == "loans"  # a new dataset gets its own model name
     assert cfg.data == {"path": "x/loans.csv", "target": "decision", "test_size": 0.2, "seed": 42}
-    assert cfg.registry == {"store": "s3://b/m", "promote": False}
+    assert cfg.registry == {"store": "s3://b/m", "promote": False, "release": "production"}
     assert cfg.search["num_samples"] == 3 and cfg.search["scheduler"] == "fifo" and cfg.resume
     assert parse("--data", "x.csv", "--target", "t", "--name", "custom").name == "custom"
+    canary = parse(
+        "--data", "x.csv", "--target", "t", "--release", "canary", "--release-weight", "20"
+    )
+    assert canary.registry["release"] == "canary" and canary.registry["release_weight"] == 20
 
 
 def test_every_example_yaml_is_valid():

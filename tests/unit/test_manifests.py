@@ -76,6 +76,7 @@ SEED_ALERTS = {
     "FeatureDriftDetected": ("> 0.15", "5m", "warning"),
     "ModelAccuracyDegraded": ("< 0.85", "10m", "critical"),
 }
+ALERTS = {**SEED_ALERTS, "CanaryRolledBack": ("> 0", "0m", "warning")}
 
 
 # ----------------------------------------------------------------------------- loading
@@ -588,8 +589,8 @@ def test_podmonitors_scrape_head_and_workers_metrics_port():
 
 def test_prometheusrule_carries_the_seed_alerts():
     rules = {r["alert"]: r for g in _rule_groups()["groups"] for r in g["rules"] if "alert" in r}
-    assert set(rules) == set(SEED_ALERTS)
-    for alert, (threshold, duration, severity) in SEED_ALERTS.items():
+    assert set(rules) == set(ALERTS)
+    for alert, (threshold, duration, severity) in ALERTS.items():
         rule = rules[alert]
         assert " ".join(rule["expr"].split()).endswith(threshold), alert
         assert rule["for"] == duration, alert
@@ -626,7 +627,7 @@ def test_promtool_alert_unit_tests(tmp_path):
     for case in suite["tests"]:
         for check in case.get("alert_rule_test", []):
             (fires if check.get("exp_alerts") else quiet).add(check["alertname"])
-    assert fires == set(SEED_ALERTS) and quiet == set(SEED_ALERTS), (fires, quiet)
+    assert fires == set(ALERTS) and quiet == set(ALERTS), (fires, quiet)
 
 
 def test_metric_name_parser():
@@ -668,6 +669,12 @@ def test_grafana_dashboard_panels():
         "Prediction drift",
         "Accuracy",
         "Model version",
+        "Requests by version",
+        "p99 latency by version",
+        "Accuracy by version",
+        "Candidate traffic weight",
+        "Shadow agreement",
+        "Release decisions",
     ):
         assert needed in titles, needed
     exprs = " ".join(_dashboard_exprs())

@@ -28,3 +28,31 @@ def test_a_serve_config_application_is_checked_deployment_by_deployment():
     }
     with pytest.raises(ValidationError, match=r"Model\.poll_interval_s"):
         ServingSettings.from_app(app)
+
+
+def test_a_pin_is_one_version_id():
+    assert ValidatorSettings(model_version="v20261127-1").model_version == "v20261127-1"
+    for bad in ("production", "latest", "../x", ""):
+        with pytest.raises(ValidationError, match="model_version"):
+            ValidatorSettings(model_version=bad)
+
+
+def test_reload_body_is_strict():
+    from sparc_ray.input_rules import RequestError
+    from sparc_ray.serving.admin import ReloadRequest
+
+    assert ReloadRequest.parse(b"") == ReloadRequest()
+    assert ReloadRequest.parse(b'{"version": "production"}') == ReloadRequest()
+    assert ReloadRequest.parse(b'{"version": "v1", "force": true}') == ReloadRequest("v1", True)
+    for raw, field in (
+        (b'{"version": {}}', "version"),
+        (b'{"version": false}', "version"),
+        (b'{"version": " "}', "version"),
+        (b'{"version": "v1", "force": "yes"}', "force"),
+        (b'{"versions": "v1"}', "versions"),
+    ):
+        with pytest.raises(RequestError) as info:
+            ReloadRequest.parse(raw)
+        assert info.value.status == 422 and info.value.details[0]["feature"] == field
+    with pytest.raises(RequestError):
+        ReloadRequest.parse(b"[1]")

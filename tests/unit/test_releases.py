@@ -1,0 +1,133 @@
+"""Release records in a real registry on disk, the routing they drive, and the CLI."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from sparc_ray import releases
+from sparc_ray.cli import main
+from sparc_ray.models import IntegrityError
+from sparc_ray.registry import ModelRegistry, RegistryError
+from sparc_ray.serving.routing import ReleaseView
+
+FEATURES = [{"name": "x", "kind": "numeric"}]
+
+
+@pytest.fixture
+def reg(tmp_path, trained_loans_model):
+    reg = ModelRegistry(tmp_path / "store")
+    for passed in (True, True, False):
+        gates = {"passed": passed, "failed": [] if passed else ["accuracy"]}
+        reg.publish("loans", trained_loans_model, {"gates": gates, "features": FEATURES})
+    reg.promote("loans", reg.versions("loans")[0])
+    return reg
+
+
+def test_a_release_checks_gates_files_and_schema_then_ends_once(reg):
+    v1, v2, failed = reg.versions("loans")
+    with pytest.raises(RegistryError, match="failed its gates"):
+        releases.start_release(reg, "loans", failed, "canary")
+    with pytest.raises(RegistryError, match="already production"):
+        releases.start_release(reg, "loans", v1, "canary")
+    r = releases.start_release(reg, "loans", v2, "canary", weight=20)
+    assert releases.current_release(reg, "loans") == r and r.baseline == v1 and r.weight == 20
+    with pytest.raises(RegistryError, match="in progress"):
+        releases.start_release(reg, "loans", failed, "shadow", force=True)
+    assert releases.finish_release(reg, "loans", r.id, "promoted", "every check passed")
+    assert not releases.finish_release(reg, "loans", r.id, "rolled_back", "late writer")
+    assert reg.alias("loans") == v2 and reg.history("loans") == [v1, v2]
+    assert releases.current_release(reg, "loans") is None
+    events = [(e["event"], e["version"]) for e in releases.release_log(reg, "loans")]
+    assert events == [("started", v2), ("promoted", v2)]
+
+
+def test_a_rolled_back_release_leaves_production_alone(reg):
+    v1, _, failed = reg.versions("loans")
+    r = releases.start_release(reg, "loans", failed, "shadow", force=True)
+    assert r.weight == 100
+    releases.finish_release(reg, "loans", r.id, "rolled_back", "accuracy", {"n": 1})
+    assert reg.alias("loans") == v1 and releases.current_release(reg, "loans") is None
+    assert releases.release_log(reg, "loans")[-1]["evidence"] == {"n": 1}
+
+
+def test_moving_production_by_hand_ends_the_release(reg):
+    v1, v2, failed = reg.versions("loans")
+    r = releases.start_release(reg, "loans", v2, "canary")
+    assert releases.promote(reg, "loans", v2, by="api") == v1  # the candidate: promoted
+    assert releases.release_log(reg, "loans")[-1]["event"] == "promoted"
+    r = releases.start_release(reg, "loans", failed, "canary", force=True)
+    releases.rollback(reg, "loans")  # production moves: the release is aborted
+    assert releases.release_log(reg, "loans")[-1] == {
+        **releases.release_log(reg, "loans")[-1],
+        "event": "aborted",
+        "id": r.id,
+    }
+    assert reg.alias("loans") == v1
+
+
+def test_a_tampered_or_different_candidate_is_refused(reg, tmp_path, trained_loans_model):
+    _, v2, _ = reg.versions("loans")
+    model_file = reg.root_path / "loans" / v2 / "model.joblib"
+    model_file.write_bytes(model_file.read_bytes() + b"x")
+    with pytest.raises(IntegrityError, match="sha256"):
+        releases.start_release(reg, "loans", v2, "canary")
+    with pytest.raises(IntegrityError, match="sha256"):
+        reg.promote("loans", v2)
+    meta_file = reg.root_path / "loans" / reg.versions("loans")[2] / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["features"] = [*FEATURES, {"name": "y", "kind": "numeric"}]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(RegistryError, match="same features"):
+        releases.start_release(reg, "loans", meta["version"], "canary", force=True)
+
+
+def test_policy_yaml_overrides_defaults_and_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text("min_requests: 50\nmax_accuracy_drop: 0.1\n")
+    policy = releases.load_policy(path)
+    assert policy.min_requests == 50 and policy.min_feedback_rows == 50
+    path.write_text("min_request: 50\n")
+    with pytest.raises(RegistryError, match="min_request"):
+        releases.load_policy(path)
+
+
+def test_canary_weight_holds_and_keys_are_sticky(reg):
+    v1, v2, _ = reg.versions("loans")
+    view = ReleaseView(v1, releases.start_release(reg, "loans", v2, "canary", weight=20))
+    share = Counter(view.route() for _ in range(20_000))[v2] / 20_000
+    assert 0.19 < share < 0.21
+    keyed = Counter(view.route(f"user-{i}") for i in range(5_000))[v2] / 5_000
+    assert 0.17 < keyed < 0.23
+    assert all(view.route(f"user-{i}") == view.route(f"user-{i}") for i in range(200))
+    assert ReleaseView(v1, view.release, pinned=v1).route("k") == v1  # a pin wins
+    shadow = ReleaseView(v1, view.release.model_copy(update={"mode": "shadow"}))
+    assert {shadow.route() for _ in range(100)} == {v1}
+
+
+def test_cli_canary_status_abort(reg, capsys, tmp_path):
+    v1, v2, failed = reg.versions("loans")
+    args = ["--store", str(reg.root_path), "--name", "loans"]
+    (tmp_path / "p.yaml").write_text("min_requests: 10\n")
+    assert (
+        main(
+            ["models", "canary", v2, "--weight", "25", "--policy", str(tmp_path / "p.yaml"), *args]
+        )
+        == 0
+    )
+    assert "canary of" in capsys.readouterr().out
+    assert main(["models", "status", *args]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["production"] == v1 and status["release"]["weight"] == 25
+    assert status["release"]["policy"]["min_requests"] == 10
+    assert main(["models", "shadow", failed, *args]) == 2  # one release at a time
+    assert main(["models", "abort", *args]) == 0
+    assert main(["models", "abort", *args]) == 2
+    assert main(["models", "shadow", failed, *args]) == 2  # failed gates
+    assert main(["models", "shadow", failed, "--force", *args]) == 0
+    assert (
+        json.loads(
+            (capsys.readouterr(), main(["models", "status", *args]), capsys.readouterr().out)[2]
+        )["release"]["mode"]
+        == "shadow"
+    )
