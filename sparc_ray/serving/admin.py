@@ -81,6 +81,7 @@ def health_body(
     log = releases.release_log(validator.loader.registry, validator.name)
     decisions = [e for e in log if e["event"] != "started"]
     release = view.release.model_dump() if view.release else None
+    store = str(validator.loader.registry.store)
     return {
         "status": "healthy" if answering else "unhealthy",
         "model_loaded": answering is not None,
@@ -91,12 +92,33 @@ def health_body(
         "release_evidence": evidence,
         "last_release_decision": decisions[-1] if decisions else None,
         "errors": {
-            "load": error,
-            "unavailable": dict(validator.unavailable) or None,
-            "registry": view.error,
+            "load": redact(error, store),
+            "unavailable": {v: redact(r, store) for v, r in validator.unavailable.items()} or None,
+            "registry": redact(view.error, store),
         },
         "timestamp": now_iso(),
         "uptime_seconds": time.time() - validator.started,
+    }
+
+
+def redact(text: str | None, store: str) -> str | None:
+    """No storage paths in what anonymous callers read."""
+    return text.replace(store, "<store>") if text else text
+
+
+PUBLIC_FIELDS = ("name", "version", "created_at", "model_type", "target", "classes")
+
+
+def public_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """What any caller needs to build a request: the version, its classes and each feature's
+    name, kind and allowed categories. No paths, data sources, library versions or metrics."""
+    return {
+        **{k: meta[k] for k in PUBLIC_FIELDS if k in meta},
+        "features": [
+            {"name": f["name"], "kind": f["kind"], "categories": f.get("categories") or []}
+            for f in meta["features"]
+        ],
+        "serving": {"engine": meta.get("serving", {}).get("engine")},
     }
 
 
@@ -111,18 +133,21 @@ def reload_state(view: ReleaseView, previous: str | None) -> dict[str, Any]:
     }
 
 
-def metrics_body(validator: Any, monitoring: dict[str, Any]) -> dict[str, Any]:
-    """``GET /metrics``: this ingress replica's request summary, monitoring, the node."""
-    return {
+def metrics_body(validator: Any, monitoring: dict[str, Any], admin: bool) -> dict[str, Any]:
+    """``GET /metrics``: this ingress replica's request summary and monitoring; the node's
+    CPU / memory / disk only for the admin token."""
+    body = {
         "uptime_seconds": time.time() - validator.started,
         "model_name": validator.name,
         "model_version": validator.watcher.view.serving,
         "prediction_metrics": validator.summary.summary(),
         "monitoring": monitoring,
-        "system_metrics": {
+    }
+    if admin:
+        body["system_metrics"] = {
             "cpu_percent": psutil.cpu_percent(),
             "memory_percent": psutil.virtual_memory().percent,
             "disk_percent": psutil.disk_usage("/").percent,
             "load_average": list(os.getloadavg()),
-        },
-    }
+        }
+    return body

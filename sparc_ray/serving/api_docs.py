@@ -43,12 +43,14 @@ def _json(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "Body is not JSON",
+        400: "Body is not JSON (or nested too deep), or a malformed Content-Length",
         401: "Wrong bearer token",
         403: "Endpoint disabled",
         404: "Unknown version",
-        409: "Version failed to load; old one keeps serving",
-        413: "Body or instance count over the limit",
+        409: "Version refused (failed gates, sha256 mismatch) or not loadable; production "
+        "is unchanged or the previous version keeps serving",
+        413: "Body (counted as it streams) or instance count over the limit",
+        415: "Content-Type is not JSON",
         422: "Rows or fields invalid",
         503: "No model loaded",
     }
@@ -114,7 +116,7 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
                     },
                 ),
             },
-            **_errors(400, 413, 422, 503),
+            **_errors(400, 413, 415, 422, 503),
         },
     },
     "health": {
@@ -165,9 +167,10 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
     "model": {
         "responses": {
             "200": {
-                "description": "metadata.json of the served version (drift references with "
-                "?full=true), plus `serving`: the engine that scores it (`onnx` or `sklearn`) "
-                "and, for `sklearn`, why the ONNX export is not used"
+                "description": "The served version (or ?version=): name, version, created_at, "
+                "model_type, target, classes, each feature's name / kind / categories and the "
+                "engine. With the admin bearer token: the whole metadata.json (drift "
+                "references with ?full=true), `serving` saying why sklearn serves if it does"
             },
             **_errors(503),
         }
@@ -225,7 +228,7 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
                 ),
             },
             "202": {"description": "production moved; the version is still loading"},
-            **_errors(401, 403, 404, 409, 422),
+            **_errors(400, 401, 403, 404, 409, 413, 415, 422),
         },
     },
     "feedback": {
@@ -250,7 +253,7 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
                     {"matched": 1, "unknown": [], "invalid": [], "accuracy": 0.97, "labelled": 250},
                 ),
             },
-            **_errors(401, 403, 422),
+            **_errors(400, 401, 403, 413, 415, 422),
         },
     },
 }

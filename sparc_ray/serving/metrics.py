@@ -7,7 +7,7 @@ Ray prefixes custom metrics with ``ray_`` and adds ``_total`` to counters, and S
 exported series                         recorded   meaning
 ======================================  =========  =======================================
 ray_ml_predictions_total                Post       successful /predict requests
-ray_ml_prediction_errors_total          Validator  failed requests, label ``reason``
+ray_ml_prediction_errors_total          Validator  failed requests, ``reason`` and ``kind``
 ray_ml_prediction_duration_seconds_*    Validator  /predict latency inside the app
 ray_ml_batch_size_*                     Model      rows per predict_proba call
 ray_ml_model_version_info               Model      1 for the version a replica serves
@@ -52,8 +52,8 @@ def predictions() -> metrics.Counter:
 def prediction_errors() -> metrics.Counter:
     return metrics.Counter(
         "ml_prediction_errors",
-        "Failed prediction requests by reason.",
-        tag_keys=("model_name", "model_version", "reason"),
+        "Failed prediction requests by reason; kind: client (4xx) or server (5xx).",
+        tag_keys=("model_name", "model_version", "reason", "kind"),
     )
 
 

@@ -74,6 +74,7 @@ class Postprocessor:
         self.last_drift: dict[str, Any] | None = None
         # prediction id -> [labels, version, candidate's shadow labels or None]
         self._recent: OrderedDict[str, list] = OrderedDict()
+        self._recent_rows = 0  # rows held in _recent: the bound is in rows, not requests
         self._outcomes: dict[str, deque[bool]] = {}
         self._queue: deque[tuple] = deque(maxlen=MAX_QUEUED_BATCHES)
         self._serving_seen: dict[str, float] = {}  # version -> when it last answered as such
@@ -250,8 +251,9 @@ class Postprocessor:
     # -- feedback -------------------------------------------------------------------------
     def _remember(self, prediction_id: str, labels: list, version: str) -> None:
         self._recent[prediction_id] = [labels, version, None]
-        while len(self._recent) > self.settings.feedback_capacity:
-            self._recent.popitem(last=False)
+        self._recent_rows += len(labels)
+        while self._recent_rows > self.settings.feedback_rows and len(self._recent) > 1:
+            self._recent_rows -= len(self._recent.popitem(last=False)[1][0])
 
     def _outcome(self, version: str, correct: bool) -> None:
         if version not in self._outcomes:
@@ -307,6 +309,7 @@ class Postprocessor:
             "labelled_predictions": accuracy["labelled"],
             "accuracy_by_version": accuracy["accuracy_by_version"],
             "remembered_predictions": len(self._recent),
+            "remembered_rows": self._recent_rows,
             "monitoring_errors": self.monitoring_errors,
         }
 

@@ -1,11 +1,17 @@
-"""JSON responses of the HTTP API: bodies, errors and the bearer-token check."""
+"""HTTP plumbing of the API: capped request bodies, JSON responses and errors, the
+bearer-token check."""
 
 import datetime as dt
 import hmac
 from typing import Any
 
 import orjson
+from fastapi import Request
 from fastapi.responses import Response
+
+from sparc_ray.input_rules import RequestError
+
+JSON_TYPES = {"application/json", "text/json"}
 
 
 def json_response(status: int, body: Any) -> Response:
@@ -34,3 +40,25 @@ def check_bearer(token: str | None, header: str | None) -> Response | None:
     if not hmac.compare_digest((header or "").encode(), f"Bearer {token}".encode()):
         return error_response(401, "missing or wrong bearer token")
     return None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, read chunk by chunk and refused (413) as soon as it passes ``limit``
+    bytes, whether or not it declared its length; 415 for a Content-Type that is not JSON
+    (a missing one is taken as JSON), 400 for a malformed Content-Length."""
+    ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if ctype and ctype not in JSON_TYPES and not ctype.endswith("+json"):
+        raise RequestError(415, f"unsupported content type {ctype[:100]!r}; send application/json")
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise RequestError(400, "invalid Content-Length header")
+        if int(declared) > limit:
+            raise RequestError(413, f"request body is {int(declared)} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

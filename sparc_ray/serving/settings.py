@@ -71,7 +71,9 @@ class ModelSettings(_Settings):
 class PostprocessorSettings(_Settings):
     drift_window_rows: int = Field(2000, ge=10, description="rows per drift window")
     drift_min_rows: int = Field(200, ge=1, description="no drift score before this many rows")
-    feedback_capacity: int = Field(100_000, ge=1, description="predictions kept for /feedback")
+    feedback_rows: int = Field(
+        100_000, ge=1, description="predicted rows remembered for /feedback (oldest go first)"
+    )
     accuracy_window: int = Field(1000, ge=1, description="labelled rows in the rolling accuracy")
 
     @model_validator(mode="after")

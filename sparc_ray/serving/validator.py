@@ -24,10 +24,13 @@ from sparc_ray.input_rules import PredictInput, RequestError, parse_json, parse_
 from sparc_ray.labels import labels_from_proba
 from sparc_ray.serving import metrics
 from sparc_ray.serving.admin import (
+    MAX_ADMIN_BODY,
     ReloadRequest,
     health_body,
     metrics_body,
     promote_for_reload,
+    public_metadata,
+    redact,
     reload_state,
 )
 from sparc_ray.serving.api_docs import DOCS, OPENAPI_EXTRA
@@ -36,7 +39,13 @@ from sparc_ray.serving.fastpath import flush_logs_forever
 from sparc_ray.serving.loader import ModelLoader
 from sparc_ray.serving.model import NoModelError, VersionUnavailable
 from sparc_ray.serving.postprocessor import shape_responses
-from sparc_ray.serving.responses import check_bearer, error_response, json_response, now_iso
+from sparc_ray.serving.responses import (
+    check_bearer,
+    error_response,
+    json_response,
+    now_iso,
+    read_body,
+)
 from sparc_ray.serving.routing import ROUTE_KEY_HEADER, ReleaseWatcher
 from sparc_ray.serving.settings import ValidatorSettings
 
@@ -44,6 +53,7 @@ logger = logging.getLogger("ray.serve")
 api = FastAPI(title="sparc-ray model API", version=__version__, description=DOCS)
 RELOAD_WAIT_S = 20.0  # /reload-model answers well within the proxy's request_timeout_s (30)
 HEALTH_WAIT_S = 5.0
+CLIENT_ERRORS = {400: "bad_request", 413: "payload_too_large", 415: "unsupported_media_type"}
 
 
 @serve.deployment(name="Validator", ray_actor_options={"num_cpus": 0.25})
@@ -144,16 +154,13 @@ class Validator:
     async def predict(self, request: Request) -> Response:
         start = time.perf_counter()
         prediction_id = str(uuid.uuid4())
-        rows, reason, version = 0, None, None
+        rows, reason, version, status = 0, None, None, 200
         try:
             version = self.watcher.view.route(request.headers.get(ROUTE_KEY_HEADER))
             if version is None:
                 raise NoModelError(self.watcher.view.error or "no version is promoted yet")
             limit = self.settings.max_body_bytes
-            declared = int(request.headers.get("content-length") or 0)
-            if declared > limit:
-                raise RequestError(413, f"request body is {declared} bytes; the limit is {limit}")
-            body = parse_json(await request.body(), limit)
+            body = parse_json(await read_body(request, limit), limit)
             try:
                 checks = await self.versions.checks(version)
             except Exception as exc:
@@ -178,7 +185,7 @@ class Validator:
             )
             return json_response(200, response)
         except RequestError as exc:
-            reason = {400: "bad_request", 413: "payload_too_large"}.get(exc.status, "invalid_input")
+            reason, status = CLIENT_ERRORS.get(exc.status, "invalid_input"), exc.status
             logger.info(
                 "rejected request: %s %s",
                 exc.status,
@@ -187,12 +194,13 @@ class Validator:
             )
             return json_response(exc.status, {**exc.body(), "prediction_id": prediction_id})
         except (NoModelError, VersionUnavailable) as exc:
-            reason = "no_model"
+            reason, status = "no_model", 503
+            message = redact(str(exc), str(self.loader.registry.store))
             return error_response(
-                503, "no model is loaded", [(None, None, str(exc))], prediction_id=prediction_id
+                503, "no model is loaded", [(None, None, message)], prediction_id=prediction_id
             )
         except Exception:
-            reason = "internal"
+            reason, status = "internal", 500
             error_id = uuid.uuid4().hex[:12]
             logger.exception(
                 "internal error %s",
@@ -210,7 +218,8 @@ class Validator:
                 if reason is None:
                     self.latency.observe(elapsed, tags=tags)
                 else:
-                    self.errors.inc(tags={**tags, "reason": reason})
+                    kind = "client" if status < 500 else "server"
+                    self.errors.inc(tags={**tags, "reason": reason, "kind": kind})
 
     # -- read-only endpoints ------------------------------------------------------------------
     async def _describe(self, version: str, wait_s: float) -> dict[str, Any]:
@@ -238,26 +247,36 @@ class Validator:
         return json_response(200 if answering else 503, body)
 
     @api.get("/model", summary="Metadata of a served version", openapi_extra=OPENAPI_EXTRA["model"])
-    async def model_info(self, full: bool = False, version: str | None = None) -> Response:
+    async def model_info(
+        self, request: Request, full: bool = False, version: str | None = None
+    ) -> Response:
+        """Anyone: what a request needs (``public_metadata``). The admin token: the whole
+        metadata.json (``full=true`` adds the drift references)."""
         version = version or self.watcher.view.serving
         try:
             if version is None:
                 raise NoModelError(self.watcher.view.error or "no version is promoted yet")
             meta = await self._describe(version, RELOAD_WAIT_S)
         except (NoModelError, VersionUnavailable, asyncio.TimeoutError) as exc:
-            return error_response(503, "no model is loaded", [(None, "version", str(exc))])
+            message = redact(str(exc), str(self.loader.registry.store))
+            return error_response(503, "no model is loaded", [(None, "version", message)])
+        if not self._is_admin(request):
+            return json_response(200, public_metadata(meta))
         return json_response(
             200, meta if full else {k: v for k, v in meta.items() if k != "reference"}
         )
+
+    def _is_admin(self, request: Request) -> bool:
+        return check_bearer(self.token, request.headers.get("authorization")) is None
 
     @api.get(
         "/metrics",
         summary="JSON summary of this ingress replica and the node",
         openapi_extra=OPENAPI_EXTRA["metrics"],
     )
-    async def metrics_summary(self) -> Response:
+    async def metrics_summary(self, request: Request) -> Response:
         stats = await self.post.stats.remote()
-        return json_response(200, metrics_body(self, stats))
+        return json_response(200, metrics_body(self, stats, self._is_admin(request)))
 
     # -- write endpoints (bearer token) -----------------------------------------------------
     @api.post(
@@ -269,7 +288,7 @@ class Validator:
         if denied := check_bearer(self.token, request.headers.get("authorization")):
             return denied
         try:
-            ask = ReloadRequest.parse(await request.body())
+            ask = ReloadRequest.parse(await read_body(request, MAX_ADMIN_BODY))
             previous = await asyncio.to_thread(promote_for_reload, self.loader, ask)
         except RequestError as exc:
             return json_response(exc.status, exc.body())
@@ -306,7 +325,8 @@ class Validator:
         if denied := check_bearer(self.token, request.headers.get("authorization")):
             return denied
         try:
-            body = parse_json(await request.body(), self.settings.max_body_bytes)
+            limit = self.settings.max_body_bytes
+            body = parse_json(await read_body(request, limit), limit)
             items = body if isinstance(body, list) else [body]
             bad = [
                 {"row": i, "feature": None, "message": "needs prediction_id and label"}

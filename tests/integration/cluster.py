@@ -4,7 +4,9 @@ serve_config.yaml (`serve deploy`), for the integration tests and the benchmarks
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -97,6 +99,16 @@ class Cluster:
         path = self.workdir / "serve_config.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
+
+    def actor_pids(self, pattern: str) -> list[int]:
+        """PIDs of the live Ray actors whose class name matches ``pattern`` (state API)."""
+        script = (
+            "import json; from ray.util.state import list_actors; "
+            "print(json.dumps([(a.class_name, a.pid) for a in "
+            "list_actors(filters=[('state', '=', 'ALIVE')], limit=1000)]))"
+        )
+        out = self.run(sys.executable, "-c", script).stdout.strip().splitlines()[-1]
+        return [pid for cls, pid in json.loads(out) if re.search(pattern, cls)]
 
     def running_replicas(self, deployment: str, app: str = "sparc") -> int:
         out = self.run(str(BIN / "serve"), "status", "-a", self.dashboard_url).stdout

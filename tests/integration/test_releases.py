@@ -132,13 +132,7 @@ def test_canary_weight_is_kept_and_keys_are_sticky(rel):
 
 
 def _pids(rel, pattern: str) -> list[int]:
-    script = (
-        "import json; from ray.util.state import list_actors; "
-        "print(json.dumps([(a.class_name, a.pid) for a in "
-        "list_actors(filters=[('state', '=', 'ALIVE')], limit=1000)]))"
-    )
-    out = rel["cluster"].run(sys.executable, "-c", script).stdout.strip().splitlines()[-1]
-    return [pid for cls, pid in json.loads(out) if re.search(pattern, cls)]
+    return rel["cluster"].actor_pids(pattern)
 
 
 def test_sigkill_of_every_model_replica_and_the_controller_loses_no_release_state(rel):

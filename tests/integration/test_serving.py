@@ -8,13 +8,16 @@ import concurrent.futures as cf
 import glob
 import json
 import re
+import select
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 import yaml
 
@@ -56,7 +59,7 @@ def app(tmp_path_factory):
             "autoscaling_config": {
                 "target_ongoing_requests": 1,
                 "upscale_delay_s": 1,
-                "downscale_delay_s": 5,
+                "downscale_delay_s": 20,  # a new replica takes several seconds to start here
                 "metrics_interval_s": 0.5,
                 "look_back_period_s": 2,
             },
@@ -192,6 +195,61 @@ def test_hostile_values_get_a_422_naming_row_and_feature(app, rows):
     assert r.status_code == 422 and r.json()["details"][0]["message"] == "unknown feature"
 
 
+def test_hostile_transport_gets_a_4xx_json_error(app, rows):
+    X, _ = rows
+    url, good = f"{app['url']}/predict", json.dumps({"instances": X.head(1).to_dict("records")})
+    cases = [
+        (b"[" * 5000, {}, 400),  # nesting deeper than any parser's recursion limit
+        (b'{"instances": ' + b"[" * 5000, {}, 400),
+        (good.encode(), {"content-type": "text/plain"}, 415),
+        (good.encode(), {"content-type": "application/x-www-form-urlencoded"}, 415),
+        (good.encode(), {"content-type": "application/json; charset=utf-8"}, 200),
+        (good.encode(), {"content-type": "application/vnd.api+json"}, 200),
+    ]
+    for body, headers, status in cases:
+        r = httpx.post(url, content=body, headers=headers, timeout=30)
+        assert r.status_code == status, (body[:30], headers, r.text)
+        assert r.headers["content-type"] == "application/json" and r.json()
+        if status != 200:
+            assert r.json()["error"] and "details" in r.json()
+
+
+def _validator_rss_mb(cluster) -> float:
+    return sum(
+        psutil.Process(pid).memory_info().rss / 2**20
+        for pid in cluster.actor_pids(r"ServeReplica:sparc:Validator")
+    )
+
+
+def test_a_64_mb_chunked_body_is_refused_while_it_streams(app):
+    """No Content-Length: the cap applies while reading, so the Validator stops at
+    max_body_bytes (2 MB) and answers 413; the client never gets to send 64 MB."""
+    cluster, rss_before = app["cluster"], _validator_rss_mb(app["cluster"])
+    chunk, sent, limit = b"[" + b"0," * 32_767 + b"0]", 0, 64 * 2**20
+    with socket.create_connection(("127.0.0.1", cluster.serve_port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        sock.settimeout(2)
+        while sent < limit:
+            if select.select([sock], [], [], 0)[0]:
+                break  # the server answered before the body ended
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except (TimeoutError, BrokenPipeError, ConnectionResetError):
+                break  # the server stopped reading
+            sent += len(chunk)
+        sock.settimeout(10)
+        head = sock.recv(65536).split(b"\r\n\r\n", 1)
+    status_line = head[0].split(b"\r\n")[0]
+    assert b" 413 " in status_line, head[0][:200]
+    assert b"request body is over the limit" in head[1] or b"error" in head[1]
+    assert sent < limit / 2, sent
+    assert _validator_rss_mb(cluster) - rss_before < 50
+    assert httpx.get(f"{app['url']}/health", timeout=30).status_code == 200
+
+
 def test_poisonous_requests_fail_only_themselves_under_load(app, rows):
     """c=8, one poisonous request per ten valid ones: every valid request succeeds."""
     X, _ = rows
@@ -220,7 +278,7 @@ def test_poisonous_requests_fail_only_themselves_under_load(app, rows):
 
 def test_onnx_serves_and_a_version_without_it_falls_back_saying_why(app, rows):
     X, _ = rows
-    info = httpx.get(f"{app['url']}/model").json()
+    info = httpx.get(f"{app['url']}/model", headers=AUTH).json()
     assert info["serving"] == {"engine": "onnx", "reason": None}, info["serving"]
     assert info["onnx"]["status"] == "ok" and info["onnx"]["labels_equal"]
     # The same model with its ONNX export missing: served by the verified sklearn pipeline.
@@ -237,7 +295,7 @@ def test_onnx_serves_and_a_version_without_it_falls_back_saying_why(app, rows):
         f"{app['url']}/reload-model", json={"version": fallback}, headers=AUTH, timeout=90
     )
     assert r.status_code == 200, r.text
-    info = httpx.get(f"{app['url']}/model").json()
+    info = httpx.get(f"{app['url']}/model", headers=AUTH).json()
     assert info["serving"] == {"engine": "sklearn", "reason": "skipped for a test"}
     sample = X.sample(5, random_state=5)
     body = predict(app["url"], sample.to_dict("records"), include_probabilities=True).json()
@@ -255,11 +313,21 @@ def test_health_model_metrics_and_docs(app):
     health = httpx.get(f"{url}/health").json()
     assert health["status"] == "healthy" and health["model_loaded"]
     assert health["model_version"] == app["v1"] and health["uptime_seconds"] > 0
-    model = httpx.get(f"{url}/model").json()
+    public = httpx.get(f"{url}/model").json()  # what a caller needs, nothing more
+    assert public["version"] == app["v1"] and public["classes"] == ["benign", "malignant"]
+    assert len(public["features"]) == 30 and set(public["features"][0]) == {
+        "name",
+        "kind",
+        "categories",
+    }
+    text = json.dumps(public) + json.dumps(httpx.get(f"{url}/metrics").json())
+    for secret in (str(app["reg"].root_path), "library_versions", "training_data", "cpu_percent"):
+        assert secret not in text, secret
+    model = httpx.get(f"{url}/model", headers=AUTH).json()
     assert model["version"] == app["v1"] and model["gates"]["passed"]
     assert len(model["features"]) == 30 and "reference" not in model
-    assert "reference" in httpx.get(f"{url}/model?full=true").json()
-    summary = httpx.get(f"{url}/metrics").json()
+    assert "reference" in httpx.get(f"{url}/model?full=true", headers=AUTH).json()
+    summary = httpx.get(f"{url}/metrics", headers=AUTH).json()
     pm = summary["prediction_metrics"]
     assert pm["total_requests"] >= 10 and pm["failed_requests"] >= 8
     assert pm["latency_ms"]["p99"] >= pm["latency_ms"]["p50"] > 0
@@ -396,6 +464,29 @@ def test_feedback_gives_rolling_accuracy(app, rows):
     assert again["matched"] == 0 and again["invalid"]
 
 
+def test_feedback_memory_is_bounded_by_rows(app, rows):
+    """serve_config.yaml's feedback_rows (100,000) bounds what the Postprocessor remembers:
+    100,000 more rows beyond it leave the row count at the bound and its memory flat."""
+    X, _ = rows
+    url, cluster = app["url"], app["cluster"]
+    big = {"instances": X.sample(1000, replace=True, random_state=2).to_dict("records")}
+    (post,) = cluster.actor_pids(r"ServeReplica:sparc:Postprocessor")
+
+    def send(n: int) -> None:
+        with cf.ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(lambda _: predict(url, **big).status_code, range(n)))
+        assert set(codes) == {200}
+
+    send(110)  # past the bound
+    monitoring = httpx.get(f"{url}/metrics", timeout=30).json()["monitoring"]
+    assert 99_000 <= monitoring["remembered_rows"] <= 100_000, monitoring
+    rss = psutil.Process(post).memory_info().rss / 2**20
+    send(100)
+    monitoring = httpx.get(f"{url}/metrics", timeout=30).json()["monitoring"]
+    assert 99_000 <= monitoring["remembered_rows"] <= 100_000, monitoring
+    assert psutil.Process(post).memory_info().rss / 2**20 - rss < 10
+
+
 def test_model_replicas_scale_out_under_load_and_back_in(app, rows):
     X, _ = rows
     url, big = app["url"], X.sample(1000, replace=True, random_state=1).to_dict("records")
@@ -446,6 +537,7 @@ def test_ray_metrics_endpoint_exports_the_ml_metrics(app, rows):
         assert 'model_name="breast_cancer"' in found[name], (name, found[name])
         assert "model_version=" in found[name], (name, found[name])
     assert 'feature_name="mean radius"' in text and 'reason="invalid_input"' in text
+    assert re.search(r'ray_ml_prediction_errors_total\{[^}]*kind="client"', text)
 
 
 def test_json_logs_carry_the_prediction_id(app, rows):

@@ -79,3 +79,20 @@ def test_a_monitoring_failure_is_counted_and_never_fails_the_prediction():
     ]
     assert stats["monitoring_errors"] == 1 and stats["remembered_predictions"] == 1
     assert feedback["matched"] == 1 and feedback["accuracy"] == 1.0
+
+
+def test_the_feedback_store_is_bounded_by_rows_not_requests():
+    async def scenario():
+        cls = Postprocessor.func_or_class
+        post = cls.__new__(cls)
+        await post.__init__(None, BrokenReferenceLoader())
+        await post.reconfigure({"feedback_rows": 2500})
+        for i in range(10):  # 10 requests x 1000 rows
+            post._remember(f"p{i}", ["a"] * 1000, "v1")
+        stats = await post.stats()
+        for task in post._tasks:
+            task.cancel()
+        return stats, list(post._recent)
+
+    stats, kept = asyncio.run(scenario())
+    assert stats["remembered_rows"] == 2000 and kept == ["p8", "p9"]

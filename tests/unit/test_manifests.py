@@ -76,7 +76,11 @@ SEED_ALERTS = {
     "FeatureDriftDetected": ("> 0.15", "5m", "warning"),
     "ModelAccuracyDegraded": ("< 0.85", "10m", "critical"),
 }
-ALERTS = {**SEED_ALERTS, "CanaryRolledBack": ("> 0", "0m", "warning")}
+ALERTS = {
+    **SEED_ALERTS,
+    "CanaryRolledBack": ("> 0", "0m", "warning"),
+    "ModelClientErrorRateHigh": ("> 0.25", "10m", "warning"),
+}
 
 
 # ----------------------------------------------------------------------------- loading
