@@ -35,7 +35,8 @@ format: venv
 
 ## Full suite: lint, unit, model, integration and slow end-to-end tests.
 test: venv lint
-	bash .ci/install-promtool.sh
+	bash .ci/install-apt.sh promtool prometheus
+	bash .ci/install-apt.sh chromium chromium
 	$(BIN)/python -m pytest -q -ra --durations=15
 
 test-unit: venv
@@ -45,13 +46,14 @@ test-model: venv
 	$(BIN)/python -m pytest -q tests/model -k "$(MODEL_TYPE)"
 
 test-manifests: venv
-	bash .ci/install-promtool.sh
+	bash .ci/install-apt.sh promtool prometheus
 	$(BIN)/python -m pytest -q tests/unit/test_manifests.py
 
 ## Train on the bundled dataset with a local Ray, serve it, send sample requests.
 demo: venv
 	mkdir -p $(DEMO)
-	test -s $(DEMO)/admin_token || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(24))" > $(DEMO)/admin_token
+	test -s $(DEMO)/admin_token || (umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(32))" > $(DEMO)/admin_token)
+	chmod 600 $(DEMO)/admin_token
 	@echo "== 1/4 local Ray head (dashboard $(DASHBOARD))"
 	$(BIN)/ray get-auth-token --generate >/dev/null
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ray status >/dev/null 2>&1 || \
@@ -65,7 +67,7 @@ demo: venv
 	$(BIN)/serve deploy serve_config.yaml --address $(DASHBOARD)
 	@echo "== 4/4 sample requests"
 	$(BIN)/python -m sparc_ray.demo --dashboard $(DASHBOARD)
-	@echo "admin token for /reload-model and /feedback: $$(cat $(DEMO)/admin_token)"
+	@echo "admin token for /reload-model and /feedback (mode 0600): $(CURDIR)/$(DEMO)/admin_token"
 
 ## Stop what `make demo` started.
 stop:

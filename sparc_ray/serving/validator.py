@@ -14,8 +14,9 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -50,7 +51,8 @@ from sparc_ray.serving.routing import ROUTE_KEY_HEADER, ReleaseWatcher
 from sparc_ray.serving.settings import ValidatorSettings
 
 logger = logging.getLogger("ray.serve")
-api = FastAPI(title="sparc-ray model API", version=__version__, description=DOCS)
+# FastAPIOffline: /docs and /redoc load Swagger UI / ReDoc from the app, not from a CDN.
+api = FastAPIOffline(title="sparc-ray model API", version=__version__, description=DOCS)
 RELOAD_WAIT_S = 20.0  # /reload-model answers well within the proxy's request_timeout_s (30)
 HEALTH_WAIT_S = 5.0
 CLIENT_ERRORS = {400: "bad_request", 413: "payload_too_large", 415: "unsupported_media_type"}

@@ -164,7 +164,7 @@ def _promtool() -> str:
     if path is None:
         pytest.skip(
             "!!! promtool NOT INSTALLED: PrometheusRule checks SKIPPED !!! "
-            "Run `bash .ci/install-promtool.sh` (apt-get install prometheus)."
+            "Run `bash .ci/install-apt.sh promtool prometheus`."
         )
     return path
 
