@@ -499,6 +499,31 @@ def test_secrets_referenced_consistently():
         assert ref["key"] in _secret(ref["name"])["stringData"], role
 
 
+def test_each_cluster_has_its_own_ray_token():
+    names = [_cluster_spec(doc)["authOptions"]["secretName"] for _, doc in RAY_DOCS]
+    assert len(names) == len(set(names)) == 3, names
+    for name in names:
+        assert "auth_token" in _secret(name)["stringData"], name
+
+
+@pytest.mark.parametrize(("src", "doc"), RAY_DOCS, ids=_ids(RAY_DOCS))
+def test_root_filesystems_are_read_only_with_tmp_on_an_empty_dir(src, doc):
+    for role, tpl in _pod_templates(doc):
+        volumes = {v["name"]: v for v in tpl["spec"].get("volumes", [])}
+        for c in tpl["spec"]["containers"]:
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True, (src, role)
+            tmp = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+            assert len(tmp) == 1 and "emptyDir" in volumes[tmp[0]["name"]], (src, role)
+
+
+def test_the_dev_cluster_can_neither_publish_nor_administer():
+    dev = _one("RayCluster")
+    for role, c in _ray_containers(dev):
+        store = [m for m in c["volumeMounts"] if m["mountPath"] == MODEL_STORE_MOUNT]
+        assert store and store[0]["readOnly"] is True, role
+        assert "SPARC_ADMIN_TOKEN" not in {e["name"] for e in c.get("env", [])}, role
+
+
 # --------------------------------------------------------------------- network policy
 
 
@@ -555,6 +580,31 @@ def test_network_policies_expose_only_serve_port():
                         assert peer.get("app.kubernetes.io/instance") in instances, name
             if METRICS_PORT in ports:
                 assert ports == {METRICS_PORT}, name
+
+
+def test_egress_is_denied_by_default_and_allowed_narrowly():
+    policies = [p for p in _all("NetworkPolicy") if "Egress" in p["spec"]["policyTypes"]]
+    default = [p for p in policies if p["spec"]["podSelector"] == {}]
+    assert len(default) == 1, "no default-deny egress policy"
+    instances = _pod_labels()
+    for pol in policies:
+        name = pol["metadata"]["name"]
+        selector = pol["spec"]["podSelector"].get("matchLabels", {})
+        for rule in pol["spec"]["egress"]:
+            ports = _ports(rule)
+            for peer in rule["to"]:
+                if "ipBlock" in peer:  # outside the cluster: explicit CIDR, HTTPS / API only
+                    assert peer["ipBlock"]["cidr"] != "0.0.0.0/0", name
+                    assert ports and ports <= {443, 6443}, name
+                    continue
+                target = peer["podSelector"]["matchLabels"]
+                if "namespaceSelector" in peer:  # DNS only
+                    assert target == {"k8s-app": "kube-dns"} and ports == {53}, name
+                elif not ports:  # Ray-internal: same cluster only
+                    assert target == selector, f"{name}: egress beyond its own cluster"
+                else:
+                    assert ports == {DASHBOARD_PORT}, name
+                    assert target["app.kubernetes.io/instance"] in instances, name
 
 
 # ------------------------------------------------------------------------- kustomize
