@@ -19,7 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-HAPROXY_DIR = Path(os.environ.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", "/tmp/haproxy-serve"))
+# Ray's own default location; only read here, to find HAProxy processes to stop.
+RAY_HAPROXY_DIR = "/tmp/haproxy-serve"  # nosec B108
+HAPROXY_DIR = Path(os.environ.get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", RAY_HAPROXY_DIR))
 
 
 def read_env(path: str | Path) -> dict[str, str]:

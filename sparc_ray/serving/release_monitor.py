@@ -90,7 +90,8 @@ class ReleaseMonitor:
     def offer_shadow(self, items: list[dict], columns: dict[str, np.ndarray], labels: list) -> None:
         """Queue a production batch for the candidate (a ``weight`` percent sample)."""
         shadow = self.view.shadow
-        if shadow is None or random.random() * 100 >= shadow.weight:
+        # B311: a traffic sample, not a secret
+        if shadow is None or random.random() * 100 >= shadow.weight:  # nosec B311
             return
         if self.shadow_rows + len(labels) > SHADOW_QUEUE_ROWS:
             self.shadow_dropped += len(items)
