@@ -3,6 +3,7 @@ says. Both go through the registry; nothing here holds version state."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass
@@ -15,10 +16,13 @@ from sparc_ray.input_rules import RequestError, detail, parse_json
 from sparc_ray.models import IntegrityError
 from sparc_ray.registry import ALIAS, RegistryError
 from sparc_ray.serving.loader import ModelLoader
+from sparc_ray.serving.model import VersionUnavailable
 from sparc_ray.serving.responses import now_iso
 from sparc_ray.serving.routing import ReleaseView
 
 MAX_ADMIN_BODY = 10_000
+HEALTH_WAIT_S = 5.0  # per call /health makes
+RELOAD_WAIT_S = 20.0  # /reload-model answers well within the proxy's request_timeout_s (30)
 
 
 def _invalid(field: str, message: str) -> RequestError:
@@ -151,3 +155,49 @@ def metrics_body(validator: Any, monitoring: dict[str, Any], admin: bool) -> dic
             "load_average": list(os.getloadavg()),
         }
     return body
+
+
+async def health_response(validator: Any) -> tuple[int, dict[str, Any]]:
+    """``/health``: 200 when the serving version (or the last one that answered here)
+    answers a metadata call, with the registry's release state and the live evidence."""
+    view = validator.watcher.view
+    answering, error = None, None
+    for version in dict.fromkeys(filter(None, (view.serving, validator.last_good))):
+        try:
+            await validator.describe(version, HEALTH_WAIT_S)
+            answering = version
+            break
+        except Exception as exc:
+            error = error or f"{version}: {getattr(exc, 'reason', None) or exc!r}"
+    try:
+        evidence = await asyncio.wait_for(validator.post.release_status.remote(), HEALTH_WAIT_S)
+    except Exception as exc:
+        evidence = {"error": repr(exc)}
+    if view.serving is None:
+        error = view.error or "no version is promoted yet"
+    body = await asyncio.to_thread(health_body, validator, view, answering, error, evidence)
+    return (200 if answering else 503), body
+
+
+async def reload_response(validator: Any, previous: str | None) -> tuple[int, dict[str, Any]]:
+    """After a promotion (or none): the state every replica routes by, once they all do
+    (each re-reads the registry within ``poll_interval_s``), and whether it loads."""
+    settled = asyncio.create_task(asyncio.sleep(validator.settings.poll_interval_s + 0.25))
+    view = await validator.watcher.refresh(force=True)
+    state = reload_state(view, previous)
+    status, body = 200, {"status": "ok", **state, "engine": None}
+    if view.serving is not None:
+        try:
+            meta = await validator.describe(view.serving, RELOAD_WAIT_S)
+            body["engine"] = meta["serving"]["engine"]
+        except asyncio.TimeoutError:  # still loading: the replicas finish on their own
+            status, body = 202, {"status": "loading", **state}
+        except VersionUnavailable as exc:
+            status = 409
+            body = {
+                "error": f"version {exc.version} cannot be loaded",
+                "details": [detail(None, "version", exc.reason)],
+                **state,
+            }
+    await settled
+    return status, body

@@ -15,14 +15,16 @@ Predictions from the model promoted in the sparc-ray registry.
   token configured they answer 403.
 """
 
-_ERROR = {
+ERROR_BODY = {
     "type": "object",
+    "required": ["error", "details"],
     "properties": {
         "error": {"type": "string"},
         "details": {
             "type": "array",
             "items": {
                 "type": "object",
+                "required": ["row", "feature", "message"],
                 "properties": {
                     "row": {"type": ["integer", "null"]},
                     "feature": {"type": ["string", "null"]},
@@ -30,8 +32,12 @@ _ERROR = {
                 },
             },
         },
+        "prediction_id": {"type": "string"},
+        "error_id": {"type": "string", "description": "500 only: the id in the log line"},
     },
 }
+BEARER = [{"bearerAuth": []}]  # operations that need the admin token
+BEARER_OPTIONAL = [{}, {"bearerAuth": []}]  # more detail with the admin token
 
 
 def _json(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
@@ -51,15 +57,16 @@ def _errors(*codes: int) -> dict[str, Any]:
         "is unchanged or the previous version keeps serving",
         413: "Body (counted as it streams) or instance count over the limit",
         415: "Content-Type is not JSON",
-        422: "Rows or fields invalid",
+        422: "Invalid input: rows, fields or parameters (the details name each)",
         503: "No model loaded",
     }
-    return {str(c): {"description": text[c], **_json(_ERROR)} for c in codes}
+    return {str(c): {"description": text[c], **_json(ERROR_BODY)} for c in codes}
 
 
 PREDICT_REQUEST = {
     "type": "object",
     "required": ["instances"],
+    "additionalProperties": False,
     "properties": {
         "instances": {
             "type": "array",
@@ -76,6 +83,16 @@ PREDICT_REQUEST = {
 }
 PREDICT_RESPONSE = {
     "type": "object",
+    "required": [
+        "predictions",
+        "probabilities",
+        "classes",
+        "model_name",
+        "model_version",
+        "prediction_id",
+        "timestamp",
+        "processing_time_ms",
+    ],
     "properties": {
         "predictions": {"type": "array", "items": {}},
         "probabilities": {
@@ -90,6 +107,18 @@ PREDICT_RESPONSE = {
         "timestamp": {"type": "string", "format": "date-time"},
         "processing_time_ms": {"type": "number"},
     },
+}
+FEEDBACK_ITEM = {
+    "type": "object",
+    "required": ["prediction_id", "label"],
+    "properties": {
+        "prediction_id": {"type": "string", "description": "from the /predict response"},
+        "row": {"type": "integer", "minimum": 0, "default": 0, "description": "row index"},
+        "label": {"description": "the true class of that row"},
+    },
+}
+FEEDBACK_REQUEST = {
+    "oneOf": [FEEDBACK_ITEM, {"type": "array", "minItems": 1, "items": FEEDBACK_ITEM}]
 }
 _EXAMPLE_ROW = {"mean radius": 14.1, "mean texture": 19.3, "...": "every other feature"}
 
@@ -115,6 +144,17 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
                         "processing_time_ms": 4.2,
                     },
                 ),
+                "links": {
+                    "feedback": {
+                        "operationId": "feedback",
+                        "description": "Send the true label of a predicted row",
+                        "requestBody": {
+                            "prediction_id": "$response.body#/prediction_id",
+                            "row": 0,
+                            "label": "$response.body#/predictions/0",
+                        },
+                    }
+                },
             },
             **_errors(400, 413, 415, 422, 503),
         },
@@ -165,6 +205,7 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
         }
     },
     "model": {
+        "security": BEARER_OPTIONAL,
         "responses": {
             "200": {
                 "description": "The served version (or ?version=): name, version, created_at, "
@@ -172,10 +213,11 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
                 "engine. With the admin bearer token: the whole metadata.json (drift "
                 "references with ?full=true), `serving` saying why sklearn serves if it does"
             },
-            **_errors(503),
-        }
+            **_errors(404, 422, 503),
+        },
     },
     "metrics": {
+        "security": BEARER_OPTIONAL,
         "responses": {
             "200": {
                 "description": (
@@ -186,9 +228,10 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
                     "metrics for all replicas are on the Ray metrics endpoint (ray_ml_*)."
                 )
             }
-        }
+        },
     },
     "reload": {
+        "security": BEARER,
         "requestBody": {
             "required": False,
             **_json(
@@ -232,10 +275,16 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
         },
     },
     "feedback": {
+        "security": BEARER,
         "requestBody": {
             "required": True,
             **_json(
-                {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]},
+                {
+                    "oneOf": [
+                        FEEDBACK_ITEM,
+                        {"type": "array", "minItems": 1, "items": FEEDBACK_ITEM},
+                    ]
+                },
                 [
                     {
                         "prediction_id": "0f0b6c1e-3f55-4b8e-9d43-3f3f1f6f2a10",

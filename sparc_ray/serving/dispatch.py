@@ -93,6 +93,10 @@ class VersionCatalog:
     async def metadata(self, version: str) -> dict[str, Any]:
         return (await self._load(version))[0]
 
+    def cached_metadata(self, version: str | None) -> dict[str, Any] | None:
+        """The metadata if it was read already (for synchronous callers)."""
+        return self._meta[version][0] if version in self._meta else None
+
     async def checks(self, version: str) -> list[FeatureCheck]:
         return (await self._load(version))[1]
 

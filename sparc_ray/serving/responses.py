@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from sparc_ray.input_rules import RequestError
@@ -62,3 +63,12 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise RequestError(413, f"request body is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def invalid_parameters(request: Request, exc: RequestValidationError) -> Response:
+    """FastAPI's own parameter checks answer with the API's error body too."""
+    details = [
+        (None, ".".join(str(p) for p in e.get("loc", ())[1:]) or None, e.get("msg", "invalid"))
+        for e in exc.errors()[:20]
+    ]
+    return error_response(422, "invalid request parameters", details)

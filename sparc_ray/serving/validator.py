@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi_offline import FastAPIOffline
 from ray import serve
@@ -23,26 +24,30 @@ from ray.serve.handle import DeploymentHandle
 from sparc_ray import __version__
 from sparc_ray.input_rules import PredictInput, RequestError, parse_json, parse_predict
 from sparc_ray.labels import labels_from_proba
+from sparc_ray.registry import VERSION_RE, RegistryError, check_name
 from sparc_ray.serving import metrics
 from sparc_ray.serving.admin import (
     MAX_ADMIN_BODY,
+    RELOAD_WAIT_S,
     ReloadRequest,
-    health_body,
+    health_response,
     metrics_body,
     promote_for_reload,
     public_metadata,
     redact,
-    reload_state,
+    reload_response,
 )
 from sparc_ray.serving.api_docs import DOCS, OPENAPI_EXTRA
 from sparc_ray.serving.dispatch import Dispatcher, VersionCatalog, answers_from, post_groups
 from sparc_ray.serving.fastpath import flush_logs_forever
 from sparc_ray.serving.loader import ModelLoader
 from sparc_ray.serving.model import NoModelError, VersionUnavailable
+from sparc_ray.serving.openapi import OpenAPIDocument
 from sparc_ray.serving.postprocessor import shape_responses
 from sparc_ray.serving.responses import (
     check_bearer,
     error_response,
+    invalid_parameters,
     json_response,
     now_iso,
     read_body,
@@ -53,8 +58,7 @@ from sparc_ray.serving.settings import ValidatorSettings
 logger = logging.getLogger("ray.serve")
 # FastAPIOffline: /docs and /redoc load Swagger UI / ReDoc from the app, not from a CDN.
 api = FastAPIOffline(title="sparc-ray model API", version=__version__, description=DOCS)
-RELOAD_WAIT_S = 20.0  # /reload-model answers well within the proxy's request_timeout_s (30)
-HEALTH_WAIT_S = 5.0
+api.add_exception_handler(RequestValidationError, invalid_parameters)
 CLIENT_ERRORS = {400: "bad_request", 413: "payload_too_large", 415: "unsupported_media_type"}
 
 
@@ -82,6 +86,10 @@ class Validator:
         self.last_good: str | None = None  # the last serving version that answered here
         self.unavailable: dict[str, str] = {}  # versions that could not be loaded, and why
         self._in_flight = 0  # micro-batches sent and not yet answered
+        self.openapi = OpenAPIDocument(api)  # /openapi.json: the served version's features
+        api.openapi = lambda: self.openapi.render(
+            self.versions.cached_metadata(self.watcher.view.serving), self.settings.max_instances
+        )
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._watch_forever()),
@@ -96,7 +104,10 @@ class Validator:
 
     async def _watch_forever(self) -> None:
         while True:
-            await self.watcher.refresh(force=True)
+            view = await self.watcher.refresh(force=True)
+            if view.serving is not None:  # read once, so /openapi.json can describe it
+                with contextlib.suppress(Exception):
+                    await self.versions.metadata(view.serving)
             await asyncio.sleep(self.settings.poll_interval_s)
 
     # -- /predict -------------------------------------------------------------------------
@@ -150,6 +161,7 @@ class Validator:
 
     @api.post(
         "/predict",
+        operation_id="predict",
         summary="Predict labels (and probabilities) for rows",
         openapi_extra=OPENAPI_EXTRA["predict"],
     )
@@ -224,41 +236,42 @@ class Validator:
                     self.errors.inc(tags={**tags, "reason": reason, "kind": kind})
 
     # -- read-only endpoints ------------------------------------------------------------------
-    async def _describe(self, version: str, wait_s: float) -> dict[str, Any]:
+    async def describe(self, version: str, wait_s: float) -> dict[str, Any]:
         return await asyncio.wait_for(self.versions.handle(version).metadata.remote(), wait_s)
 
-    @api.get("/health", summary="Liveness / readiness", openapi_extra=OPENAPI_EXTRA["health"])
+    @api.get(
+        "/health",
+        operation_id="health",
+        summary="Liveness / readiness",
+        openapi_extra=OPENAPI_EXTRA["health"],
+    )
     async def health(self) -> Response:
-        view = self.watcher.view
-        answering, error = view.serving, None
-        for version in dict.fromkeys(filter(None, (view.serving, self.last_good))):
-            try:
-                await self._describe(version, HEALTH_WAIT_S)
-                answering = version
-                break
-            except Exception as exc:
-                error = error or f"{version}: {getattr(exc, 'reason', None) or exc!r}"
-                answering = None
-        try:
-            evidence = await asyncio.wait_for(self.post.release_status.remote(), HEALTH_WAIT_S)
-        except Exception as exc:
-            evidence = {"error": repr(exc)}
-        if view.serving is None:
-            error = view.error or "no version is promoted yet"
-        body = await asyncio.to_thread(health_body, self, view, answering, error, evidence)
-        return json_response(200 if answering else 503, body)
+        status, body = await health_response(self)
+        return json_response(status, body)
 
-    @api.get("/model", summary="Metadata of a served version", openapi_extra=OPENAPI_EXTRA["model"])
+    @api.get(
+        "/model",
+        operation_id="model",
+        summary="Metadata of a served version",
+        openapi_extra=OPENAPI_EXTRA["model"],
+    )
     async def model_info(
         self, request: Request, full: bool = False, version: str | None = None
     ) -> Response:
         """Anyone: what a request needs (``public_metadata``). The admin token: the whole
         metadata.json (``full=true`` adds the drift references)."""
+        if version is not None:  # asked for by name: it must exist (no load for nothing)
+            try:
+                await self.versions.metadata(check_name(version))
+            except RegistryError as exc:
+                status = 404 if VERSION_RE.match(version) else 422
+                message = redact(str(exc), str(self.loader.registry.store))
+                return error_response(status, "unknown version", [(None, "version", message)])
         version = version or self.watcher.view.serving
         try:
             if version is None:
                 raise NoModelError(self.watcher.view.error or "no version is promoted yet")
-            meta = await self._describe(version, RELOAD_WAIT_S)
+            meta = await self.describe(version, RELOAD_WAIT_S)
         except (NoModelError, VersionUnavailable, asyncio.TimeoutError) as exc:
             message = redact(str(exc), str(self.loader.registry.store))
             return error_response(503, "no model is loaded", [(None, "version", message)])
@@ -273,6 +286,7 @@ class Validator:
 
     @api.get(
         "/metrics",
+        operation_id="metrics",
         summary="JSON summary of this ingress replica and the node",
         openapi_extra=OPENAPI_EXTRA["metrics"],
     )
@@ -283,6 +297,7 @@ class Validator:
     # -- write endpoints (bearer token) -----------------------------------------------------
     @api.post(
         "/reload-model",
+        operation_id="reload",
         summary="Promote a version to production (or re-read the registry)",
         openapi_extra=OPENAPI_EXTRA["reload"],
     )
@@ -294,32 +309,12 @@ class Validator:
             previous = await asyncio.to_thread(promote_for_reload, self.loader, ask)
         except RequestError as exc:
             return json_response(exc.status, exc.body())
-        # Every Validator replica re-reads the registry within poll_interval_s: answer after
-        # that, so the state reported is the state every replica routes by.
-        settled = asyncio.create_task(asyncio.sleep(self.settings.poll_interval_s + 0.25))
-        view = await self.watcher.refresh(force=True)
-        state = reload_state(view, previous)
-        status, body = 200, {"status": "ok", **state, "engine": None}
-        if view.serving is not None:
-            try:
-                meta = await self._describe(view.serving, RELOAD_WAIT_S)
-                body["engine"] = meta["serving"]["engine"]
-            except asyncio.TimeoutError:  # still loading: the replicas finish on their own
-                status, body = 202, {"status": "loading", **state}
-            except VersionUnavailable as exc:
-                status, body = (
-                    409,
-                    {
-                        "error": f"version {exc.version} cannot be loaded",
-                        "details": [{"row": None, "feature": "version", "message": exc.reason}],
-                        **state,
-                    },
-                )
-        await settled
+        status, body = await reload_response(self, previous)
         return json_response(status, body)
 
     @api.post(
         "/feedback",
+        operation_id="feedback",
         summary="Ground-truth labels for earlier predictions",
         openapi_extra=OPENAPI_EXTRA["feedback"],
     )

@@ -1,0 +1,111 @@
+"""The OpenAPI document as served: the static descriptions (``api_docs``) plus the serving
+version's own request schema, so client generators and fuzzers get the real contract.
+
+``/predict`` rows are objects with exactly the version's features, all required: numbers
+(or null = missing) within the version's input limits for numeric features, strings (or
+null) for categorical ones, with the training categories as examples (an unseen category
+is accepted: the model treats it as none of the known ones). The bearer scheme guards the
+admin operations; a link leads from a prediction to its feedback.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from sparc_ray.input_rules import FLOAT32_MAX, MAX_STRING_CHARS
+from sparc_ray.serving.api_docs import ERROR_BODY
+
+BEARER_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "The admin token (serve_config.yaml: admin_token_env); with none "
+    "configured the admin operations answer 403",
+}
+
+
+def row_schema(meta: dict[str, Any]) -> dict[str, Any]:
+    """JSON Schema of one ``/predict`` row for the version described by ``meta``."""
+    limits = meta.get("input_limits") or {}
+    properties: dict[str, Any] = {}
+    for f in meta["features"]:
+        if f["kind"] == "numeric":
+            limit = min(limits.get(f["name"], FLOAT32_MAX), FLOAT32_MAX)
+            properties[f["name"]] = {
+                "type": ["number", "null"],
+                "minimum": -limit,
+                "maximum": limit,
+            }
+        else:
+            properties[f["name"]] = {
+                "type": ["string", "null"],
+                "maxLength": MAX_STRING_CHARS,
+                **({"examples": f["categories"][:50]} if f.get("categories") else {}),
+            }
+    return {
+        "type": "object",
+        "required": [f["name"] for f in meta["features"]],
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+def example_row(meta: dict[str, Any]) -> dict[str, Any]:
+    """A valid row: mid-range numbers, the first training category."""
+    row: dict[str, Any] = {}
+    for f in meta["features"]:
+        if f["kind"] == "numeric":
+            lo, hi = f.get("min"), f.get("max")
+            row[f["name"]] = round((lo + hi) / 2, 6) if lo is not None and hi is not None else 0.0
+        else:
+            row[f["name"]] = (f.get("categories") or [None])[0]
+    return row
+
+
+def build_openapi(app: FastAPI, meta: dict[str, Any] | None, max_instances: int) -> dict:
+    """The app's OpenAPI document, with ``meta``'s features when a version serves."""
+    schema = copy.deepcopy(
+        get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+    )
+    components = schema.setdefault("components", {})
+    components["securitySchemes"] = {"bearerAuth": BEARER_SCHEME}
+    # FastAPI documents its own 422 body for query parameters; the app answers with ours
+    # (Validator's RequestValidationError handler), so document that one.
+    for ops in schema["paths"].values():
+        for op in ops.values():
+            response = op["responses"].get("422")
+            if response and "$ref" in str(response.get("content")):
+                response["content"] = {"application/json": {"schema": ERROR_BODY}}
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.get("schemas", {}).pop(name, None)
+    if not components.get("schemas"):
+        components.pop("schemas", None)
+    body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    instances = body["schema"]["properties"]["instances"]
+    instances["maxItems"] = max_instances
+    if meta is not None:
+        instances["items"] = row_schema(meta)
+        instances["description"] = (
+            f"Rows for {meta['name']} version {meta['version']}: every feature, by name"
+        )
+        body["example"] = {"instances": [example_row(meta)], "include_probabilities": True}
+    return schema
+
+
+class OpenAPIDocument:
+    """``build_openapi`` once per (served version, max_instances)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._cached: tuple[tuple, dict] | None = None
+
+    def render(self, meta: dict[str, Any] | None, max_instances: int) -> dict:
+        key = (meta and meta["version"], max_instances)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = key, build_openapi(self.app, meta, max_instances)
+        return self._cached[1]

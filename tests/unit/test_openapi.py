@@ -1,0 +1,73 @@
+"""The OpenAPI document describes the served version's real request schema."""
+
+import jsonschema
+import pytest
+
+from sparc_ray.serving.openapi import build_openapi, example_row
+from sparc_ray.serving.validator import api
+
+META = {
+    "name": "loans",
+    "version": "v1",
+    "features": [
+        {"name": "income", "kind": "numeric", "min": 10.0, "max": 30.0},
+        {"name": "purpose", "kind": "categorical", "categories": ["car", "home"]},
+    ],
+    "input_limits": {"income": 1e6},
+}
+
+
+@pytest.fixture(scope="module")
+def doc():
+    return build_openapi(api, META, max_instances=50)
+
+
+def _body_schema(doc, path):
+    return doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+
+def test_predict_rows_have_exactly_the_versions_features(doc):
+    schema = _body_schema(doc, "/predict")
+    check = jsonschema.Draft202012Validator(schema)
+    row = example_row(META)
+    assert row == {"income": 20.0, "purpose": "car"}
+    assert check.is_valid({"instances": [row, {"income": None, "purpose": "boat"}]})
+    for bad in (
+        {"instances": [{"income": 1.0}]},  # a feature missing
+        {"instances": [{**row, "zip": 1}]},  # an unknown one
+        {"instances": [{**row, "income": 2e6}]},  # beyond the input limit
+        {"instances": [{**row, "income": "high"}]},
+        {"instances": [row] * 51},  # over max_instances
+        {"instances": []},
+    ):
+        assert not check.is_valid(bad), bad
+    items = schema["properties"]["instances"]["items"]
+    assert items["properties"]["purpose"]["examples"] == ["car", "home"]
+
+
+def test_without_a_served_version_rows_stay_generic():
+    doc = build_openapi(api, None, max_instances=50)
+    items = _body_schema(doc, "/predict")["properties"]["instances"]["items"]
+    assert "required" not in items
+
+
+def test_errors_security_and_links_are_precise(doc):
+    assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    for path in ("/reload-model", "/feedback"):
+        assert doc["paths"][path]["post"]["security"] == [{"bearerAuth": []}]
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            for status, response in op["responses"].items():
+                if status >= "400":
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema["required"] == ["error", "details"], (path, status)
+    link = doc["paths"]["/predict"]["post"]["responses"]["200"]["links"]["feedback"]
+    assert link["operationId"] == "feedback"
+    assert {op["operationId"] for ops in doc["paths"].values() for op in ops.values()} >= {
+        "predict",
+        "feedback",
+        "reload",
+    }
+    feedback = jsonschema.Draft202012Validator(_body_schema(doc, "/feedback"))
+    assert feedback.is_valid([{"prediction_id": "p", "label": "car", "row": 0}])
+    assert not feedback.is_valid([{"prediction_id": "p"}])
