@@ -24,6 +24,7 @@ import yaml
 
 from sparc_ray.data import load_dataset
 from sparc_ray.registry import ModelRegistry
+from sparc_ray.serving.api_docs import PREDICT_RESPONSE
 from tests.integration.cluster import ADMIN_TOKEN, ROOT, running_cluster
 
 pytestmark = pytest.mark.slow
@@ -113,16 +114,7 @@ def test_predictions_match_the_model_loaded_in_process(app, rows):
         r = predict(app["url"], batch.to_dict("records"), include_probabilities=True)
         assert r.status_code == 200, r.text
         body = r.json()
-        assert set(body) == {
-            "predictions",
-            "probabilities",
-            "classes",
-            "model_name",
-            "model_version",
-            "prediction_id",
-            "timestamp",
-            "processing_time_ms",
-        }
+        assert set(body) == set(PREDICT_RESPONSE["required"])  # the seed's fields, documented
         assert body["model_version"] == app["v1"] and body["model_name"] == "breast_cancer"
         assert body["classes"] == meta["classes"] == model.classes
         assert body["predictions"] == model.predict(batch).tolist()
