@@ -63,15 +63,13 @@ class ModelLoader(Protocol):
 
     def release_state(self) -> tuple[str | None, Release | None]: ...
 
-    def resolve(self, ref: str) -> str: ...
-
     def load(self, version: str) -> LoadedModel: ...
 
     def load_metadata(self, version: str) -> dict[str, Any]: ...
 
 
 class RegistryLoader:
-    """Resolve ``production`` / ``latest`` / a version id and load it verified.
+    """Load a version verified, and read the registry's release records.
 
     A version with a parity-checked ONNX export is served by onnxruntime: the file is
     sha256-verified and no pickle is read. Otherwise the sha256-verified scikit-learn pipeline
@@ -87,9 +85,6 @@ class RegistryLoader:
         if self._registry is None:
             self._registry = ModelRegistry(self.store)
         return self._registry
-
-    def resolve(self, ref: str) -> str:
-        return self.registry.resolve(self.name, ref)
 
     def release_state(self) -> tuple[str | None, Release | None]:
         """The registry's record of what is served: production and the release in progress."""
