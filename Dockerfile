@@ -16,10 +16,12 @@ USER 1000:100
 ENV RAY_SERVE_ENABLE_HA_PROXY=1
 ENV RAY_SERVE_THROUGHPUT_OPTIMIZED=1
 
-# Install the package (non-editable) from a copy of the repository.
+# Install the locked versions, each checked against its sha256 (requirements.lock, written
+# by .ci/lock.py for CPython 3.11 on Linux x86_64), then the package itself (non-editable).
 WORKDIR /home/ray/sparc-ray
 COPY --chown=1000:100 . .
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock \
+    && pip install --no-cache-dir --no-deps . \
     && python -c "import ray, sparc_ray; assert ray.__version__ == '2.60.0', ray.__version__"
 
 # KubeRay runs `ray start` in the WORKDIR, so Ray workers (job entrypoints, Serve

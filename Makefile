@@ -16,19 +16,29 @@ export $(shell sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' serve.env)
 DEMO := .demo
 DASHBOARD := http://127.0.0.1:8265
 
-.PHONY: venv lint format test test-unit test-model test-manifests demo stop bench clean
+.PHONY: venv lint audit format test test-unit test-model test-manifests demo stop bench clean
 
+PIP_VERSION := 26.3
+
+## The locked versions, each checked against its sha256 (requirements-dev.lock, from .ci/lock.py).
 venv: $(STAMP)
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q 'pip==$(PIP_VERSION)'
+	$(BIN)/python -m pip install -q --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install -q --no-deps -e '.[dev]'
 	touch $(STAMP)
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/bandit -r sparc_ray jobs -q  # every finding fails; justified exceptions: # nosec
+
+## Known vulnerabilities in the locked versions. Needs PyPI's per-version JSON API (or OSV):
+## not reachable from this project's CI machine, so .ci/run does not call it.
+audit: venv
+	$(BIN)/pip-audit --strict --require-hashes --disable-pip --progress-spinner off \
+	  -r requirements.lock -r requirements-dev.lock
 
 format: venv
 	$(BIN)/ruff check --fix .
@@ -53,22 +63,29 @@ test-manifests: venv
 ## Train on the bundled dataset with a local Ray, serve it, send sample requests.
 demo: venv
 	mkdir -p $(DEMO)
-	test -s $(DEMO)/admin_token || (umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(32))" > $(DEMO)/admin_token)
-	chmod 600 $(DEMO)/admin_token
+	@# Bearer tokens (the app refuses any shorter than 32 characters): created or renewed.
+	for t in admin_token feedback_token; do \
+	  [ "$$(tr -d '\n' < $(DEMO)/$$t 2>/dev/null | wc -c)" -ge 32 ] || (umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(32))" > $(DEMO)/$$t); \
+	  chmod 600 $(DEMO)/$$t; \
+	done
+	@# Ed25519 key pair: training signs with keys/model_signing.key, serving checks the .pub.
+	test -s keys/model_signing.key || $(BIN)/sparc-ray keys generate --out keys/model_signing
 	@echo "== 1/4 local Ray head (dashboard $(DASHBOARD))"
 	$(BIN)/ray get-auth-token --generate >/dev/null
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ray status >/dev/null 2>&1 || \
 	  PATH="$(CURDIR)/$(BIN):$$PATH" SPARC_ADMIN_TOKEN="$$(cat $(DEMO)/admin_token)" \
+	  SPARC_FEEDBACK_TOKEN="$$(cat $(DEMO)/feedback_token)" \
 	  $(BIN)/ray start --head --num-cpus=2 --dashboard-host=127.0.0.1 --disable-usage-stats
 	@echo "== 2/4 training job (Ray Tune search, gates, registry in ./model_store)"
 	$(BIN)/ray job submit --address $(DASHBOARD) --working-dir . -- \
 	  python jobs/train.py --config tune/default.yaml \
-	  --store "$(CURDIR)/model_store" --storage-path "$(CURDIR)/ray_results"
+	  --store "$(CURDIR)/model_store" --storage-path "$(CURDIR)/ray_results" \
+	  --signing-key "$(CURDIR)/keys/model_signing.key"
 	@echo "== 3/4 deploy serve_config.yaml"
 	$(BIN)/serve deploy serve_config.yaml --address $(DASHBOARD)
 	@echo "== 4/4 sample requests"
 	$(BIN)/python -m sparc_ray.demo --dashboard $(DASHBOARD)
-	@echo "admin token for /reload-model and /feedback (mode 0600): $(CURDIR)/$(DEMO)/admin_token"
+	@echo "tokens (mode 0600): /reload-model $(CURDIR)/$(DEMO)/admin_token, /feedback $(CURDIR)/$(DEMO)/feedback_token"
 
 ## Stop what `make demo` started.
 stop:
@@ -85,4 +102,4 @@ bench: venv
 	$(BIN)/python bench/release_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache ray_results .demo
+	rm -rf $(VENV) .pytest_cache .ruff_cache ray_results .demo  # keeps keys/ (signing key)

@@ -1,5 +1,5 @@
-"""``sparc-ray`` command line: train; inspect, promote, roll back and release models (canary,
-shadow); bulk predict."""
+"""``sparc-ray`` command line: train; inspect, sign, verify, promote, roll back and release
+models (canary, shadow); generate signing keys; bulk predict."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from sparc_ray import releases
+from sparc_ray import releases, signing
 from sparc_ray.config import add_train_arguments
 from sparc_ray.models import IntegrityError
 from sparc_ray.registry import ModelRegistry, RegistryError
@@ -15,6 +15,7 @@ from sparc_ray.registry import ModelRegistry, RegistryError
 
 def _models(args: argparse.Namespace) -> int:
     reg = ModelRegistry(args.store)
+    public_key = signing.public_key_bytes(args.public_key) if args.public_key else None
     if args.action == "list":
         names = [args.name] if args.name else reg.names()
         for name in names:
@@ -41,7 +42,7 @@ def _models(args: argparse.Namespace) -> int:
         print(json.dumps(meta, indent=2))
     elif args.action == "promote":
         version = reg.resolve(args.name, _needs_version(args))
-        releases.promote(reg, args.name, version, force=args.force)
+        releases.promote(reg, args.name, version, force=args.force, public_key=public_key)
         print(f"{args.name}: production -> {reg.alias(args.name)}")
     elif args.action == "rollback":
         print(f"{args.name}: production -> {releases.rollback(reg, args.name)}")
@@ -54,6 +55,7 @@ def _models(args: argparse.Namespace) -> int:
             weight=args.weight,
             policy=releases.load_policy(args.policy),
             force=args.force,
+            public_key=public_key,
         )
         r = release
         print(f"{args.name}: {r.mode} of {r.version} at {r.weight:g}% ({r.id})")
@@ -65,6 +67,19 @@ def _models(args: argparse.Namespace) -> int:
         print(f"{args.name}: {release.mode} of {release.version} aborted")
     elif args.action == "status":
         print(json.dumps(_status(reg, args.name), indent=2))
+    elif args.action == "sign":
+        key = signing.load_private_key(args.signing_key)
+        if key is None:
+            raise RegistryError(f"sign needs --signing-key or ${signing.KEY_FILE_ENV}")
+        version = reg.resolve(args.name, _needs_version(args))
+        reg.sign(args.name, version, key)
+        print(f"{args.name}/{version}: signed")
+    elif args.action == "verify":
+        if public_key is None:
+            raise RegistryError("verify needs --public-key")
+        version = reg.resolve(args.name, args.version or "production")
+        reg.verify(args.name, version, public_key)
+        print(f"{args.name}/{version}: signature and sha256 OK ({signing.key_id(public_key)})")
     return 0
 
 
@@ -110,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="inspect the registry; promote, roll back, release")
     models.add_argument(
         "action",
-        choices=["list", "show", "promote", "rollback", "canary", "shadow", "status", "abort"],
+        choices=[
+            *("list", "show", "promote", "rollback", "canary", "shadow", "status", "abort"),
+            *("sign", "verify"),
+        ],
     )
     models.add_argument("version", nargs="?", help="version id, 'production' or 'latest'")
     models.add_argument("--store", default="model_store")
@@ -126,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--policy", help="release policy YAML (default: the built-in policy)")
     models.add_argument("--full", action="store_true", help="show: include drift references")
+    models.add_argument(
+        "--public-key",
+        help="verify / promote / canary / shadow: require a valid signature by this key (PEM)",
+    )
+    models.add_argument(
+        "--signing-key", help=f"sign: private key PEM (default ${signing.KEY_FILE_ENV})"
+    )
+
+    keys = sub.add_parser("keys", help="Ed25519 key pair that signs published versions")
+    keys.add_argument("action", choices=["generate"])
+    keys.add_argument(
+        "--out", default="keys/model_signing", help="writes OUT.key (mode 0600) and OUT.pub"
+    )
 
     predict = sub.add_parser("predict", help="score a CSV file over HTTP in chunks")
     predict.add_argument(
@@ -145,8 +176,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_job(args)
     try:
+        if args.command == "keys":
+            private, public = signing.generate_key_pair(args.out)
+            print(f"private key {private} (mode 0600; give it to training only)")
+            print(f"public key  {public} (serve_config.yaml: public_key)")
+            return 0
         return _models(args) if args.command == "models" else _predict(args)
-    except (RegistryError, IntegrityError) as exc:
+    except (RegistryError, IntegrityError, signing.SigningKeyError) as exc:
         print(f"sparc-ray: {exc}", file=sys.stderr)
         return 2
 

@@ -28,9 +28,22 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 class SparcClient:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers)
+    """``token``: release control (``reload``, the full ``model``); ``feedback_token``:
+    ``feedback``. Each is sent only to its own endpoints."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout: float = 60.0,
+        feedback_token: str | None = None,
+    ) -> None:
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+        self._auth = {"release": token, "feedback": feedback_token}
+
+    def _bearer(self, which: str) -> dict[str, str]:
+        token = self._auth[which]
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def close(self) -> None:
         self.http.close()
@@ -65,7 +78,7 @@ class SparcClient:
         return r.json()
 
     def model(self) -> dict[str, Any]:
-        return self._call("GET", "/model")
+        return self._call("GET", "/model", headers=self._bearer("release"))
 
     def reload(self, version: str | None = None, force: bool = False) -> dict[str, Any]:
         """Promote ``version`` to production (``force``: despite failed gates), or with no
@@ -73,10 +86,10 @@ class SparcClient:
         body: dict[str, Any] = {"version": version} if version else {}
         if force:
             body["force"] = True
-        return self._call("POST", "/reload-model", json=body)
+        return self._call("POST", "/reload-model", json=body, headers=self._bearer("release"))
 
     def feedback(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        return self._call("POST", "/feedback", json=items)
+        return self._call("POST", "/feedback", json=items, headers=self._bearer("feedback"))
 
 
 def score_csv(

@@ -55,6 +55,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--release-weight", type=float, help="canary / shadow traffic percent")
     parser.add_argument("--release-policy", help="release policy YAML")
+    parser.add_argument(
+        "--signing-key",
+        help="Ed25519 private key PEM that signs the published version (default: the file in "
+        "$SPARC_SIGNING_KEY_FILE, or the PEM text in $SPARC_SIGNING_KEY; none: unsigned)",
+    )
 
 
 def load_config(args: argparse.Namespace) -> TrainConfig:

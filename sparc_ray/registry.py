@@ -1,4 +1,6 @@
-"""Model registry: ``<store>/<name>/<version>/{model.joblib, metadata.json, report/}``.
+"""Model registry: ``<store>/<name>/<version>/{model.joblib, metadata.json, report/, ...}``.
+
+``signature.json`` (``sparc_ray.signing``) signs every file of a version.
 
 ``<store>/<name>/production`` is a one-line file naming the promoted version and
 ``production.history`` the promotions so far (for rollback); ``candidate.json`` and
@@ -24,6 +26,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from sparc_ray import signing
 from sparc_ray.models import (
     METADATA_FILE,
     MODEL_FILE,
@@ -170,19 +173,44 @@ class ModelRegistry:
         """A file of a version (e.g. ``model.onnx``); the caller verifies its sha256."""
         return self._read(self._path(check_name(name, "model name"), check_name(version), rel))
 
-    def verify(self, name: str, version: str) -> dict[str, Any]:
-        """Check every file a replica may load against the sha256 in metadata.json; returns
-        the metadata. Raises IntegrityError naming the file and both digests."""
+    def read_optional(self, name: str, version: str, rel: str) -> bytes | None:
+        path = self._path(check_name(name, "model name"), check_name(version), rel)
+        return self._read(path) if self._exists(path) else None
+
+    def verify_signature(
+        self, name: str, version: str, public_key: bytes
+    ) -> signing.VerifiedVersion:
+        """Check the version's signature with the raw Ed25519 ``public_key``; the result reads
+        files against the signed digests (``sparc_ray.signing``)."""
+        self.metadata(name, version)  # unknown versions: RegistryError, as everywhere
+        return signing.verify(
+            public_key, name, version, lambda rel: self.read_optional(name, version, rel)
+        )
+
+    def verify(self, name: str, version: str, public_key: bytes | None = None) -> dict[str, Any]:
+        """Check every file a replica may load against the sha256 in metadata.json (and, with a
+        ``public_key``, the signature over all of them); returns the metadata. Raises
+        IntegrityError naming the file and both digests."""
+        if public_key is not None:
+            signed = self.verify_signature(name, version, public_key)
+            for rel in self._loadable(signed.metadata):
+                signed.read(rel)
+            return signed.metadata
         meta = self.metadata(name, version)
-        files = {MODEL_FILE: meta["sha256"]}
-        onnx = meta.get("onnx") or {}
-        if onnx.get("status") == "ok":
-            files[onnx["file"]] = onnx["sha256"]
-        for rel, expected in files.items():
+        for rel, expected in self._loadable(meta).items():
             actual = sha256_bytes(self.read_file(name, version, rel))
             if actual != expected:
                 raise IntegrityError(f"{version}/{rel}: sha256 {actual} != recorded {expected}")
         return meta
+
+    @staticmethod
+    def _loadable(meta: dict[str, Any]) -> dict[str, str]:
+        """The files a replica may load, with their recorded sha256."""
+        files = {MODEL_FILE: meta["sha256"]}
+        onnx = meta.get("onnx") or {}
+        if onnx.get("status") == "ok":
+            files[onnx["file"]] = onnx["sha256"]
+        return files
 
     def load(self, name: str, ref: str = ALIAS) -> tuple[SPARCClassificationModel, dict[str, Any]]:
         """Load a version after checking the model file's sha256 against metadata.json."""
@@ -199,8 +227,10 @@ class ModelRegistry:
         metadata: dict[str, Any],
         files: dict[str, bytes] | None = None,
         version: str | None = None,
+        signing_key: signing.Ed25519PrivateKey | None = None,
     ) -> str:
-        """Write a new version (model, extra files, then metadata.json) and return its id."""
+        """Write a new version (model, extra files, its signature when a ``signing_key`` is
+        given, then metadata.json) and return its id."""
         version = check_name(version or new_version())
         final = self.version_dir(name, version)
         if self._exists(final):
@@ -215,20 +245,38 @@ class ModelRegistry:
             "model_file": MODEL_FILE,
             "sha256": sha256_bytes(data),
         }
+        contents = {MODEL_FILE: data, **(files or {})}
+        contents[METADATA_FILE] = json.dumps(meta, indent=2, default=str).encode()
+        if signing_key is not None:
+            contents[signing.SIGNATURE_FILE] = signing.sign(signing_key, name, version, contents)
+        contents[METADATA_FILE] = contents.pop(METADATA_FILE)  # written last
         try:
-            for rel, content in {MODEL_FILE: data, **(files or {})}.items():
+            for rel, content in contents.items():
                 target = posixpath.join(staging, rel)
                 self.fs.create_dir(posixpath.dirname(target), recursive=True)
                 with self.fs.open_output_stream(target) as fh:
                     fh.write(content)
-            with self.fs.open_output_stream(posixpath.join(staging, METADATA_FILE)) as fh:
-                fh.write(json.dumps(meta, indent=2, default=str).encode())
             self.fs.move(staging, final)
         except BaseException:
             if self._exists(staging):
                 self.fs.delete_dir(staging)
             raise
         return version
+
+    def sign(self, name: str, version: str, key: signing.Ed25519PrivateKey) -> None:
+        """Sign an existing version (e.g. one published before signing was set up) after
+        checking its model files against their recorded sha256."""
+        self.verify(name, version)
+        root = self.version_dir(name, version)
+        infos = self.fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        contents = {
+            posixpath.relpath(i.path, root): self._read(i.path)
+            for i in infos
+            if i.type == pafs.FileType.File
+        }
+        contents.pop(signing.SIGNATURE_FILE, None)
+        blob = signing.sign(key, name, version, contents)
+        self._write_atomic(posixpath.join(root, signing.SIGNATURE_FILE), blob)
 
     def promote(self, name: str, version: str, force: bool = False) -> None:
         """Point ``production`` at ``version``; refuses a version that failed its gates or

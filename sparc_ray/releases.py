@@ -111,11 +111,12 @@ def start_release(
     policy: ReleasePolicy | None = None,
     force: bool = False,
     by: str = "cli",
+    public_key: bytes | None = None,
 ) -> Release:
-    """Make ``version`` the candidate. Same rules as a promotion (verified files; gates
-    passed unless ``force``), plus: production exists, accepts the same features, and no
-    other release is in progress."""
-    meta = reg.verify(name, version)
+    """Make ``version`` the candidate. Same rules as a promotion (verified files, and the
+    signature with a ``public_key``; gates passed unless ``force``), plus: production exists,
+    accepts the same features, and no other release is in progress."""
+    meta = reg.verify(name, version, public_key)
     gates = meta.get("gates", {})
     if not force and not gates.get("passed", False):
         raise RegistryError(
@@ -185,14 +186,19 @@ def finish_release(
 
 
 def promote(
-    reg: ModelRegistry, name: str, version: str, force: bool = False, by: str = "cli"
+    reg: ModelRegistry,
+    name: str,
+    version: str,
+    force: bool = False,
+    by: str = "cli",
+    public_key: bytes | None = None,
 ) -> str | None:
-    """Move production by hand; returns the version it replaced. Promoting the candidate
-    ends its release as promoted; promoting anything else aborts the release in progress
-    (its baseline is gone)."""
+    """Move production by hand (verified files, and the signature with a ``public_key``);
+    returns the version it replaced. Promoting the candidate ends its release as promoted;
+    promoting anything else aborts the release in progress (its baseline is gone)."""
     previous, release = reg.alias(name), current_release(reg, name)
+    reg.verify(name, version, public_key)
     if release is not None and release.version == version:
-        reg.verify(name, version)
         finish_release(reg, name, release.id, "promoted", f"promoted by {by}")
         return previous
     reg.promote(name, version, force=force)

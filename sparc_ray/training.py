@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from sparc_ray import __version__, releases
+from sparc_ray import __version__, releases, signing
 from sparc_ray.config import ConfigError, TrainConfig, add_train_arguments, load_config
 from sparc_ray.data import (
     DataError,
@@ -44,6 +44,7 @@ class TrainResult:
     best: dict[str, Any]
     holdout: dict[str, Any]
     experiment_path: str
+    signed_by: str | None = None  # id of the key that signed the version
 
 
 def prepare_data(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.Series, str]:
@@ -77,9 +78,12 @@ def _library_versions() -> dict[str, str]:
 
 
 def run_training(
-    cfg: TrainConfig, prepared: tuple[pd.DataFrame, pd.Series, str] | None = None
+    cfg: TrainConfig,
+    prepared: tuple[pd.DataFrame, pd.Series, str] | None = None,
+    signing_key: signing.Ed25519PrivateKey | None = None,
 ) -> TrainResult:
-    """Run the whole job against the connected Ray cluster; returns what was published."""
+    """Run the whole job against the connected Ray cluster; returns what was published
+    (signed with ``signing_key`` when one is given)."""
     from sparc_ray import tuning
 
     X, y, target = prepared or prepare_data(cfg)
@@ -170,9 +174,12 @@ def run_training(
     if onnx_bytes is not None:
         files[metadata["onnx"]["file"]] = onnx_bytes
     registry = ModelRegistry(cfg.registry["store"])
-    version = registry.publish(cfg.name, model, metadata, files)
+    version = registry.publish(cfg.name, model, metadata, files, signing_key=signing_key)
     promoted, release = _release(registry, cfg, version, bool(gates["passed"]))
-    return TrainResult(version, promoted, release, gates, best, holdout, search.experiment_path)
+    signer = signing_key and signing.key_id(signing.raw_public(signing_key))
+    return TrainResult(
+        version, promoted, release, gates, best, holdout, search.experiment_path, signer
+    )
 
 
 def _release(
@@ -215,6 +222,8 @@ def print_summary(cfg: TrainConfig, r: TrainResult) -> None:
             for n, g in r.gates["results"].items()
         ),
         f"version       {cfg.name}/{r.version} in {cfg.registry['store']}",
+        "signed        "
+        + (f"yes (key {r.signed_by})" if r.signed_by else "NO (a public_key server refuses it)"),
         f"promoted      {'yes (production)' if r.promoted else 'no'}"
         + (f"; released as {r.release}" if r.release else ""),
         f"experiment    {r.experiment_path}",
@@ -235,8 +244,9 @@ def run_job(args: argparse.Namespace) -> int:
     """Validate first (no Ray, no writes on bad input), then train; returns the exit code."""
     try:
         cfg = load_config(args)
+        signing_key = signing.load_private_key(getattr(args, "signing_key", None))
         prepared = prepare_data(cfg)  # fail fast, before starting Ray or writing anything
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, signing.SigningKeyError) as exc:
         print(f"[sparc-ray] error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -246,7 +256,7 @@ def run_job(args: argparse.Namespace) -> int:
 
     ray.init(ignore_reinit_error=True)
     try:
-        result = run_training(cfg, prepared)
+        result = run_training(cfg, prepared, signing_key)
     except SearchInterrupted as exc:
         print(
             f"[sparc-ray] search interrupted; nothing published. Continue it with the same "

@@ -54,8 +54,8 @@ class ReloadRequest:
 
 
 def promote_for_reload(loader: ModelLoader, ask: ReloadRequest) -> str | None:
-    """Move production as the CLI would (verified files; gates unless ``force``); returns the
-    version it replaced, or None when nothing was asked."""
+    """Move production as the CLI would (verified files and signature; gates unless
+    ``force``); returns the version it replaced, or None when nothing was asked."""
     if ask.version is None:
         return None
     reg = loader.registry
@@ -65,7 +65,9 @@ def promote_for_reload(loader: ModelLoader, ask: ReloadRequest) -> str | None:
     except RegistryError as exc:
         raise RequestError(404, str(exc), [detail(None, "version", str(exc))]) from None
     try:
-        return releases.promote(reg, loader.name, version, force=ask.force, by="api")
+        return releases.promote(
+            reg, loader.name, version, force=ask.force, by="api", public_key=loader.public_key
+        )
     except (IntegrityError, RegistryError) as exc:
         raise RequestError(
             409,

@@ -11,8 +11,9 @@ Predictions from the model promoted in the sparc-ray registry.
 * Errors are JSON `{"error", "details": [{"row", "feature", "message"}]}` with status
   400 (not JSON), 413 (body or row count over the limit), 422 (rows do not match the
   model's features), 503 (no model loaded). A 500 carries an `error_id` found in the logs.
-* `POST /reload-model` and `POST /feedback` need `Authorization: Bearer <token>`; with no
-  token configured they answer 403.
+* `POST /reload-model` needs the release-control token and `POST /feedback` the feedback
+  token (`Authorization: Bearer <token>`, each at least 32 characters); with no token
+  configured they answer 403.
 """
 
 ERROR_BODY = {
@@ -36,8 +37,9 @@ ERROR_BODY = {
         "error_id": {"type": "string", "description": "500 only: the id in the log line"},
     },
 }
-BEARER = [{"bearerAuth": []}]  # operations that need the admin token
-BEARER_OPTIONAL = [{}, {"bearerAuth": []}]  # more detail with the admin token
+RELEASE_TOKEN = [{"releaseToken": []}]  # release control: /reload-model
+RELEASE_TOKEN_OPTIONAL = [{}, {"releaseToken": []}]  # more detail with the release token
+FEEDBACK_TOKEN = [{"feedbackToken": []}]
 
 
 def _json(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
@@ -53,8 +55,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "Wrong bearer token",
         403: "Endpoint disabled",
         404: "Unknown version",
-        409: "Version refused (failed gates, sha256 mismatch) or not loadable; production "
-        "is unchanged or the previous version keeps serving",
+        409: "Version refused (failed gates, sha256 or signature mismatch) or not loadable; "
+        "production is unchanged or the previous version keeps serving",
         413: "Body (counted as it streams) or instance count over the limit",
         415: "Content-Type is not JSON",
         422: "Invalid input: rows, fields or parameters (the details name each)",
@@ -205,19 +207,19 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
         }
     },
     "model": {
-        "security": BEARER_OPTIONAL,
+        "security": RELEASE_TOKEN_OPTIONAL,
         "responses": {
             "200": {
                 "description": "The served version (or ?version=): name, version, created_at, "
                 "model_type, target, classes, each feature's name / kind / categories and the "
-                "engine. With the admin bearer token: the whole metadata.json (drift "
+                "engine. With the release-control token: the whole metadata.json (drift "
                 "references with ?full=true), `serving` saying why sklearn serves if it does"
             },
             **_errors(404, 422, 503),
         },
     },
     "metrics": {
-        "security": BEARER_OPTIONAL,
+        "security": RELEASE_TOKEN_OPTIONAL,
         "responses": {
             "200": {
                 "description": (
@@ -231,7 +233,7 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
         },
     },
     "reload": {
-        "security": BEARER,
+        "security": RELEASE_TOKEN,
         "requestBody": {
             "required": False,
             **_json(
@@ -275,7 +277,7 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
         },
     },
     "feedback": {
-        "security": BEARER,
+        "security": FEEDBACK_TOKEN,
         "requestBody": {
             "required": True,
             **_json(

@@ -21,7 +21,9 @@ from ray.serve import Application
 from sparc_ray.serving.loader import RegistryLoader
 from sparc_ray.serving.model import Model
 from sparc_ray.serving.postprocessor import Postprocessor
+from sparc_ray.serving.responses import Tokens
 from sparc_ray.serving.validator import Validator
+from sparc_ray.signing import public_key_bytes
 
 
 class AppArgs(BaseModel):
@@ -30,7 +32,18 @@ class AppArgs(BaseModel):
     model_store: str = Field("model_store", description="registry root: directory or URI")
     model_name: str = Field(..., description="model name in the registry")
     admin_token_env: str = Field(
-        "SPARC_ADMIN_TOKEN", description="env var with the bearer token for write endpoints"
+        "SPARC_ADMIN_TOKEN",
+        description="env var with the bearer token for release control (/reload-model) and "
+        "the full /model and /metrics",
+    )
+    feedback_token_env: str = Field(
+        "SPARC_FEEDBACK_TOKEN", description="env var with the bearer token for /feedback"
+    )
+    public_key: str | None = Field(
+        None,
+        description="Ed25519 public key every served version must be signed with: a PEM file "
+        "(relative paths resolve like model_store) or the PEM text. Unset: only ONNX versions "
+        "(checked by sha256) are served; the pickled sklearn fallback is refused.",
     )
 
 
@@ -38,6 +51,9 @@ def build_app(args: AppArgs) -> Application:
     store = args.model_store
     if "://" not in store:  # relative paths resolve where the app is built
         store = os.path.abspath(store)
-    loader = RegistryLoader(store, args.model_name)
+    # Read here, at deploy time: a missing or malformed key fails the deploy, loudly.
+    public_key = public_key_bytes(args.public_key) if args.public_key else None
+    loader = RegistryLoader(store, args.model_name, public_key)
     model = Model.bind(loader)
-    return Validator.bind(model, Postprocessor.bind(model, loader), loader, args.admin_token_env)
+    tokens = Tokens(release_env=args.admin_token_env, feedback_env=args.feedback_token_env)
+    return Validator.bind(model, Postprocessor.bind(model, loader), loader, tokens)

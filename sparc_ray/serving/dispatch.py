@@ -11,8 +11,9 @@ loaded, the last version that answered here serves instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,11 +62,13 @@ class VersionCatalog:
     (read once from the registry; a version never changes)."""
 
     MAX_CACHED = 16
+    RETRY_FAILED_S = 5.0  # a version whose metadata failed is read again after this long
 
     def __init__(self, model: DeploymentHandle, loader: ModelLoader) -> None:
         self.model, self.loader = model, loader
         self._handles: dict[str, DeploymentHandle] = {}
         self._meta: dict[str, tuple[dict[str, Any], list[FeatureCheck]]] = {}
+        self._failed: dict[str, tuple[float, Exception]] = {}
 
     def handle(self, version: str) -> DeploymentHandle:
         if version not in self._handles:
@@ -81,7 +84,17 @@ class VersionCatalog:
         if version not in self._meta:
             if len(self._meta) >= self.MAX_CACHED:
                 self._meta.clear()
-            meta = await asyncio.to_thread(self.loader.load_metadata, version)
+            failed_at, error = self._failed.get(version, (0.0, None))
+            if error is not None and time.monotonic() - failed_at < self.RETRY_FAILED_S:
+                raise error  # no registry read per request for a version that is refused
+            try:
+                meta = await asyncio.to_thread(self.loader.load_metadata, version)
+            except Exception as exc:
+                if len(self._failed) >= self.MAX_CACHED:
+                    self._failed.clear()
+                self._failed[version] = (time.monotonic(), exc)
+                raise
+            self._failed.pop(version, None)
             limits = meta.get("input_limits") or {}
             checks = [
                 FeatureCheck(f["name"], f["kind"] == "numeric", limits.get(f["name"], FLOAT32_MAX))
@@ -99,6 +112,22 @@ class VersionCatalog:
 
     async def checks(self, version: str) -> list[FeatureCheck]:
         return (await self._load(version))[1]
+
+    async def checks_for(
+        self, version: str, fallbacks: Iterable[str | None]
+    ) -> tuple[str, list[FeatureCheck], str | None]:
+        """The input checks of ``version`` or, if its metadata cannot be read or verified, of
+        the first fallback that can: (version that answers, its checks, why ``version`` was
+        passed over, or None)."""
+        try:
+            return version, await self.checks(version), None
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        for other in dict.fromkeys(filter(None, fallbacks)):
+            if other != version:
+                with contextlib.suppress(Exception):
+                    return other, await self.checks(other), reason
+        raise NoModelError(f"version {version}: {reason}")
 
 
 class Dispatcher:

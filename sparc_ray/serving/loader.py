@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
 
-from sparc_ray.models import IntegrityError, SPARCClassificationModel
+from sparc_ray.models import MODEL_FILE, IntegrityError, SPARCClassificationModel
 from sparc_ray.onnx_model import OnnxModel
 from sparc_ray.registry import ModelRegistry
 from sparc_ray.releases import Release, current_release
+from sparc_ray.signing import SignatureError, key_id
 
 
 class Scorer(Protocol):
@@ -46,6 +47,7 @@ class LoadedModel:
     metadata: dict[str, Any]
     engine: str  # "onnx" | "sklearn"
     engine_reason: str | None = None  # why the sklearn fallback serves this version
+    signed_by: str | None = None  # id of the public key that verified the version
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -54,12 +56,14 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         """Metadata as the API shows it, with the engine serving this version."""
-        return {**self.metadata, "serving": {"engine": self.engine, "reason": self.engine_reason}}
+        serving = {"engine": self.engine, "reason": self.engine_reason, "signed_by": self.signed_by}
+        return {**self.metadata, "serving": serving}
 
 
 class ModelLoader(Protocol):
     name: str
     registry: ModelRegistry
+    public_key: bytes | None  # raw Ed25519 key every served version must be signed with
 
     def release_state(self) -> tuple[str | None, Release | None]: ...
 
@@ -71,13 +75,15 @@ class ModelLoader(Protocol):
 class RegistryLoader:
     """Load a version verified, and read the registry's release records.
 
-    A version with a parity-checked ONNX export is served by onnxruntime: the file is
-    sha256-verified and no pickle is read. Otherwise the sha256-verified scikit-learn pipeline
-    serves, and ``engine_reason`` says why.
+    With a ``public_key`` (raw Ed25519 bytes) a version loads only if its signature verifies,
+    and every file is checked against the signed digests (``sparc_ray.signing``). A version with
+    a parity-checked ONNX export is served by onnxruntime: no pickle is read. Otherwise the
+    scikit-learn pipeline serves (``engine_reason`` says why), and only from a signed version:
+    unpickling runs code, so without a public key the fallback is refused.
     """
 
-    def __init__(self, store: str, name: str) -> None:
-        self.store, self.name = store, name
+    def __init__(self, store: str, name: str, public_key: bytes | None = None) -> None:
+        self.store, self.name, self.public_key = store, name, public_key
         self._registry: ModelRegistry | None = None
 
     @property
@@ -91,23 +97,40 @@ class RegistryLoader:
         return self.registry.alias(self.name), current_release(self.registry, self.name)
 
     def load(self, version: str) -> LoadedModel:
-        meta = self.registry.metadata(self.name, version)
+        reg, signer = self.registry, self.public_key and key_id(self.public_key)
+        if self.public_key is not None:
+            signed = reg.verify_signature(self.name, version, self.public_key)
+            meta, read = signed.metadata, signed.read
+        else:
+            meta = reg.metadata(self.name, version)
+
+            def read(rel: str) -> bytes:
+                return reg.read_file(self.name, version, rel)
+
         onnx = meta.get("onnx") or {}
         if onnx.get("status") == "ok":
-            data = self.registry.read_file(self.name, version, onnx["file"])
+            data = read(onnx["file"])
             kinds = [f["kind"] for f in meta["features"]]
             names = [f["name"] for f in meta["features"]]
             try:
                 scorer = OnnxModel.from_bytes(data, onnx["sha256"], names, kinds, meta["classes"])
-                return LoadedModel(scorer, meta, "onnx")
+                return LoadedModel(scorer, meta, "onnx", signed_by=signer)
             except IntegrityError:
                 raise  # a tampered file: refuse the version, do not fall back
             except Exception as exc:  # e.g. an onnxruntime that cannot run this graph
                 reason = f"ONNX model did not load: {type(exc).__name__}: {exc}"
         else:
             reason = onnx.get("reason") or "this version has no ONNX export"
-        model, meta = self.registry.load(self.name, version)
-        return LoadedModel(SklearnScorer(model), meta, "sklearn", reason)
+        if self.public_key is None:
+            raise SignatureError(
+                f"{version} needs the sklearn fallback ({reason}), which unpickles "
+                f"{MODEL_FILE}: that requires a signed version and `public_key` in the app args"
+            )
+        model = SPARCClassificationModel.from_bytes(read(MODEL_FILE), meta["sha256"])
+        return LoadedModel(SklearnScorer(model), meta, "sklearn", reason, signer)
 
     def load_metadata(self, version: str) -> dict[str, Any]:
-        return self.registry.metadata(self.name, version)
+        """metadata.json as signed (with a public key), for validation and monitoring."""
+        if self.public_key is None:
+            return self.registry.metadata(self.name, version)
+        return self.registry.verify_signature(self.name, version, self.public_key).metadata

@@ -4,8 +4,8 @@ version's own request schema, so client generators and fuzzers get the real cont
 ``/predict`` rows are objects with exactly the version's features, all required: numbers
 (or null = missing) within the version's input limits for numeric features, strings (or
 null) for categorical ones, with the training categories as examples (an unseen category
-is accepted: the model treats it as none of the known ones). The bearer scheme guards the
-admin operations; a link leads from a prediction to its feedback.
+is accepted: the model treats it as none of the known ones). Bearer schemes guard the
+release-control and feedback operations; a link leads from a prediction to its feedback.
 """
 
 from __future__ import annotations
@@ -19,11 +19,19 @@ from fastapi.openapi.utils import get_openapi
 from sparc_ray.input_rules import FLOAT32_MAX, MAX_STRING_CHARS
 from sparc_ray.serving.api_docs import ERROR_BODY
 
-BEARER_SCHEME = {
-    "type": "http",
-    "scheme": "bearer",
-    "description": "The admin token (serve_config.yaml: admin_token_env); with none "
-    "configured the admin operations answer 403",
+SECURITY_SCHEMES = {
+    "releaseToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The release-control token (serve_config.yaml: admin_token_env): "
+        "/reload-model, and the full /model and /metrics; with none configured, 403",
+    },
+    "feedbackToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The feedback token (serve_config.yaml: feedback_token_env): /feedback "
+        "only; with none configured, 403",
+    },
 }
 
 
@@ -73,7 +81,7 @@ def build_openapi(app: FastAPI, meta: dict[str, Any] | None, max_instances: int)
         )
     )
     components = schema.setdefault("components", {})
-    components["securitySchemes"] = {"bearerAuth": BEARER_SCHEME}
+    components["securitySchemes"] = SECURITY_SCHEMES
     # FastAPI documents its own 422 body for query parameters; the app answers with ours
     # (Validator's RequestValidationError handler), so document that one.
     for ops in schema["paths"].values():

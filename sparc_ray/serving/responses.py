@@ -1,8 +1,11 @@
 """HTTP plumbing of the API: capped request bodies, JSON responses and errors, the
-bearer-token check."""
+bearer tokens."""
 
 import datetime as dt
 import hmac
+import logging
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -13,6 +16,8 @@ from fastapi.responses import Response
 from sparc_ray.input_rules import RequestError
 
 JSON_TYPES = {"application/json", "text/json"}
+MIN_TOKEN_CHARS = 32  # e.g. `openssl rand -hex 16`; secrets.token_urlsafe(32) gives 43
+logger = logging.getLogger("ray.serve")
 
 
 def json_response(status: int, body: Any) -> Response:
@@ -33,14 +38,51 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
-def check_bearer(token: str | None, header: str | None) -> Response | None:
-    """None if ``header`` carries the bearer token; else the 403 (no token configured: the
-    endpoint is disabled) or 401 response to send."""
-    if not token:
-        return error_response(403, "endpoint disabled: no admin token is configured")
-    if not hmac.compare_digest((header or "").encode(), f"Bearer {token}".encode()):
-        return error_response(401, "missing or wrong bearer token")
-    return None
+@dataclass(frozen=True)
+class Tokens:
+    """The env vars holding the bearer tokens: release control (``/reload-model``, the full
+    ``/model`` and ``/metrics``) and ``/feedback``. Each token opens only its own endpoints."""
+
+    release_env: str = "SPARC_ADMIN_TOKEN"
+    feedback_env: str = "SPARC_FEEDBACK_TOKEN"
+
+    def read(self) -> tuple["BearerToken", "BearerToken"]:
+        release = BearerToken(self.release_env, "release-control")
+        feedback = BearerToken(self.feedback_env, "feedback")
+        if release.token and release.token == feedback.token:
+            problem = "must differ from the release-control token"
+            feedback = BearerToken(self.feedback_env, "feedback", problem)
+        return release, feedback
+
+
+class BearerToken:
+    """One endpoint group's token, read from ``env``. A missing token, one shorter than
+    ``MIN_TOKEN_CHARS`` or one refused for another ``problem`` disables the group: 403 saying
+    why (and an error in the log), never a weak check."""
+
+    def __init__(self, env: str, purpose: str, problem: str | None = None) -> None:
+        value = os.environ.get(env) or ""
+        if not value:
+            problem = f"no {purpose} token is configured (${env})"
+        elif len(value) < MIN_TOKEN_CHARS:
+            problem = f"the {purpose} token (${env}) is shorter than {MIN_TOKEN_CHARS} characters"
+        elif problem:
+            problem = f"the {purpose} token (${env}) {problem}"
+        self.token = None if problem else value
+        self.problem = problem
+        if problem and value:
+            logger.error("endpoint disabled: %s", problem)
+
+    def check(self, header: str | None) -> Response | None:
+        """None if ``header`` carries the token; else the 403 (disabled) or 401 to send."""
+        if self.token is None:
+            return error_response(403, f"endpoint disabled: {self.problem}")
+        if not hmac.compare_digest((header or "").encode(), f"Bearer {self.token}".encode()):
+            return error_response(401, "missing or wrong bearer token")
+        return None
+
+    def allows(self, header: str | None) -> bool:
+        return self.check(header) is None
 
 
 async def read_body(request: Request, limit: int) -> bytes:

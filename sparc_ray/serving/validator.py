@@ -9,7 +9,6 @@ one Postprocessor call serve many HTTP requests, and answers with the seed's res
 import asyncio
 import contextlib
 import logging
-import os
 import time
 import uuid
 from typing import Any
@@ -24,6 +23,7 @@ from ray.serve.handle import DeploymentHandle
 from sparc_ray import __version__
 from sparc_ray.input_rules import PredictInput, RequestError, parse_json, parse_predict
 from sparc_ray.labels import labels_from_proba
+from sparc_ray.models import IntegrityError
 from sparc_ray.registry import VERSION_RE, RegistryError, check_name
 from sparc_ray.serving import metrics
 from sparc_ray.serving.admin import (
@@ -45,7 +45,7 @@ from sparc_ray.serving.model import NoModelError, VersionUnavailable
 from sparc_ray.serving.openapi import OpenAPIDocument
 from sparc_ray.serving.postprocessor import shape_responses
 from sparc_ray.serving.responses import (
-    check_bearer,
+    Tokens,
     error_response,
     invalid_parameters,
     json_response,
@@ -70,11 +70,11 @@ class Validator:
         model: DeploymentHandle,
         post: DeploymentHandle,
         loader: ModelLoader,
-        admin_token_env: str = "SPARC_ADMIN_TOKEN",
+        tokens: Tokens | None = None,
     ) -> None:
         self.model, self.post, self.loader = model, post, loader
         self.name = loader.name
-        self.token = os.environ.get(admin_token_env) or None
+        self.release_token, self.feedback_token = (tokens or Tokens()).read()
         self.started = time.time()
         self.settings = ValidatorSettings()
         self.watcher = ReleaseWatcher(loader, self.settings.poll_interval_s)
@@ -170,15 +170,17 @@ class Validator:
         prediction_id = str(uuid.uuid4())
         rows, reason, version, status = 0, None, None, 200
         try:
-            version = self.watcher.view.route(request.headers.get(ROUTE_KEY_HEADER))
-            if version is None:
+            routed = self.watcher.view.route(request.headers.get(ROUTE_KEY_HEADER))
+            if routed is None:
                 raise NoModelError(self.watcher.view.error or "no version is promoted yet")
             limit = self.settings.max_body_bytes
             body = parse_json(await read_body(request, limit), limit)
-            try:
-                checks = await self.versions.checks(version)
-            except Exception as exc:
-                raise NoModelError(f"version {version}: {exc}") from None
+            # A version whose metadata is refused (e.g. a bad signature) hands the request to
+            # the serving version or the last one that answered here.
+            fallbacks = (self.watcher.view.serving, self.last_good)
+            version, checks, refused = await self.versions.checks_for(routed, fallbacks)
+            if refused:
+                self.unavailable[routed] = refused
             data = parse_predict(body, checks, self.settings.max_instances)
             result = await self._submit(prediction_id, data, version)
             rows, version = data.n_rows, result["model_version"]
@@ -267,6 +269,9 @@ class Validator:
                 status = 404 if VERSION_RE.match(version) else 422
                 message = redact(str(exc), str(self.loader.registry.store))
                 return error_response(status, "unknown version", [(None, "version", message)])
+            except IntegrityError as exc:  # e.g. unsigned, or changed after it was signed
+                message = redact(str(exc), str(self.loader.registry.store))
+                return error_response(503, "version refused", [(None, "version", message)])
         version = version or self.watcher.view.serving
         try:
             if version is None:
@@ -282,7 +287,7 @@ class Validator:
         )
 
     def _is_admin(self, request: Request) -> bool:
-        return check_bearer(self.token, request.headers.get("authorization")) is None
+        return self.release_token.allows(request.headers.get("authorization"))
 
     @api.get(
         "/metrics",
@@ -302,7 +307,7 @@ class Validator:
         openapi_extra=OPENAPI_EXTRA["reload"],
     )
     async def reload_model(self, request: Request) -> Response:
-        if denied := check_bearer(self.token, request.headers.get("authorization")):
+        if denied := self.release_token.check(request.headers.get("authorization")):
             return denied
         try:
             ask = ReloadRequest.parse(await read_body(request, MAX_ADMIN_BODY))
@@ -319,7 +324,7 @@ class Validator:
         openapi_extra=OPENAPI_EXTRA["feedback"],
     )
     async def feedback(self, request: Request) -> Response:
-        if denied := check_bearer(self.token, request.headers.get("authorization")):
+        if denied := self.feedback_token.check(request.headers.get("authorization")):
             return denied
         try:
             limit = self.settings.max_body_bytes

@@ -17,11 +17,13 @@ from pathlib import Path
 import httpx
 import yaml
 
+from sparc_ray import signing
 from sparc_ray.serving.fastpath import read_env, stop_haproxy
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-ADMIN_TOKEN = "test-admin-token"
+ADMIN_TOKEN = "test-release-control-token-0123456789"  # >= 32 characters, as required
+FEEDBACK_TOKEN = "test-feedback-token-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -40,6 +42,7 @@ class Cluster:
             **os.environ,
             "RAY_USAGE_STATS_ENABLED": "0",
             "SPARC_ADMIN_TOKEN": ADMIN_TOKEN,
+            "SPARC_FEEDBACK_TOKEN": FEEDBACK_TOKEN,
             "RAY_ADDRESS": f"127.0.0.1:{self.port}",
             # Ray 2.60 token authentication: `ray start`, the CLI and drivers read
             # ~/.ray/auth_token, which start() creates when it is missing.
@@ -49,6 +52,11 @@ class Cluster:
         }
         self.url = f"http://127.0.0.1:{self.serve_port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard}"
+        # The key pair training signs with and the app verifies with (as `make demo` makes).
+        self.signing_key = workdir / "keys/model_signing.key"
+        self.public_key = workdir / "keys/model_signing.pub"
+        if not self.signing_key.exists():
+            signing.generate_key_pair(workdir / "keys/model_signing")
 
     def run(self, *cmd: str, timeout: float = 300, check: bool = True):
         r = subprocess.run(
@@ -82,9 +90,10 @@ class Cluster:
         stop_haproxy()  # HAProxy can outlive `ray stop`: end it by PID
 
     def train(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        """The training job as a driver on this cluster (RAY_ADDRESS points at it)."""
-        job = str(ROOT / "jobs/train.py")
-        return self.run(sys.executable, job, *args, timeout=600, check=check)
+        """The training job as a driver on this cluster (RAY_ADDRESS points at it), signing
+        what it publishes."""
+        job, key = str(ROOT / "jobs/train.py"), str(self.signing_key)
+        return self.run(sys.executable, job, *args, "--signing-key", key, timeout=600, check=check)
 
     def serve_config(self, **deployment_overrides) -> Path:
         """serve_config.yaml pointed at this cluster's store and port, with overrides per
@@ -93,6 +102,7 @@ class Cluster:
         cfg["http_options"]["port"] = self.serve_port
         app = cfg["applications"][0]
         app["args"]["model_store"] = str(self.workdir / "model_store")
+        app["args"]["public_key"] = str(self.public_key)
         for dep in app["deployments"]:
             for key, value in deployment_overrides.get(dep["name"], {}).items():
                 dep[key] = {**dep.get(key, {}), **value} if isinstance(value, dict) else value

@@ -21,11 +21,19 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.integration.cluster import ADMIN_TOKEN, running_cluster
+from tests.integration.cluster import ADMIN_TOKEN, FEEDBACK_TOKEN, running_cluster
 from tests.integration.test_serving import job_config
 
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+FEEDBACK_AUTH = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
+
+
+def tokens_for(label: str) -> dict:
+    """The token the operation documents: feedback for /feedback, release control else."""
+    return FEEDBACK_AUTH if label == "POST /feedback" else AUTH
+
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -90,9 +98,9 @@ def _fuzz(operation, mode: GenerationMode, headers: dict, examples: int, seen: C
 @pytest.mark.parametrize("caller", ["anonymous", "admin"])
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_every_operation_answers_as_documented(schema, seen, caller, mode):
-    headers = AUTH if caller == "admin" else {}
     for result in schema.get_all_operations():
         operation = result.ok()
+        headers = tokens_for(operation.label) if caller == "admin" else {}
         examples = EXAMPLES.get((operation.label, mode), DEFAULT_EXAMPLES)
         _fuzz(operation, mode, headers, examples, seen)
 
@@ -110,7 +118,7 @@ def test_the_fuzzer_reached_the_model_and_ran_enough_cases(seen, tmp_path_factor
 def test_stateful_links_from_predict_to_feedback(schema, url):
     class Workflow(schema.as_state_machine()):
         def get_call_kwargs(self, case):
-            return {"headers": AUTH, "timeout": 60}
+            return {"headers": tokens_for(case.operation.label), "timeout": 60}
 
         def validate_response(self, response, case, **kwargs):
             case.validate_response(response, checks=CHECKS)

@@ -21,11 +21,12 @@ import yaml
 from sparc_ray.data import load_dataset
 from sparc_ray.registry import ModelRegistry
 from sparc_ray.releases import current_release, release_log
-from tests.integration.cluster import ADMIN_TOKEN, running_cluster
+from tests.integration.cluster import ADMIN_TOKEN, FEEDBACK_TOKEN, running_cluster
 from tests.integration.test_serving import job_config
 
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+FEEDBACK_AUTH = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 NAME = "breast_cancer"
 HOLD = {"auto_promote": False, "auto_rollback": False}  # a release that only measures
 
@@ -100,7 +101,7 @@ def label(rel, answers: list[dict]) -> dict:
         {"prediction_id": a["prediction_id"], "row": 0, "label": rel["truth"][a["row"]]}
         for a in answers
     ]
-    r = httpx.post(f"{rel['url']}/feedback", json=items, headers=AUTH, timeout=60)
+    r = httpx.post(f"{rel['url']}/feedback", json=items, headers=FEEDBACK_AUTH, timeout=60)
     assert r.status_code == 200, r.text
     return r.json()
 

@@ -25,10 +25,12 @@ import yaml
 from sparc_ray.data import load_dataset
 from sparc_ray.registry import ModelRegistry
 from sparc_ray.serving.api_docs import PREDICT_RESPONSE
-from tests.integration.cluster import ADMIN_TOKEN, ROOT, running_cluster
+from sparc_ray.signing import load_private_key
+from tests.integration.cluster import ADMIN_TOKEN, FEEDBACK_TOKEN, ROOT, running_cluster
 
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+FEEDBACK_AUTH = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 METRIC_NAMES = [
     line.strip()
     for line in (ROOT / "tests/data/live_metric_names.txt").read_text().splitlines()
@@ -214,6 +216,18 @@ def _validator_rss_mb(cluster) -> float:
     )
 
 
+def _read_response(sock: socket.socket) -> list[bytes]:
+    """[head, body] of one HTTP response, however the server splits it into packets."""
+    data = b""
+    while b"\r\n\r\n" not in data and (part := sock.recv(65536)):
+        data += part
+    head, body = [*data.split(b"\r\n\r\n", 1), b""][:2]
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    while length and len(body) < int(length.group(1)) and (part := sock.recv(65536)):
+        body += part
+    return [head, body]
+
+
 def test_a_64_mb_chunked_body_is_refused_while_it_streams(app):
     """No Content-Length: the cap applies while reading, so the Validator stops at
     max_body_bytes (2 MB) and answers 413; the client never gets to send 64 MB."""
@@ -234,7 +248,7 @@ def test_a_64_mb_chunked_body_is_refused_while_it_streams(app):
                 break  # the server stopped reading
             sent += len(chunk)
         sock.settimeout(10)
-        head = sock.recv(65536).split(b"\r\n\r\n", 1)
+        head = _read_response(sock)
     status_line = head[0].split(b"\r\n")[0]
     assert b" 413 " in status_line, head[0][:200]
     assert b"request body is over the limit" in head[1] or b"error" in head[1]
@@ -272,7 +286,8 @@ def test_poisonous_requests_fail_only_themselves_under_load(app, rows):
 def test_onnx_serves_and_a_version_without_it_falls_back_saying_why(app, rows):
     X, _ = rows
     info = httpx.get(f"{app['url']}/model", headers=AUTH).json()
-    assert info["serving"] == {"engine": "onnx", "reason": None}, info["serving"]
+    key_id = info["serving"].pop("signed_by")
+    assert info["serving"] == {"engine": "onnx", "reason": None} and len(key_id) == 16
     assert info["onnx"]["status"] == "ok" and info["onnx"]["labels_equal"]
     # The same model with its ONNX export missing: served by the verified sklearn pipeline.
     reg = app["reg"]
@@ -284,12 +299,22 @@ def test_onnx_serves_and_a_version_without_it_falls_back_saying_why(app, rows):
     meta = json.loads((dst / "metadata.json").read_text())
     meta.update(version=fallback, onnx={"status": "fallback", "reason": "skipped for a test"})
     (dst / "metadata.json").write_text(json.dumps(meta))
+    # An edited copy carries v1's signature: refused until the key holder signs it.
+    r = httpx.post(
+        f"{app['url']}/reload-model", json={"version": fallback}, headers=AUTH, timeout=90
+    )
+    assert r.status_code == 409 and f"the signature is for breast_cancer/{app['v1']}" in r.text
+    reg.sign("breast_cancer", fallback, load_private_key(str(app["cluster"].signing_key)))
     r = httpx.post(
         f"{app['url']}/reload-model", json={"version": fallback}, headers=AUTH, timeout=90
     )
     assert r.status_code == 200, r.text
     info = httpx.get(f"{app['url']}/model", headers=AUTH).json()
-    assert info["serving"] == {"engine": "sklearn", "reason": "skipped for a test"}
+    assert info["serving"] == {
+        "engine": "sklearn",
+        "reason": "skipped for a test",
+        "signed_by": key_id,
+    }
     sample = X.sample(5, random_state=5)
     body = predict(app["url"], sample.to_dict("records"), include_probabilities=True).json()
     model, _ = reg.load("breast_cancer", app["v1"])
@@ -418,12 +443,49 @@ def test_corrupt_artifact_is_refused_and_the_old_version_keeps_serving(app, rows
         f"{app['url']}/reload-model", json={"version": app["bad"]}, headers=AUTH, timeout=90
     )
     assert r.status_code == 409, r.text
-    assert "sha256" in json.dumps(r.json()["details"])
+    assert "changed after the version was signed" in json.dumps(r.json()["details"])
     r = predict(app["url"], X.head(2).to_dict("records"))
     assert r.status_code == 200 and r.json()["model_version"] == app["v2"]
     health = httpx.get(f"{app['url']}/health").json()
     assert health["model_version"] == app["v2"] and health["production"] == app["v2"]
     assert app["reg"].alias("breast_cancer") == app["v2"]
+
+
+def test_swapped_model_with_matching_metadata_is_refused_and_the_old_version_serves(app, rows):
+    """Write access to the store without the signing key: v1's (valid, signed) model files
+    copied into another version, its metadata.json rewritten to match them, and the
+    production alias pointed at it. Every sha256 matches; the signature does not."""
+    X, _ = rows
+    reg, url, target = app["reg"], app["url"], app["bad"]
+    root = reg.root_path / "breast_cancer"
+    v1_meta = reg.metadata("breast_cancer", app["v1"])
+    for name in ("model.onnx", "model.joblib"):
+        shutil.copyfile(root / app["v1"] / name, root / target / name)
+    meta = reg.metadata("breast_cancer", target)
+    meta.update(sha256=v1_meta["sha256"], onnx=v1_meta["onnx"])
+    (root / target / "metadata.json").write_text(json.dumps(meta))
+    reg.verify("breast_cancer", target)  # what the sha256 alone would have let through
+    refused = "metadata.json was changed after the version was signed"
+    r = httpx.post(f"{url}/reload-model", json={"version": target}, headers=AUTH, timeout=90)
+    assert r.status_code == 409 and refused in r.text, r.text
+    (root / "production").write_text(f"{target}\n")  # the alias, written by hand
+    try:
+        _wait_health(url, production=target)
+        with cf.ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(lambda i: predict(url, X.iloc[i : i + 2].to_dict("records")), range(80))
+            )
+        assert {a.status_code for a in answers} == {200}
+        assert {a.json()["model_version"] for a in answers} == {app["v2"]}
+        health = httpx.get(f"{url}/health").json()
+        assert health["status"] == "healthy" and health["model_version"] == app["v2"]
+        assert refused in json.dumps(health["errors"]), health["errors"]
+        for query in ("", f"?version={target}"):
+            r = httpx.get(f"{url}/model{query}", timeout=60)
+            assert r.status_code == 503 and refused in r.text, r.text
+    finally:
+        (root / "production").write_text(f"{app['v2']}\n")
+    _wait_health(url, production=app["v2"], model_version=app["v2"])
 
 
 def test_reload_rejects_ambiguous_bodies(app):
@@ -476,16 +538,19 @@ def test_feedback_gives_rolling_accuracy(app, rows):
         {"prediction_id": body["prediction_id"], "row": i, "label": t} for i, t in enumerate(truth)
     ]
     assert httpx.post(f"{url}/feedback", json=items, timeout=30).status_code == 401
+    # The release-control token does not open /feedback (nor the other way round).
+    assert httpx.post(f"{url}/feedback", json=items, headers=AUTH).status_code == 401
+    assert httpx.post(f"{url}/reload-model", headers=FEEDBACK_AUTH).status_code == 401
     r = httpx.post(
         f"{url}/feedback",
         json=[*items, {"prediction_id": "nope", "label": "x"}],
-        headers=AUTH,
+        headers=FEEDBACK_AUTH,
         timeout=30,
     ).json()
     expected = float(np.mean(np.array(body["predictions"]) == np.array(truth)))
     assert r["matched"] == 40 and r["unknown"] == ["nope"]
     assert r["accuracy"] == pytest.approx(expected)
-    again = httpx.post(f"{url}/feedback", json=items[:1], headers=AUTH, timeout=30).json()
+    again = httpx.post(f"{url}/feedback", json=items[:1], headers=FEEDBACK_AUTH).json()
     assert again["matched"] == 0 and again["invalid"]
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from sparc_ray import signing
 from sparc_ray.registry import ModelRegistry
 from tests.conftest import DATA, ROOT
 
@@ -46,14 +47,16 @@ def write_config(tmp_path: Path, **overrides) -> Path:
     return path
 
 
-def run_job(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_job(
+    *args: str, cwd: Path, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "jobs/train.py"), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})},
     )
 
 
@@ -74,10 +77,14 @@ def test_bad_data_exits_nonzero_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_job_publishes_and_promotes(tmp_path, loans):
-    r = run_job("--config", str(write_config(tmp_path)), cwd=tmp_path)
+def test_train_job_publishes_signs_and_promotes(tmp_path, loans):
+    private, public = signing.generate_key_pair(tmp_path / "keys/k")
+    pem = {signing.KEY_PEM_ENV: private.read_text()}  # the key as a Secret-backed env var
+    r = run_job("--config", str(write_config(tmp_path)), cwd=tmp_path, env=pem)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "promoted      yes (production)" in r.stdout
+    key_id = signing.key_id(signing.public_key_bytes(str(public)))
+    assert f"signed        yes (key {key_id})" in r.stdout
     assert "Trial name" in r.stdout  # Tune's progress table
 
     reg = ModelRegistry(tmp_path / "store")
@@ -86,6 +93,7 @@ def test_train_job_publishes_and_promotes(tmp_path, loans):
     meta = reg.metadata("loans", version)
     vdir = reg.root_path / "loans" / version
     assert hashlib.sha256((vdir / "model.joblib").read_bytes()).hexdigest() == meta["sha256"]
+    assert reg.verify("loans", version, signing.public_key_bytes(str(public))) == meta
     for key in (
         "name",
         "version",

@@ -1,14 +1,17 @@
 """A micro-batch split by version: the candidate never fails a request production can answer,
-and the serving version falls back to the last one that answered when it cannot load."""
+and the serving version falls back to the last one that answered when it cannot load (or its
+metadata is refused)."""
 
 import asyncio
 
 import numpy as np
+import pytest
 
 from sparc_ray.input_rules import PredictInput, RequestError
-from sparc_ray.serving.dispatch import Dispatcher, answers_from
+from sparc_ray.serving.dispatch import Dispatcher, VersionCatalog, answers_from
 from sparc_ray.serving.loader import LoadedModel
-from sparc_ray.serving.model import Scored, VersionUnavailable, score_isolated
+from sparc_ray.serving.model import NoModelError, Scored, VersionUnavailable, score_isolated
+from sparc_ray.signing import SignatureError
 from tests.unit.test_batch_isolation import PickyScorer
 
 
@@ -77,3 +80,32 @@ def test_unloadable_production_falls_back_to_the_last_version_that_answered():
     assert [g.version for g in out.groups] == ["old"] and "prod" in out.unavailable
     out, _ = run({}, [job(1.0)], ["prod"])
     assert isinstance(out.failures[0], VersionUnavailable)
+
+
+class MetadataSource:
+    """Loader stand-in: ``bad`` has metadata that fails verification."""
+
+    name = "m"
+
+    def __init__(self) -> None:
+        self.reads: list[str] = []
+
+    def load_metadata(self, version: str) -> dict:
+        self.reads.append(version)
+        if version == "bad":
+            raise SignatureError("bad: metadata.json was changed after the version was signed")
+        return {"features": [{"name": "x", "kind": "numeric"}]}
+
+
+def test_a_version_with_refused_metadata_hands_its_requests_to_a_fallback():
+    source = MetadataSource()
+    catalog = VersionCatalog(None, source)
+    version, checks, refused = asyncio.run(catalog.checks_for("bad", ["bad", None, "v1"]))
+    assert version == "v1" and [c.name for c in checks] == ["x"]
+    assert "SignatureError" in refused and "changed after" in refused
+    assert asyncio.run(catalog.checks_for("v1", ["v2"]))[::2] == ("v1", None)
+    for _ in range(5):  # refused once, not re-read from the registry on every request
+        asyncio.run(catalog.checks_for("bad", ["v1"]))
+    assert source.reads.count("bad") == 1
+    with pytest.raises(NoModelError, match="changed after"):
+        asyncio.run(catalog.checks_for("bad", ["bad"]))

@@ -64,6 +64,7 @@ CORE_KINDS = {
     "Namespace": "v1",
     "PersistentVolumeClaim": "v1",
     "Secret": "v1",
+    "ConfigMap": "v1",
     "NetworkPolicy": "networking.k8s.io/v1",
     "PodMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
@@ -475,7 +476,9 @@ def test_model_store_pvc_mounted_on_every_ray_node(src, doc):
         assert len(store) == 1, f"{src} {role}: model store not mounted"
         vol = volumes[store[0]["name"]]
         assert vol["persistentVolumeClaim"]["claimName"] == claim, (src, role)
-        if doc["kind"] == "RayJob":  # Tune trials and the driver write there
+        if doc["kind"] in ("RayJob", "RayService"):
+            # Tune trials and the driver publish; the Serve app writes the alias and release
+            # records (/reload-model, the release policy's decisions) on any node.
             assert not store[0].get("readOnly"), (src, role)
 
 
@@ -486,17 +489,52 @@ def _secret(name: str) -> dict:
 
 
 def test_secrets_referenced_consistently():
-    admin_env = {app["args"]["admin_token_env"] for app in _serve_config()["applications"]}
-    assert admin_env == {"SPARC_ADMIN_TOKEN"}
+    (args,) = [app["args"] for app in _serve_config()["applications"]]
+    assert args["admin_token_env"] == "SPARC_ADMIN_TOKEN"
+    assert args["feedback_token_env"] == "SPARC_FEEDBACK_TOKEN"
     for _, doc in RAY_DOCS:
         auth = _cluster_spec(doc)["authOptions"]
         if "secretName" in auth:
             assert "auth_token" in _secret(auth["secretName"])["stringData"]
+    refs = set()
     for role, c in _ray_containers(_one("RayService")):
         env = {e["name"]: e for e in c.get("env", [])}
-        assert "SPARC_ADMIN_TOKEN" in env, role
-        ref = env["SPARC_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
-        assert ref["key"] in _secret(ref["name"])["stringData"], role
+        for var in ("SPARC_ADMIN_TOKEN", "SPARC_FEEDBACK_TOKEN"):
+            ref = env[var]["valueFrom"]["secretKeyRef"]
+            assert ref["key"] in _secret(ref["name"])["stringData"], role
+            refs.add((var, ref["name"]))
+    assert len({name for _, name in refs}) == 2, refs  # one Secret per token
+
+
+def _mounts(c: dict, volumes: dict, path: str) -> list[dict]:
+    return [
+        volumes[m["name"]] | {"mount": m}
+        for m in c.get("volumeMounts", [])
+        if m["mountPath"] == path
+    ]
+
+
+def test_signing_key_reaches_only_the_training_driver_and_the_public_key_the_service():
+    (args,) = [app["args"] for app in _serve_config()["applications"]]
+    assert args["public_key"] == "keys/model_signing.pub"  # relative: /home/ray/keys/...
+    flags = _flag_values(_entrypoint())
+    assert flags["--signing-key"] == "/home/ray/keys/model_signing.key"
+    for src, doc in RAY_DOCS:
+        for role, tpl in _pod_templates(doc):
+            volumes = {v["name"]: v for v in tpl["spec"].get("volumes", [])}
+            for c in tpl["spec"]["containers"]:
+                keys = _mounts(c, volumes, "/home/ray/keys")
+                if doc["kind"] == "RayJob" and role == "head":
+                    (key,) = keys
+                    assert key["secret"]["secretName"] == "sparc-model-signing-key"
+                    assert key["secret"]["defaultMode"] == 0o400 and key["mount"]["readOnly"]
+                    assert "model_signing.key" in _secret("sparc-model-signing-key")["stringData"]
+                elif doc["kind"] == "RayService":
+                    (key,) = keys
+                    assert key["configMap"]["name"] == "sparc-model-signing-public"
+                    assert key["mount"]["readOnly"], (src, role)
+                else:  # RayJob workers (trials) and the dev cluster: no key at all
+                    assert not keys, (src, role)
 
 
 def test_each_cluster_has_its_own_ray_token():
@@ -521,7 +559,8 @@ def test_the_dev_cluster_can_neither_publish_nor_administer():
     for role, c in _ray_containers(dev):
         store = [m for m in c["volumeMounts"] if m["mountPath"] == MODEL_STORE_MOUNT]
         assert store and store[0]["readOnly"] is True, role
-        assert "SPARC_ADMIN_TOKEN" not in {e["name"] for e in c.get("env", [])}, role
+        env = {e["name"] for e in c.get("env", [])}
+        assert not env & {"SPARC_ADMIN_TOKEN", "SPARC_FEEDBACK_TOKEN"}, role
 
 
 # --------------------------------------------------------------------- network policy
@@ -627,6 +666,20 @@ def test_kustomization_lists_existing_files(kdir):
             check=False,
         )
         assert proc.returncode == 0, proc.stderr
+
+
+def test_the_pinned_overlay_replaces_every_image_by_a_digest():
+    overlay = KUBERAY / "overlays/pinned"
+    k = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    assert [(overlay / r).resolve() for r in k["resources"]] == [KUBERAY.resolve()]
+    (image,) = k["images"]
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", image["digest"]) and "newTag" not in image
+    base = yaml.safe_load((KUBERAY / "kustomization.yaml").read_text())
+    listed = {str(KUBERAY / r) for r in base["resources"]}
+    for src, doc in RAY_DOCS:
+        if str(ROOT / src) in listed:  # what the overlay deploys: every image is matched
+            for role, c in _ray_containers(doc):
+                assert c["image"].split(":")[0] == image["name"], (src, role)
 
 
 # ------------------------------------------------------------------------ monitoring
@@ -758,6 +811,10 @@ def test_dockerfile_matches_manifests():
     assert users and users[-1].split(":")[0] not in {"root", "0"}
     workdirs = [ln.split()[1] for ln in lines if ln.upper().startswith("WORKDIR ")]
     assert workdirs[-1] == "/home/ray", "Ray's working dir must stay /home/ray (model_store)"
-    assert any("pip install --no-cache-dir ." in ln for ln in lines)
+    # The locked versions with their sha256, then the package without resolving anything.
+    assert any(
+        "pip install --no-cache-dir --require-hashes -r requirements.lock" in ln for ln in lines
+    )
+    assert any("pip install --no-cache-dir --no-deps ." in ln for ln in lines)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv"} <= set(ignored)

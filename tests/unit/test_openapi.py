@@ -52,9 +52,11 @@ def test_without_a_served_version_rows_stay_generic():
 
 
 def test_errors_security_and_links_are_precise(doc):
-    assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
-    for path in ("/reload-model", "/feedback"):
-        assert doc["paths"][path]["post"]["security"] == [{"bearerAuth": []}]
+    schemes = doc["components"]["securitySchemes"]
+    assert {s["scheme"] for s in schemes.values()} == {"bearer"}
+    assert doc["paths"]["/reload-model"]["post"]["security"] == [{"releaseToken": []}]
+    assert doc["paths"]["/feedback"]["post"]["security"] == [{"feedbackToken": []}]
+    assert doc["paths"]["/model"]["get"]["security"] == [{}, {"releaseToken": []}]
     for path, ops in doc["paths"].items():
         for op in ops.values():
             for status, response in op["responses"].items():
