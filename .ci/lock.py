@@ -1,5 +1,6 @@
-"""Write the lockfiles from pip's own resolver: ``requirements.lock`` (what the package needs:
-the Docker image) and ``requirements-dev.lock`` (plus the dev extra: `make test`, CI), every
+"""Write the lockfiles from pip's own resolver: ``requirements-dev.lock`` (the package and its
+dev extra: `make test`, CI) and ``requirements.lock`` (what the package alone needs: the
+Docker image, resolved under the dev lock's versions, so the image runs what CI tested), every
 distribution pinned with its sha256 (``pip install --require-hashes``).
 
     .venv/bin/python .ci/lock.py        # after changing dependencies in pyproject.toml
@@ -17,15 +18,16 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCKS = {"requirements.lock": ".", "requirements-dev.lock": ".[dev]"}
 
 
-def resolve(spec: str) -> list[str]:
+def resolve(spec: str, constraints: list[str] = ()) -> list[str]:
     """``name==version --hash=sha256:...`` for every distribution ``spec`` installs."""
     with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
+        report, pins = Path(tmp) / "report.json", Path(tmp) / "constraints.txt"
+        pins.write_text("".join(line.split(" ")[0] + "\n" for line in constraints))
         pip = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed"]
-        subprocess.run([*pip, "--quiet", "--report", str(report), spec], cwd=ROOT, check=True)
+        cmd = [*pip, "--quiet", "--report", str(report), "-c", str(pins), spec]
+        subprocess.run(cmd, cwd=ROOT, check=True)
         installs = json.loads(report.read_text())["install"]
     lines = []
     for item in installs:
@@ -39,11 +41,16 @@ def resolve(spec: str) -> list[str]:
     return sorted(lines)
 
 
+def write(path: str, spec: str, lines: list[str]) -> None:
+    header = f"# {path}: pip install --require-hashes -r {path}  (from .ci/lock.py: {spec})\n"
+    (ROOT / path).write_text(header + "\n".join(lines) + "\n")
+    print(f"wrote {path}")
+
+
 def main() -> None:
-    for path, spec in LOCKS.items():
-        header = f"# {path}: pip install --require-hashes -r {path}  (from .ci/lock.py: {spec})\n"
-        (ROOT / path).write_text(header + "\n".join(resolve(spec)) + "\n")
-        print(f"wrote {path}")
+    dev = resolve(".[dev]")
+    write("requirements-dev.lock", ".[dev]", dev)
+    write("requirements.lock", ".", resolve(".", constraints=dev))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ import json
 import sys
 
 from sparc_ray import releases, signing
+from sparc_ray.artifacts import IntegrityError
 from sparc_ray.config import add_train_arguments
-from sparc_ray.models import IntegrityError
 from sparc_ray.registry import ModelRegistry, RegistryError
 
 

@@ -10,8 +10,11 @@ from typing import Any
 
 import yaml
 
-from sparc_ray.evaluation import DEFAULT_GATES
-from sparc_ray.models import MODEL_FAMILIES
+# Seed thresholds: a model below any of them is stored but never promoted.
+DEFAULT_GATES = {"accuracy": 0.70, "precision": 0.65, "recall": 0.65}
+# The estimator families of sparc_ray.models.MODEL_FAMILIES (named here so that reading a
+# config does not import scikit-learn).
+MODEL_FAMILY_NAMES = ("random_forest", "logistic_regression", "hist_gradient_boosting")
 
 DEFAULT_CONFIG = "tune/default.yaml"
 
@@ -113,7 +116,7 @@ def _apply_defaults(raw: dict[str, Any]) -> None:
         "sampler": "grid",
         "num_samples": 1,
         "scheduler": "asha",
-        "cpus_per_trial": 1,
+        "cpus_per_fold": 1,
         "max_concurrent_trials": None,
         "storage_path": "ray_results",
     }.items():
@@ -154,8 +157,8 @@ def _check(raw: dict[str, Any], path: Path) -> None:
     if not isinstance(space, dict) or not space:
         fail("`search.space` must map model families to parameters")
     for family, params in space.items():
-        if family not in MODEL_FAMILIES:
-            fail(f"`search.space.{family}`: unknown model family; use {list(MODEL_FAMILIES)}")
+        if family not in MODEL_FAMILY_NAMES:
+            fail(f"`search.space.{family}`: unknown model family; use {list(MODEL_FAMILY_NAMES)}")
         if not isinstance(params or {}, dict):
             fail(f"`search.space.{family}` must be a mapping of parameters")
     if raw["registry"]["release"] not in {"production", "canary", "shadow"}:

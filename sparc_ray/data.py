@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
+
+from sparc_ray import storage
 
 BUILTIN_PREFIX = "builtin:"
 MAX_CATEGORIES = 1000  # categories kept in the schema per categorical feature
@@ -47,14 +48,11 @@ def load_dataset(uri: str) -> tuple[pd.DataFrame, str | None]:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    if "://" in uri:
-        try:
-            fs, path = pafs.FileSystem.from_uri(uri)
-        except Exception as exc:  # unknown scheme, bad bucket, no credentials...
-            raise DataError(f"cannot open {uri!r}: {exc}") from exc
-    else:
-        fs, path = pafs.LocalFileSystem(), os.path.abspath(uri)
-    info = fs.get_file_info(path)
+    try:
+        fs, path = storage.open_fs(uri)
+        info = fs.get_file_info(path)
+    except Exception as exc:  # unknown scheme, bad bucket, no credentials...
+        raise DataError(f"cannot open {uri!r}: {exc}") from exc
     if info.type != pafs.FileType.File:
         raise DataError(f"data file not found: {uri}")
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -10,14 +10,14 @@ from sklearn import metrics as skm
 
 from sparc_ray.labels import labels_from_proba
 
-if TYPE_CHECKING:
-    from sparc_ray.models import SPARCClassificationModel
 
-# Seed thresholds: a model below any of them is stored but never promoted.
-DEFAULT_GATES = {"accuracy": 0.70, "precision": 0.65, "recall": 0.65}
+class Classifier(Protocol):
+    classes: list[Any]
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray: ...
 
 
-def evaluate(model: SPARCClassificationModel, X: pd.DataFrame, y: pd.Series) -> dict[str, Any]:
+def evaluate(model: Classifier, X: pd.DataFrame, y: pd.Series) -> dict[str, Any]:
     """Accuracy, weighted precision / recall / F1, ROC-AUC (where defined), confusion matrix."""
     proba = model.predict_proba(X)
     return metrics_from_proba(np.asarray(y, dtype=object), proba, model.classes)

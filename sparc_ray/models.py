@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
+import itertools
 import json
 import os
 import tempfile
@@ -14,7 +14,6 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -26,12 +25,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from sparc_ray.artifacts import METADATA_FILE, MODEL_FILE, IntegrityError, sha256_bytes
 from sparc_ray.data import FeatureSpec, infer_schema, normalize_features, split_features
+from sparc_ray.evaluation import evaluate
 from sparc_ray.labels import labels_from_proba
 
-MODEL_FILE = "model.joblib"
-ONNX_FILE = "model.onnx"  # the compiled export, when it converts and passes parity
-METADATA_FILE = "metadata.json"
 MODEL_FAMILIES = {
     "random_forest": RandomForestClassifier,
     "logistic_regression": LogisticRegression,
@@ -42,14 +40,6 @@ _DEFAULT_PARAMS = {
     "logistic_regression": {"max_iter": 2000},
     "hist_gradient_boosting": {"random_state": 42},
 }
-
-
-class IntegrityError(RuntimeError):
-    """A model file does not match the sha256 recorded next to it."""
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def build_pipeline(
@@ -100,16 +90,20 @@ class SPARCClassificationModel:
         return build_pipeline(self.model_type, params, numeric, categorical)
 
     def iter_cv_scores(self, X: pd.DataFrame, y: pd.Series, seed: int = 42) -> Iterator[float]:
-        """Yield the score of each stratified fold in turn (Tune reports after each one)."""
+        """Yield the score of each stratified fold in turn."""
+        for fold in range(self.n_folds):
+            yield self.fold_score(X, y, fold, seed)
+
+    def fold_score(self, X: pd.DataFrame, y: pd.Series, fold: int, seed: int = 42) -> float:
+        """Fit on all but stratified fold ``fold`` (shuffled with ``seed``, as GridSearchCV
+        would split) and score on it; each fold can run on its own (one Ray task per fold)."""
         X = normalize_features(X)
-        template = self._new_pipeline(X)
-        scorer = get_scorer(self.scoring)
         folds = StratifiedKFold(n_splits=self.n_folds, shuffle=True, random_state=seed)
-        for train_idx, val_idx in folds.split(X, y):
-            pipe = clone(template)
-            with threadpool_limits(self.n_jobs):
-                pipe.fit(X.iloc[train_idx], y.iloc[train_idx])
-                yield float(scorer(pipe, X.iloc[val_idx], y.iloc[val_idx]))
+        train_idx, val_idx = next(itertools.islice(folds.split(X, y), fold, None))
+        pipe = self._new_pipeline(X)
+        with threadpool_limits(self.n_jobs):
+            pipe.fit(X.iloc[train_idx], y.iloc[train_idx])
+            return float(get_scorer(self.scoring)(pipe, X.iloc[val_idx], y.iloc[val_idx]))
 
     def fit(self, X: pd.DataFrame, y: pd.Series) -> SPARCClassificationModel:
         """Fit on all rows (no CV) and compute feature importance."""
@@ -142,8 +136,6 @@ class SPARCClassificationModel:
             "train_accuracy": float(np.mean(self.predict(X_train) == y_train.to_numpy())),
         }
         if X_val is not None and y_val is not None:
-            from sparc_ray.evaluation import evaluate
-
             metrics["validation"] = evaluate(self, X_val, pd.Series(y_val))
         return metrics
 

@@ -30,8 +30,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
+from sparc_ray.artifacts import ONNX_FILE, sha256_bytes
 from sparc_ray.data import normalize_features
-from sparc_ray.models import ONNX_FILE, SPARCClassificationModel, sha256_bytes
+from sparc_ray.models import SPARCClassificationModel
 from sparc_ray.onnx_model import META_KEY, OUTPUT, OnnxModel, columns_from_frame
 
 TOLERANCE = 1e-9  # max |Δprobability| the parity check accepts (labels must be equal too)

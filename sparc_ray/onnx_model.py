@@ -13,8 +13,8 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
+from sparc_ray.artifacts import IntegrityError, sha256_bytes
 from sparc_ray.data import normalize_features
-from sparc_ray.models import IntegrityError, sha256_bytes
 
 OUTPUT = "probabilities"
 META_KEY = "sparc.onnx"  # model metadata: {"classes": [...], "categorical_fill": str | None}

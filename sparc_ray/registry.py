@@ -7,10 +7,12 @@
 ``releases.json`` hold the release in progress and past release decisions
 (``sparc_ray.releases``). These files are the only record of what is served. The store
 is a local directory or any URI pyarrow's filesystem layer understands (``s3://``, ``gs://``, ``file://``...).
-A version directory is staged under a hidden name and renamed into place, and alias files are
-replaced atomically, so a reader sees a whole version or none (renames are atomic on local and
-POSIX shared filesystems; object stores publish ``metadata.json`` last and readers ignore a
-version without it).
+On a local or POSIX shared filesystem a version directory is staged under a hidden name and
+renamed into place, and alias files are replaced by rename. Object stores (``s3://`` and any
+S3-compatible endpoint, see ``sparc_ray.storage``) cannot rename a directory: a version's
+files are written in place with ``metadata.json`` last (readers ignore a version without it),
+and each record is one PUT, which is atomic. Either way a reader sees a whole version or
+none.
 """
 
 from __future__ import annotations
@@ -22,18 +24,15 @@ import posixpath
 import re
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 
-from sparc_ray import signing
-from sparc_ray.models import (
-    METADATA_FILE,
-    MODEL_FILE,
-    IntegrityError,
-    SPARCClassificationModel,
-    sha256_bytes,
-)
+from sparc_ray import signing, storage
+from sparc_ray.artifacts import METADATA_FILE, MODEL_FILE, IntegrityError, sha256_bytes
+
+if TYPE_CHECKING:  # scikit-learn is imported only when a pipeline is loaded or published
+    from sparc_ray.models import SPARCClassificationModel
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 ALIAS = "production"
@@ -57,18 +56,14 @@ def check_name(value: str, what: str = "version") -> str:
 
 class ModelRegistry:
     def __init__(self, store: str | os.PathLike[str]) -> None:
-        store = str(store)
-        if "://" in store:
-            self.fs, self.root = pafs.FileSystem.from_uri(store)
-        else:
-            self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(store)
-        self.root = self.root.rstrip("/")
-        self.store = store
+        self.store = str(store)
+        self.fs, root = storage.open_fs(self.store)
+        self.root = root.rstrip("/")
 
     @property
     def root_path(self) -> Path:
         """The store as a local path (local stores only)."""
-        if not isinstance(self.fs, pafs.LocalFileSystem):
+        if not storage.is_local(self.fs):
             raise RegistryError(f"{self.store} is not a local store")
         return Path(self.root)
 
@@ -88,7 +83,7 @@ class ModelRegistry:
             return fh.read()
 
     def _write_atomic(self, path: str, data: bytes) -> None:
-        if isinstance(self.fs, pafs.LocalFileSystem):
+        if storage.is_local(self.fs):
             tmp = f"{path}.tmp-{uuid.uuid4().hex}"
             with self.fs.open_output_stream(tmp) as fh:
                 fh.write(data)
@@ -217,6 +212,8 @@ class ModelRegistry:
         version = self.resolve(name, ref)
         meta = self.metadata(name, version)
         data = self._read(posixpath.join(self.version_dir(name, version), MODEL_FILE))
+        from sparc_ray.models import SPARCClassificationModel
+
         return SPARCClassificationModel.from_bytes(data, meta["sha256"]), meta
 
     # -- writing ------------------------------------------------------------------------
@@ -235,7 +232,11 @@ class ModelRegistry:
         final = self.version_dir(name, version)
         if self._exists(final):
             raise RegistryError(f"version {version!r} of {name!r} already exists")
-        staging = self._path(name, f".staging-{version}")
+        # Local / POSIX: staged under a hidden name, renamed into place. Object stores cannot
+        # rename a directory: the files go straight to the version, metadata.json last, and
+        # readers ignore a version without it.
+        local = storage.is_local(self.fs)
+        staging = self._path(name, f".staging-{version}") if local else final
         self.fs.create_dir(staging, recursive=True)
         data = model.to_bytes()
         meta = {
@@ -256,7 +257,8 @@ class ModelRegistry:
                 self.fs.create_dir(posixpath.dirname(target), recursive=True)
                 with self.fs.open_output_stream(target) as fh:
                     fh.write(content)
-            self.fs.move(staging, final)
+            if local:
+                self.fs.move(staging, final)
         except BaseException:
             if self._exists(staging):
                 self.fs.delete_dir(staging)

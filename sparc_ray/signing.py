@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sparc_ray.models import METADATA_FILE, IntegrityError, sha256_bytes
+from sparc_ray.artifacts import METADATA_FILE, IntegrityError, sha256_bytes
 
 SIGNATURE_FILE = "signature.json"
 FORMAT = "sparc-ray/signature/v1"

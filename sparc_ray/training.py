@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import platform
 import sys
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from sparc_ray.data import (
 from sparc_ray.drift import build_reference
 from sparc_ray.evaluation import apply_gates, metrics_from_proba
 from sparc_ray.labels import labels_from_proba
-from sparc_ray.models import SPARCClassificationModel
 from sparc_ray.onnx_export import export_onnx
 from sparc_ray.registry import ModelRegistry
 from sparc_ray.report import build_report
@@ -107,15 +105,7 @@ def run_training(
     search = tuning.run_search(tuner, n_folds)
     best = search.best
 
-    model = SPARCClassificationModel(
-        {
-            "model_type": best["model_type"],
-            "model": best["params"],
-            "cross_validation": cfg.cv,
-            "n_jobs": len(os.sched_getaffinity(0)),  # the refit runs in this driver process
-        }
-    )
-    model.fit(X_train, y_train)
+    model = tuning.refit(X_train, y_train, best, cfg.cv)
     proba = model.predict_proba(X_test)
     y_test_arr = np.asarray(y_test.tolist())
     holdout = metrics_from_proba(y_test_arr, proba, model.classes)

@@ -1,139 +1,139 @@
-"""Ray Tune search: one trial per candidate config, stratified k-fold CV inside each trial.
+"""Ray Tune search: one trial per candidate config, its stratified k folds run as Ray tasks.
 
-Every trial reports the running CV mean after each fold, so ``ASHAScheduler`` (time attribute
-= folds done) stops weak configurations after their first folds. The training split goes to
-the object store once through ``tune.with_parameters``.
+The training split goes to the object store once; a trial holds no CPU itself: it submits its
+folds as tasks (``cpus_per_fold`` each), reports the running CV mean as each one finishes, and
+so keeps every CPU of the cluster busy until the last fold, instead of one CPU per trial
+running its folds in a row. ``ASHAScheduler`` (time attribute = folds done) decides at its
+rungs, so a trial submits its folds a rung at a time: a trial it stops has nothing left
+running (and anything still pending when a trial ends is cancelled). The costliest
+configurations start first. The final refit is a Ray task with explicit resources.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
+import ray
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from sparc_ray.models import SPARCClassificationModel
+from sparc_ray import storage
+
+if TYPE_CHECKING:  # scikit-learn is imported by the fold and refit tasks, not by trials
+    from sparc_ray.models import SPARCClassificationModel
+from sparc_ray.search_space import expand_candidates, order_candidates
 
 METRIC = "cv_mean"
-_DISTRIBUTIONS = {
-    "uniform": tune.uniform,
-    "loguniform": tune.loguniform,
-    "randint": lambda lo, hi: tune.randint(lo, hi + 1),  # inclusive upper bound, like a grid
-}
+# A trial holds no CPU (its folds do): a little memory, so that its request is not empty.
+TRIAL_RESOURCES = {"cpu": 0, "memory": 128 * 2**20}
+SPARE_CPU_POLL_S = 0.5  # how often a waiting trial looks for idle CPUs to run folds ahead
+FoldFn = Callable[[pd.DataFrame, pd.Series, dict[str, Any], dict[str, Any], int, int], float]
 
 
-def _label(model_type: str, params: dict[str, Any]) -> str:
-    inner = ",".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
-    )
-    return f"{model_type}({inner})"
+def score_fold(
+    X: pd.DataFrame,
+    y: pd.Series,
+    candidate: dict[str, Any],
+    cv: dict[str, Any],
+    fold: int,
+    cpus: int,
+) -> float:
+    """One candidate's score on one fold (what every fold task runs)."""
+    return _model(candidate, cv, cpus).fold_score(X, y, fold)
 
 
-def _cost(candidate: dict[str, Any]) -> float:
-    """Rough relative fit cost (seconds per fold on 16k x 20 rows, one core) for ordering."""
-    p = candidate["params"]
-    if candidate["model_type"] == "random_forest":
-        depth = p.get("max_depth")
-        return 0.2 * p.get("n_estimators", 100) * (1.0 if depth is None else min(1.0, depth / 12))
-    if candidate["model_type"] == "hist_gradient_boosting":
-        return 0.02 * p.get("max_iter", 100)
-    return 0.2
+def _model(candidate: dict[str, Any], cv: dict[str, Any], cpus: int) -> SPARCClassificationModel:
+    from sparc_ray.models import SPARCClassificationModel
+
+    config = {"model_type": candidate["model_type"], "model": candidate["params"]}
+    return SPARCClassificationModel({**config, "cross_validation": cv, "n_jobs": cpus})
 
 
-def expand_candidates(
-    space: dict[str, dict[str, Any]], sampler: str, num_samples: int, seed: int = 0
-) -> list[dict[str, Any]]:
-    """Concrete ``{"model_type", "params", "label"}`` configs from a YAML search space.
-
-    grid: the cartesian product of list-valued parameters per family (repeated ``num_samples``
-    times); random: ``num_samples`` draws per family with Tune's samplers (lists = choices).
-    """
-    out = []
-    rng = np.random.default_rng(seed)
-    for family, params in space.items():
-        params = params or {}
-        if sampler == "grid":
-            bad = [k for k, v in params.items() if isinstance(v, dict)]
-            if bad:
-                raise ValueError(f"{family}: distributions {bad} need `sampler: random`")
-            axes = {k: v if isinstance(v, list) else [v] for k, v in params.items()}
-            combos = [
-                dict(zip(axes, vals, strict=True)) for vals in itertools.product(*axes.values())
-            ]
-            combos = combos * num_samples
-        else:
-            domains = {k: _domain(family, k, v) for k, v in params.items()}
-            combos = [
-                {
-                    k: (d.sample(random_state=rng) if hasattr(d, "sample") else d)
-                    for k, d in domains.items()
-                }
-                for _ in range(num_samples)
-            ]
-        for combo in combos:
-            combo = {k: v.item() if isinstance(v, np.generic) else v for k, v in combo.items()}
-            out.append({"model_type": family, "params": combo, "label": _label(family, combo)})
-    return out
+@ray.remote
+def _fold_task(fold_fn: FoldFn, X, y, candidate, cv, fold: int, cpus: int) -> float:
+    return fold_fn(X, y, candidate, cv, fold, cpus)
 
 
-def _domain(family: str, key: str, value: Any) -> Any:
-    if isinstance(value, list):
-        return tune.choice(value)
-    if isinstance(value, dict):
-        ((kind, bounds),) = value.items()
-        if kind not in _DISTRIBUTIONS:
-            raise ValueError(f"{family}.{key}: unknown distribution {kind!r}")
-        return _DISTRIBUTIONS[kind](*bounds)
-    return value
-
-
-def order_candidates(
-    candidates: list[dict[str, Any]], scheduler: str, seed: int = 0
-) -> list[dict[str, Any]]:
-    """FIFO: slowest first, for the shortest makespan. ASHA: a seeded shuffle, so the early
-    rung thresholds are set by a mix of families rather than by the cheapest (often weakest)
-    or the costliest configurations."""
-    if scheduler == "fifo":
-        return sorted(candidates, key=_cost, reverse=True)
-    shuffled = list(candidates)
-    # B311: a seeded search order, not a secret
-    random.Random(seed).shuffle(shuffled)  # nosec B311
-    return shuffled
+def fold_milestones(n_folds: int, search: dict[str, Any]) -> list[int]:
+    """Fold counts a trial runs up to before it waits for the scheduler: ASHA's rungs
+    (``grace_period * reduction_factor**k``), then all folds; FIFO: all folds at once."""
+    marks, t = [], float(search["asha"]["grace_period"])
+    if search["scheduler"] == "asha":
+        while t < n_folds:
+            marks.append(int(t))
+            t *= float(search["asha"]["reduction_factor"])
+    return sorted({*marks, n_folds})
 
 
 def cv_trainable(
-    config: dict[str, Any], X: pd.DataFrame, y: pd.Series, cv: dict[str, Any], cpus: int
+    config: dict[str, Any],
+    data: dict[str, Any],
+    cv: dict[str, Any],
+    cpus: int,
+    milestones: list[int],
+    fold_fn: FoldFn = score_fold,
 ) -> None:
-    """Run one candidate's CV, reporting the running mean after every fold."""
+    """Run one candidate's CV as fold tasks, reporting the running mean as each finishes.
+
+    The folds the scheduler needs before its next decision are submitted at once; folds
+    beyond it only while the cluster has CPUs to spare (so the best configurations do not
+    wait rung by rung at the end of a search), and they are cancelled if the trial stops."""
     cand = config["candidate"]
-    model = SPARCClassificationModel(
-        {
-            "model_type": cand["model_type"],
-            "model": cand["params"],
-            "cross_validation": cv,
-            "n_jobs": cpus,
-        }
-    )
-    scores: list[float] = []
-    for score in model.iter_cv_scores(X, y):
-        scores.append(score)
-        tune.report(
-            {
-                METRIC: float(np.mean(scores)),
-                "cv_std": float(np.std(scores)),
-                "folds": len(scores),
-                "fold_score": score,
-            }
-        )
+    # "DEFAULT": not in the trial's placement group (Tune makes trials capture child tasks);
+    # fold tasks take any free CPU of the cluster.
+    task = _fold_task.options(num_cpus=cpus, scheduling_strategy="DEFAULT")
+    n_folds, scores, pending = milestones[-1], [], []
+
+    def submit(count: int) -> None:
+        for _ in range(max(0, min(count, n_folds - len(scores) - len(pending)))):
+            fold = len(scores) + len(pending)
+            pending.append(task.remote(fold_fn, data["X"], data["y"], cand, cv, fold, cpus))
+
+    try:
+        while len(scores) < n_folds:
+            needed = next(m for m in milestones if m > len(scores))
+            submit(needed - len(scores) - len(pending))
+            ahead = len(scores) + len(pending) < n_folds
+            if ahead:  # folds beyond the next decision, on CPUs nobody else is waiting for
+                submit(int(ray.available_resources().get("CPU", 0) // cpus))
+            timeout = SPARE_CPU_POLL_S if ahead else None
+            done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
+            for ref in done:
+                score = float(ray.get(ref))
+                scores.append(score)
+                tune.report(
+                    {
+                        METRIC: float(np.mean(scores)),
+                        "cv_std": float(np.std(scores)),
+                        "folds": len(scores),
+                        "fold_score": score,
+                    }
+                )
+    finally:  # stopped or failed: no fold keeps a CPU busy for nothing
+        for ref in pending:
+            ray.cancel(ref)
+
+
+@ray.remote
+def _refit_task(X: pd.DataFrame, y: pd.Series, best: dict, cv: dict, cpus: int):
+    return _model(best, cv, cpus).fit(X, y)
+
+
+def refit(
+    X: pd.DataFrame, y: pd.Series, best: dict[str, Any], cv: dict[str, Any]
+) -> SPARCClassificationModel:
+    """The best configuration fitted on the whole training split: a Ray task holding every
+    CPU of the largest node (scikit-learn's threads use exactly those)."""
+    cpus = int(max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])) or 1
+    return ray.get(_refit_task.options(num_cpus=cpus).remote(X, y, best, cv, cpus))
 
 
 class SearchInterrupted(RuntimeError):
@@ -148,19 +148,15 @@ class SearchResult:
 
 
 def latest_experiment(storage_path: str, name: str) -> str | None:
-    """Path of the newest ``<name>-<YYYYmmdd-HHMMSS>`` experiment under ``storage_path``."""
-    if "://" in storage_path:
-        fs, root = pafs.FileSystem.from_uri(storage_path)
-    else:
-        storage_path = os.path.abspath(storage_path)
-        fs, root = pafs.LocalFileSystem(), storage_path
+    """Location of the newest ``<name>-<YYYYmmdd-HHMMSS>`` experiment under ``storage_path``."""
+    fs, root = storage.open_fs(storage_path)
     pattern = re.compile(rf"{re.escape(name)}-\d{{8}}-\d{{6}}")
     found = sorted(
         i.base_name
         for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
         if i.type == pafs.FileType.Directory and pattern.fullmatch(i.base_name)
     )
-    return f"{storage_path.rstrip('/')}/{found[-1]}" if found else None
+    return storage.join(storage.absolute(storage_path), found[-1]) if found else None
 
 
 def build_tuner(
@@ -171,18 +167,34 @@ def build_tuner(
     experiment: str,
     resume_path: str | None = None,
     seed: int = 0,
+    fold_fn: FoldFn = score_fold,
 ) -> tune.Tuner:
-    cpus = int(search["cpus_per_trial"])
+    """The search over ``search["space"]`` on the connected Ray cluster (or the experiment at
+    ``resume_path``, continued). ``fold_fn`` scores one fold (the scaling simulation replays
+    measured durations through it)."""
+    cpus = float(search["cpus_per_fold"])
+    n_folds = int(cv["n_folds"])
+    data = {"X": ray.put(X), "y": ray.put(y)}  # once; every fold task reads it from here
     trainable = tune.with_resources(
-        tune.with_parameters(cv_trainable, X=X, y=y, cv=cv, cpus=cpus), {"cpu": cpus}
+        tune.with_parameters(
+            cv_trainable,
+            data=data,
+            cv=cv,
+            cpus=cpus,
+            milestones=fold_milestones(n_folds, search),
+            fold_fn=fold_fn,
+        ),
+        TRIAL_RESOURCES,
     )
     if resume_path is not None:
-        return tune.Tuner.restore(resume_path, trainable=trainable, resume_errored=True)
+        fs, path = storage.open_fs(resume_path)
+        return tune.Tuner.restore(
+            path, trainable=trainable, resume_errored=True, storage_filesystem=fs
+        )
     candidates = expand_candidates(
         search["space"], search["sampler"], int(search["num_samples"]), seed
     )
-    candidates = order_candidates(candidates, search["scheduler"], seed)
-    n_folds = int(cv["n_folds"])
+    candidates = order_candidates(candidates, seed)
     scheduler = (
         ASHAScheduler(
             time_attr="training_iteration",
@@ -193,9 +205,7 @@ def build_tuner(
         if search["scheduler"] == "asha"
         else FIFOScheduler()
     )
-    storage = search["storage_path"]
-    if "://" not in storage:
-        storage = os.path.abspath(storage)
+    fs, root = storage.open_fs(search["storage_path"])
     # Only result.json per trial (what Tuner.restore and the report read): Tune's automatic
     # CSV and TensorBoard loggers cost driver time on every fold report.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -207,10 +217,16 @@ def build_tuner(
             mode="max",
             scheduler=scheduler,
             reuse_actors=True,
-            max_concurrent_trials=search.get("max_concurrent_trials"),
+            # Trials only wait on their folds: enough of them to keep every CPU fed.
+            max_concurrent_trials=search.get("max_concurrent_trials")
+            or max(2, int(2 * ray.cluster_resources().get("CPU", 1) / cpus)),
         ),
         run_config=tune.RunConfig(
-            name=experiment, storage_path=storage, verbose=1, callbacks=[JsonLoggerCallback()]
+            name=experiment,
+            storage_path=root,
+            storage_filesystem=fs,
+            verbose=1,
+            callbacks=[JsonLoggerCallback()],
         ),
     )
 

@@ -12,8 +12,8 @@ from typing import Any
 import psutil
 
 from sparc_ray import releases
+from sparc_ray.artifacts import IntegrityError
 from sparc_ray.input_rules import RequestError, detail, parse_json
-from sparc_ray.models import IntegrityError
 from sparc_ray.registry import ALIAS, RegistryError
 from sparc_ray.serving.loader import ModelLoader
 from sparc_ray.serving.model import VersionUnavailable

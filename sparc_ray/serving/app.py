@@ -13,11 +13,10 @@ each deployment's typed settings (``user_config``, see ``sparc_ray.serving.setti
 from serve_config.yaml's ``deployments:``.
 """
 
-import os
-
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
+from sparc_ray import storage
 from sparc_ray.serving.loader import RegistryLoader
 from sparc_ray.serving.model import Model
 from sparc_ray.serving.postprocessor import Postprocessor
@@ -48,9 +47,7 @@ class AppArgs(BaseModel):
 
 
 def build_app(args: AppArgs) -> Application:
-    store = args.model_store
-    if "://" not in store:  # relative paths resolve where the app is built
-        store = os.path.abspath(store)
+    store = storage.absolute(args.model_store)  # a relative path resolves where the app is built
     # Read here, at deploy time: a missing or malformed key fails the deploy, loudly.
     public_key = public_key_bytes(args.public_key) if args.public_key else None
     loader = RegistryLoader(store, args.model_name, public_key)

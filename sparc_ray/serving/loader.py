@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
 
-from sparc_ray.models import MODEL_FILE, IntegrityError, SPARCClassificationModel
+from sparc_ray.artifacts import MODEL_FILE, IntegrityError
+from sparc_ray.models import SPARCClassificationModel
 from sparc_ray.onnx_model import OnnxModel
 from sparc_ray.registry import ModelRegistry
 from sparc_ray.releases import Release, current_release

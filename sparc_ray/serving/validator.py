@@ -21,9 +21,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from sparc_ray import __version__
+from sparc_ray.artifacts import IntegrityError
 from sparc_ray.input_rules import PredictInput, RequestError, parse_json, parse_predict
 from sparc_ray.labels import labels_from_proba
-from sparc_ray.models import IntegrityError
 from sparc_ray.registry import VERSION_RE, RegistryError, check_name
 from sparc_ray.serving import metrics
 from sparc_ray.serving.admin import (

@@ -12,8 +12,9 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from sparc_ray import onnx_export
+from sparc_ray.artifacts import IntegrityError, sha256_bytes
 from sparc_ray.data import load_dataset
-from sparc_ray.models import MODEL_FAMILIES, IntegrityError, SPARCClassificationModel, sha256_bytes
+from sparc_ray.models import MODEL_FAMILIES, SPARCClassificationModel
 from sparc_ray.onnx_export import TOLERANCE, export_onnx
 from sparc_ray.onnx_model import OnnxModel, columns_from_frame
 

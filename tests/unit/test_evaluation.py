@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from sparc_ray.evaluation import DEFAULT_GATES, apply_gates, metrics_from_proba
+from sparc_ray.config import DEFAULT_GATES
+from sparc_ray.evaluation import apply_gates, metrics_from_proba
 
 
 def test_binary_metrics_and_auc():

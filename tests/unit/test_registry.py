@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from sparc_ray.models import IntegrityError
+from sparc_ray.artifacts import IntegrityError
 from sparc_ray.registry import ModelRegistry, RegistryError, check_name, new_version
 
 PASSED = {"gates": {"passed": True, "failed": []}}

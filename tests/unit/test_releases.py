@@ -6,8 +6,8 @@ from collections import Counter
 import pytest
 
 from sparc_ray import releases
+from sparc_ray.artifacts import IntegrityError
 from sparc_ray.cli import main
-from sparc_ray.models import IntegrityError
 from sparc_ray.registry import ModelRegistry, RegistryError
 from sparc_ray.serving.routing import ReleaseView
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sparc_ray.tuning import expand_candidates, order_candidates
+from sparc_ray.search_space import expand_candidates, order_candidates
 
 SPACE = {
     "random_forest": {"n_estimators": [50, 100], "max_depth": [None, 4], "random_state": 1},
@@ -37,14 +37,19 @@ def test_distribution_in_grid_is_an_error():
         expand_candidates({"logistic_regression": {"C": {"uniform": [0, 1]}}}, "grid", 1)
 
 
-def test_fifo_runs_the_slowest_first_asha_shuffles_with_a_seed():
-    cands = expand_candidates(SPACE, "grid", 1)
-    fifo = order_candidates(cands, "fifo")
-    assert fifo[0]["params"] == {"n_estimators": 100, "max_depth": None, "random_state": 1}
-    assert fifo[-1]["model_type"] == "logistic_regression"
-    asha = order_candidates(cands, "asha", seed=1)
-    assert asha == order_candidates(cands, "asha", seed=1) != order_candidates(cands, "asha", 2)
-    assert sorted(c["label"] for c in asha) == sorted(c["label"] for c in cands)
+def test_the_costliest_start_first_and_ties_in_seeded_order():
+    cands = expand_candidates(
+        {**SPACE, "logistic_regression": {"C": [0.01, 0.1, 1.0, 10.0, 100.0]}}, "grid", 1
+    )
+    ordered = order_candidates(cands, seed=1)
+    assert ordered[0]["params"] == {"n_estimators": 100, "max_depth": None, "random_state": 1}
+    assert ordered == order_candidates(cands, seed=1)
+    assert sorted(c["label"] for c in ordered) == sorted(c["label"] for c in cands)
+    ties = [[c["label"] for c in order_candidates(cands, s)[-5:]] for s in range(4)]
+    assert {c[0] for c in ties} > {ties[0][0]}  # equal costs: the seed decides
+    assert all(
+        set(t) == {f"logistic_regression(C={c:g})" for c in (0.01, 0.1, 1, 10, 100)} for t in ties
+    )
 
 
 def test_latest_experiment_matches_the_name_exactly(tmp_path):

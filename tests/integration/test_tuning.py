@@ -1,0 +1,99 @@
+"""The search on a real local Ray: folds run as Ray tasks, ASHA decides at its rungs and the
+folds of the trials it stops do not run; the refit is a Ray task."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+
+from sparc_ray.tuning import build_tuner, fold_milestones, refit, run_search, score_fold
+
+pytestmark = pytest.mark.slow
+N_FOLDS = 5
+SPACE = {
+    # Three hopeless configurations (C so small that every row gets the majority class) and
+    # three good ones: ASHA stops the hopeless ones at its first rung.
+    "logistic_regression": {"C": [1e-7, 2e-7, 4e-7, 0.1, 1.0, 10.0]},
+}
+
+
+class CountingFold:
+    """``score_fold`` that also records, in a file per fold, that the fold ran to the end."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def __call__(self, X, y, candidate, cv, fold, cpus) -> float:
+        score = score_fold(X, y, candidate, cv, fold, cpus)
+        (self.directory / f"{candidate['label']}#{fold}#{os.getpid()}").touch()
+        return score
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _search(loans: pd.DataFrame, tmp_path: Path, scheduler: str, fold_fn) -> dict:
+    X, y = loans.drop(columns="decision"), loans["decision"]
+    search = {
+        "space": SPACE,
+        "sampler": "grid",
+        "num_samples": 1,
+        "scheduler": scheduler,
+        "asha": {"grace_period": 1, "reduction_factor": 3},
+        "cpus_per_fold": 1,
+        "max_concurrent_trials": None,
+        "storage_path": str(tmp_path / "ray_results"),
+    }
+    cv = {"n_folds": N_FOLDS, "scoring": "accuracy"}
+    tuner = build_tuner(X, y, search, cv, f"t-{scheduler}", fold_fn=fold_fn)
+    return run_search(tuner, N_FOLDS)
+
+
+def test_fold_milestones_follow_asha_rungs():
+    asha = {"scheduler": "asha", "asha": {"grace_period": 1, "reduction_factor": 3}}
+    assert fold_milestones(5, asha) == [1, 3, 5]
+    assert fold_milestones(10, {**asha, "asha": {"grace_period": 2, "reduction_factor": 2}}) == [
+        2,
+        4,
+        8,
+        10,
+    ]
+    assert fold_milestones(5, {**asha, "scheduler": "fifo"}) == [5]
+
+
+def test_asha_stops_hopeless_trials_and_their_folds_never_run(local_ray, loans, tmp_path):
+    ran = tmp_path / "folds"
+    ran.mkdir()
+    result = _search(loans, tmp_path, "asha", CountingFold(ran))
+    folds_run = [p.name.split("#") for p in ran.iterdir()]
+    reported = {t["label"]: t["folds"] for t in result.trials}
+    # Every reported fold ran, none twice, and far from all folds ran: a stopped trial's
+    # folds beyond its rung never started (or, if they ran ahead on idle CPUs, were
+    # cancelled; those that finished anyway count here).
+    assert sum(reported.values()) <= len(folds_run) < len(reported) * N_FOLDS - 3
+    assert len({(label, fold) for label, fold, _ in folds_run}) == len(folds_run)
+    # ASHA is asynchronous: the first trial to reach a rung has no one to lose to.
+    hopeless = [reported[f"logistic_regression(C={c})"] for c in ("1e-07", "2e-07", "4e-07")]
+    assert sum(n < N_FOLDS for n in hopeless) >= 2, reported
+    assert result.best["folds"] == N_FOLDS and result.best["cv_mean"] > 0.8
+    # The folds ran as tasks in more than one worker process (two CPUs, trials hold none).
+    assert len({pid for _, _, pid in folds_run}) >= 2
+
+
+def test_fifo_runs_every_fold_and_refit_is_a_ray_task(local_ray, loans, tmp_path):
+    result = _search(loans, tmp_path, "fifo", score_fold)
+    assert all(t["folds"] == N_FOLDS for t in result.trials)
+    X, y = loans.drop(columns="decision"), loans["decision"]
+    model = refit(X, y, result.best, {"n_folds": N_FOLDS, "scoring": "accuracy"})
+    assert model.config["n_jobs"] == 2 and model.model_type == "logistic_regression"
+    assert (model.predict(X.head(50)) == y.head(50).to_numpy()).mean() > 0.7
