@@ -153,6 +153,11 @@ def _check(raw: dict[str, Any], path: Path) -> None:
         fail("`search.scheduler` must be asha or fifo")
     if int(s["num_samples"]) < 1:
         fail("`search.num_samples` must be at least 1")
+    if "cpus_per_trial" in s:  # trials hold no CPU since folds became Ray tasks
+        fail("`search.cpus_per_trial` is now `search.cpus_per_fold` (CPUs per fold task)")
+    cpus = s["cpus_per_fold"]
+    if isinstance(cpus, bool) or not isinstance(cpus, int | float) or cpus <= 0:
+        fail("`search.cpus_per_fold` must be a positive number of CPUs")
     space = s.get("space")
     if not isinstance(space, dict) or not space:
         fail("`search.space` must map model families to parameters")

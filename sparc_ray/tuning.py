@@ -4,9 +4,9 @@ The training split goes to the object store once; a trial holds no CPU itself: i
 folds as tasks (``cpus_per_fold`` each), reports the running CV mean as each one finishes, and
 so keeps every CPU of the cluster busy until the last fold, instead of one CPU per trial
 running its folds in a row. ``ASHAScheduler`` (time attribute = folds done) decides at its
-rungs, so a trial submits its folds a rung at a time: a trial it stops has nothing left
-running (and anything still pending when a trial ends is cancelled). The costliest
-configurations start first. The final refit is a Ray task with explicit resources.
+rungs, so a trial submits the folds up to its next rung; folds beyond it run ahead only on
+CPUs nobody else waits for, and whatever is pending when a trial stops is cancelled. The
+costliest configurations start first. The final refit is a Ray task with explicit resources.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sparc_ray import storage
+from sparc_ray.search_space import expand_candidates, order_candidates
 
 if TYPE_CHECKING:  # scikit-learn is imported by the fold and refit tasks, not by trials
     from sparc_ray.models import SPARCClassificationModel
-from sparc_ray.search_space import expand_candidates, order_candidates
 
 METRIC = "cv_mean"
 # A trial holds no CPU (its folds do): a little memory, so that its request is not empty.
@@ -54,7 +54,8 @@ def _model(candidate: dict[str, Any], cv: dict[str, Any], cpus: int) -> SPARCCla
     from sparc_ray.models import SPARCClassificationModel
 
     config = {"model_type": candidate["model_type"], "model": candidate["params"]}
-    return SPARCClassificationModel({**config, "cross_validation": cv, "n_jobs": cpus})
+    n_jobs = max(1, int(cpus))  # threads for a fractional cpus_per_fold: one
+    return SPARCClassificationModel({**config, "cross_validation": cv, "n_jobs": n_jobs})
 
 
 @ray.remote
@@ -130,9 +131,11 @@ def _refit_task(X: pd.DataFrame, y: pd.Series, best: dict, cv: dict, cpus: int):
 def refit(
     X: pd.DataFrame, y: pd.Series, best: dict[str, Any], cv: dict[str, Any]
 ) -> SPARCClassificationModel:
-    """The best configuration fitted on the whole training split: a Ray task holding every
-    CPU of the largest node (scikit-learn's threads use exactly those)."""
-    cpus = int(max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])) or 1
+    """The best configuration fitted on the whole training split: a Ray task holding as many
+    CPUs as one node can give it now (the largest node's, less what others use, e.g. a Serve
+    app on the same cluster); scikit-learn's threads use exactly those."""
+    node = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
+    cpus = max(1, int(min(node, ray.available_resources().get("CPU", 0))))
     return ray.get(_refit_task.options(num_cpus=cpus).remote(X, y, best, cv, cpus))
 
 

@@ -86,3 +86,20 @@ def test_bad_config_names_the_key(tmp_path, yaml_text, message):
     add_train_arguments(p)
     with pytest.raises(ConfigError, match=message):
         load_config(p.parse_args(["--config", str(path)]))
+
+
+def test_cpus_per_fold_is_checked_and_the_old_key_named(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    for search, message in (
+        ({"cpus_per_trial": 1}, "now `search.cpus_per_fold`"),
+        ({"cpus_per_fold": 0}, "positive number of CPUs"),
+    ):
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(
+            f"name: m\ndata: {{path: 'builtin:iris'}}\n"
+            f"search: {{space: {{logistic_regression: {{}}}}, {next(iter(search))}: "
+            f"{next(iter(search.values()))}}}\n"
+        )
+        with pytest.raises(ConfigError, match=message):
+            load_config(parser.parse_args(["--config", str(cfg)]))
