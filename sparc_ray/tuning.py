@@ -84,9 +84,10 @@ def cv_trainable(
 ) -> None:
     """Run one candidate's CV as fold tasks, reporting the running mean as each finishes.
 
-    The folds the scheduler needs before its next decision are submitted at once; folds
-    beyond it only while the cluster has CPUs to spare (so the best configurations do not
-    wait rung by rung at the end of a search), and they are cancelled if the trial stops."""
+    The folds the scheduler needs before its next decision are submitted at once; once past
+    the first rung, folds beyond the next one also run while the cluster has CPUs to spare (so
+    the best configurations do not wait rung by rung at the end of a search); whatever is
+    pending when the trial stops is cancelled."""
     cand = config["candidate"]
     # "DEFAULT": not in the trial's placement group (Tune makes trials capture child tasks);
     # fold tasks take any free CPU of the cluster.
@@ -102,8 +103,10 @@ def cv_trainable(
         while len(scores) < n_folds:
             needed = next(m for m in milestones if m > len(scores))
             submit(needed - len(scores) - len(pending))
-            ahead = len(scores) + len(pending) < n_folds
-            if ahead:  # folds beyond the next decision, on CPUs nobody else is waiting for
+            # Folds beyond the next decision, on CPUs nobody else is waiting for, only once
+            # the trial has passed its first rung: ahead of that, ASHA could not stop it.
+            ahead = milestones[0] <= len(scores) and len(scores) + len(pending) < n_folds
+            if ahead:
                 submit(int(ray.available_resources().get("CPU", 0) // cpus))
             timeout = SPARE_CPU_POLL_S if ahead else None
             done, pending = ray.wait(pending, num_returns=1, timeout=timeout)

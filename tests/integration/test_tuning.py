@@ -15,9 +15,10 @@ from sparc_ray.tuning import build_tuner, fold_milestones, refit, run_search, sc
 pytestmark = pytest.mark.slow
 N_FOLDS = 5
 SPACE = {
-    # Three hopeless configurations (C so small that every row gets the majority class) and
-    # three good ones: ASHA stops the hopeless ones at its first rung.
-    "logistic_regression": {"C": [1e-7, 2e-7, 4e-7, 0.1, 1.0, 10.0]},
+    # Three good configurations, which cost more and so start first, and three hopeless ones
+    # (C so small that every row gets the majority class): ASHA stops those at its first rung.
+    "random_forest": {"n_estimators": [10, 20, 40]},
+    "logistic_regression": {"C": [1e-7, 2e-7, 4e-7]},
 }
 
 
@@ -51,7 +52,7 @@ def _search(loans: pd.DataFrame, tmp_path: Path, scheduler: str, fold_fn) -> dic
         "scheduler": scheduler,
         "asha": {"grace_period": 1, "reduction_factor": 3},
         "cpus_per_fold": 1,
-        "max_concurrent_trials": None,
+        "max_concurrent_trials": 3,
         "storage_path": str(tmp_path / "ray_results"),
     }
     cv = {"n_folds": N_FOLDS, "scoring": "accuracy"}
@@ -85,7 +86,7 @@ def test_asha_stops_hopeless_trials_and_their_folds_never_run(local_ray, loans, 
     # ASHA is asynchronous: the first trial to reach a rung has no one to lose to.
     hopeless = [reported[f"logistic_regression(C={c})"] for c in ("1e-07", "2e-07", "4e-07")]
     assert sum(n < N_FOLDS for n in hopeless) >= 2, reported
-    assert result.best["folds"] == N_FOLDS and result.best["cv_mean"] > 0.8
+    assert result.best["folds"] == N_FOLDS and result.best["model_type"] == "random_forest"
     # The folds ran as tasks in more than one worker process (two CPUs, trials hold none).
     assert len({pid for _, _, pid in folds_run}) >= 2
 
@@ -95,5 +96,6 @@ def test_fifo_runs_every_fold_and_refit_is_a_ray_task(local_ray, loans, tmp_path
     assert all(t["folds"] == N_FOLDS for t in result.trials)
     X, y = loans.drop(columns="decision"), loans["decision"]
     model = refit(X, y, result.best, {"n_folds": N_FOLDS, "scoring": "accuracy"})
-    assert model.config["n_jobs"] == 2 and model.model_type == "logistic_regression"
+    # The CPUs free when the refit starts (a cancelled fold may still be winding down).
+    assert model.config["n_jobs"] in (1, 2) and model.model_type == "random_forest"
     assert (model.predict(X.head(50)) == y.head(50).to_numpy()).mean() > 0.7
