@@ -48,6 +48,7 @@ format: venv
 test: venv lint
 	bash .ci/install-apt.sh promtool prometheus
 	bash .ci/install-apt.sh chromium chromium
+	bash .ci/install-apt.sh redis-server redis-server
 	$(BIN)/python -m pytest -q -ra --durations=15
 
 test-unit: venv

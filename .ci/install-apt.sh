@@ -3,6 +3,7 @@
 # installs PACKAGE with apt-get when COMMAND is missing. Used by `make test` for
 #   promtool  (prometheus) - Prometheus rule checks / unit tests in tests/unit/test_manifests.py
 #   chromium  (chromium)   - the offline /docs rendering check in tests/integration/test_serving.py
+#   redis-server (redis-server) - the GCS fault-tolerance test (tests/integration/test_gcs_ft.py)
 # Never fails the build: without the tool those tests are skipped, loudly.
 set -u
 cmd=$1 pkg=$2

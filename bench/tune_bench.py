@@ -31,6 +31,7 @@ from sklearn.datasets import make_classification
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from sparc_ray.config import CVConfig, SearchConfig
 from sparc_ray.models import build_pipeline
 from sparc_ray.search_space import expand_candidates
 from sparc_ray.tuning import build_tuner, run_search
@@ -111,17 +112,17 @@ def grid_search(X: pd.DataFrame, y: pd.Series, space: dict, cpus: int) -> tuple[
 def tune_search(
     X: pd.DataFrame, y: pd.Series, space: dict, scheduler: str, storage: str, rf: float
 ) -> dict:
-    search = {
-        "space": space,
-        "sampler": "grid",
-        "num_samples": 1,
-        "scheduler": scheduler,
-        "asha": {"grace_period": 1, "reduction_factor": rf},
-        "cpus_per_fold": 1,
-        "max_concurrent_trials": None,
-        "storage_path": storage,
-    }
-    cv = {"n_folds": N_FOLDS, "scoring": "accuracy"}
+    search = SearchConfig(
+        space=space,
+        sampler="grid",
+        num_samples=1,
+        scheduler=scheduler,
+        asha={"grace_period": 1, "reduction_factor": rf},
+        cpus_per_fold=1,
+        max_concurrent_trials=None,
+        storage_path=storage,
+    )
+    cv = CVConfig(n_folds=N_FOLDS, scoring="accuracy")
     start = time.perf_counter()
     tuner = build_tuner(X, y, search, cv, f"bench-{scheduler}-{int(time.time())}")
     result = run_search(tuner, N_FOLDS)

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from tune_bench import N_FOLDS, SPACES, make_data
 
+from sparc_ray.config import CVConfig, SearchConfig
 from sparc_ray.search_space import expand_candidates, fit_cost
 from sparc_ray.tuning import build_tuner, run_search, score_fold
 
@@ -128,17 +129,17 @@ def today(folds: dict, scheduler: str, scale: float, cpus: int) -> tuple[float, 
 
 
 def current(folds: dict, scheduler: str, scale: float, cpus: int) -> tuple[float, str, int]:
-    search = {
-        "space": SPACES[ARGS.space],
-        "sampler": "grid",
-        "num_samples": 1,
-        "scheduler": scheduler,
-        "asha": ASHA,
-        "cpus_per_fold": 1,
-        "max_concurrent_trials": None,
-        "storage_path": STORAGE,
-    }
-    cv = {"n_folds": N_FOLDS, "scoring": "accuracy"}
+    search = SearchConfig(
+        space=SPACES[ARGS.space],
+        sampler="grid",
+        num_samples=1,
+        scheduler=scheduler,
+        asha=ASHA,
+        cpus_per_fold=1,
+        max_concurrent_trials=None,
+        storage_path=STORAGE,
+    )
+    cv = CVConfig(n_folds=N_FOLDS, scoring="accuracy")
     X, y = make_data(200)  # unused by the replay; the real split is what was measured
     start = time.perf_counter()
     tuner = build_tuner(X, y, search, cv, f"sim-{time.time_ns()}", fold_fn=Replay(folds, scale))

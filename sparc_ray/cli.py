@@ -1,5 +1,6 @@
 """``sparc-ray`` command line: train; inspect, sign, verify, promote, roll back and release
-models (canary, shadow); generate signing keys; bulk predict."""
+models (canary, shadow); generate signing keys; score files with Ray Data; bulk predict over
+HTTP."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 from sparc_ray import releases, signing
 from sparc_ray.artifacts import IntegrityError
-from sparc_ray.config import add_train_arguments
+from sparc_ray.config import add_score_arguments, add_train_arguments
 from sparc_ray.registry import ModelRegistry, RegistryError
 
 
@@ -158,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="keys/model_signing", help="writes OUT.key (mode 0600) and OUT.pub"
     )
 
+    score = sub.add_parser(
+        "score", help="score a CSV/Parquet file or directory with Ray Data (local Ray)"
+    )
+    add_score_arguments(score)
+
     predict = sub.add_parser("predict", help="score a CSV file over HTTP in chunks")
     predict.add_argument(
         "--url", required=True, help="service base URL, e.g. http://127.0.0.1:8000"
@@ -175,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         from sparc_ray.training import run_job
 
         return run_job(args)
+    if args.command == "score":
+        from sparc_ray.scoring import run_job as run_scoring
+
+        return run_scoring(args)
     try:
         if args.command == "keys":
             private, public = signing.generate_key_pair(args.out)

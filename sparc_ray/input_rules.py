@@ -59,6 +59,15 @@ class FeatureCheck:
     limit: float = FLOAT32_MAX  # largest |value| the model can score (numeric features)
 
 
+def checks_from_metadata(meta: dict[str, Any]) -> list[FeatureCheck]:
+    """The checks of a version's features, in the model's order, from its metadata.json."""
+    limits = meta.get("input_limits") or {}
+    return [
+        FeatureCheck(f["name"], f["kind"] == "numeric", limits.get(f["name"], FLOAT32_MAX))
+        for f in meta["features"]
+    ]
+
+
 @dataclass
 class PredictInput:
     columns: dict[str, np.ndarray]

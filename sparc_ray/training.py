@@ -47,11 +47,9 @@ class TrainResult:
 
 def prepare_data(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.Series, str]:
     """Load and validate the dataset; raises DataError with every problem found."""
-    df, default_target = load_dataset(str(cfg.data["path"]))
-    target = cfg.data.get("target") or default_target
-    validator = DataValidator(
-        target=target, n_folds=int(cfg.cv["n_folds"]), test_size=float(cfg.data["test_size"])
-    )
+    df, default_target = load_dataset(cfg.data.path)
+    target = cfg.data.target or default_target
+    validator = DataValidator(target=target, n_folds=cfg.cv.n_folds, test_size=cfg.data.test_size)
     result = validator.validate_dataframe(df)
     if not result["is_valid"]:
         raise DataError("invalid training data:\n  - " + "\n  - ".join(result["errors"]))
@@ -85,20 +83,20 @@ def run_training(
     from sparc_ray import tuning
 
     X, y, target = prepared or prepare_data(cfg)
-    seed = int(cfg.data["seed"])
+    seed = cfg.data.seed
     X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=float(cfg.data["test_size"]), stratify=y, random_state=seed
+        X, y, test_size=cfg.data.test_size, stratify=y, random_state=seed
     )
     X_train, y_train = X_train.reset_index(drop=True), y_train.reset_index(drop=True)
-    n_folds = int(cfg.cv["n_folds"])
+    n_folds = cfg.cv.n_folds
 
     resume_path = None
     if cfg.resume:
-        resume_path = tuning.latest_experiment(cfg.search["storage_path"], cfg.name)
+        resume_path = tuning.latest_experiment(cfg.search.storage_path, cfg.name)
         if resume_path is None:
             print(
                 f"[sparc-ray] --resume: no experiment {cfg.name}-* under "
-                f"{cfg.search['storage_path']}; starting a new one"
+                f"{cfg.search.storage_path}; starting a new one"
             )
     experiment = f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
     tuner = tuning.build_tuner(X_train, y_train, cfg.search, cfg.cv, experiment, resume_path, seed)
@@ -125,13 +123,13 @@ def run_training(
                 "mean": best["cv_mean"],
                 "std": best["cv_std"],
                 "n_folds": n_folds,
-                "scoring": cfg.cv["scoring"],
+                "scoring": cfg.cv.scoring,
             },
             "holdout": holdout,
         },
         "gates": gates,
         "training_data": {
-            "source": str(cfg.data["path"]),
+            "source": cfg.data.path,
             "rows": len(X),
             "train_rows": len(X_train),
             "holdout_rows": len(X_test),
@@ -141,8 +139,8 @@ def run_training(
             "experiment_path": search.experiment_path,
             "trials": len(search.trials),
             "stopped_early": sum(t["stopped_early"] for t in search.trials),
-            "scheduler": cfg.search["scheduler"],
-            "sampler": cfg.search["sampler"],
+            "scheduler": cfg.search.scheduler,
+            "sampler": cfg.search.sampler,
         },
         "reference": build_reference(X_train, model.schema, predicted, model.classes),
         "library_versions": _library_versions(),
@@ -163,7 +161,7 @@ def run_training(
     onnx_bytes, metadata["onnx"] = export_onnx(model, X_test)
     if onnx_bytes is not None:
         files[metadata["onnx"]["file"]] = onnx_bytes
-    registry = ModelRegistry(cfg.registry["store"])
+    registry = ModelRegistry(cfg.registry.store)
     version = registry.publish(cfg.name, model, metadata, files, signing_key=signing_key)
     promoted, release = _release(registry, cfg, version, bool(gates["passed"]))
     signer = signing_key and signing.key_id(signing.raw_public(signing_key))
@@ -177,8 +175,8 @@ def _release(
 ) -> tuple[bool, str | None]:
     """Promote, or start a canary / shadow release (the first version of a model has nothing
     to compare against and is promoted)."""
-    mode = cfg.registry["release"]
-    if not passed or not cfg.registry["promote"]:
+    mode = cfg.registry.release
+    if not passed or not cfg.registry.promote:
         return False, None
     if mode == "production" or registry.alias(cfg.name) is None:
         registry.promote(cfg.name, version)
@@ -188,8 +186,8 @@ def _release(
         cfg.name,
         version,
         mode,
-        weight=cfg.registry.get("release_weight"),
-        policy=releases.load_policy(cfg.registry.get("release_policy")),
+        weight=cfg.registry.release_weight,
+        policy=releases.load_policy(cfg.registry.release_policy),
         by="train",
     )
     return False, f"{r.mode} at {r.weight:g}% ({r.id})"
@@ -202,8 +200,8 @@ def print_summary(cfg: TrainConfig, r: TrainResult) -> None:
         "",
         "=" * 72,
         f"best config   {r.best['label']}",
-        f"CV {cfg.cv['scoring']:<10} {r.best['cv_mean']:.4f} ± {r.best['cv_std']:.4f} "
-        f"({cfg.cv['n_folds']} folds)",
+        f"CV {cfg.cv.scoring:<10} {r.best['cv_mean']:.4f} ± {r.best['cv_std']:.4f} "
+        f"({cfg.cv.n_folds} folds)",
         f"holdout       accuracy {h['accuracy']:.4f}  precision {h['precision']:.4f}  "
         f"recall {h['recall']:.4f}  f1 {h['f1']:.4f}  roc_auc {auc}",
         "gates         "
@@ -211,7 +209,7 @@ def print_summary(cfg: TrainConfig, r: TrainResult) -> None:
             f"{n} {g['value']:.3f}>={g['threshold']:.2f} {'PASS' if g['passed'] else 'FAIL'}"
             for n, g in r.gates["results"].items()
         ),
-        f"version       {cfg.name}/{r.version} in {cfg.registry['store']}",
+        f"version       {cfg.name}/{r.version} in {cfg.registry.store}",
         "signed        "
         + (f"yes (key {r.signed_by})" if r.signed_by else "NO (a public_key server refuses it)"),
         f"promoted      {'yes (production)' if r.promoted else 'no'}"

@@ -26,6 +26,7 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sparc_ray import storage
+from sparc_ray.config import CVConfig, SearchConfig
 from sparc_ray.search_space import expand_candidates, order_candidates
 
 if TYPE_CHECKING:  # scikit-learn is imported by the fold and refit tasks, not by trials
@@ -35,7 +36,9 @@ METRIC = "cv_mean"
 # A trial holds no CPU (its folds do): a little memory, so that its request is not empty.
 TRIAL_RESOURCES = {"cpu": 0, "memory": 128 * 2**20}
 SPARE_CPU_POLL_S = 0.5  # how often a waiting trial looks for idle CPUs to run folds ahead
-FoldFn = Callable[[pd.DataFrame, pd.Series, dict[str, Any], dict[str, Any], int, int], float]
+# (X, y, candidate, cv, fold, cpus) -> score; ``cv`` is the model's ``cross_validation``
+# mapping (``CVConfig.model_dump()``: plain data in Tune's experiment and in the model).
+FoldFn = Callable[[pd.DataFrame, pd.Series, dict[str, Any], dict[str, Any], int, float], float]
 
 
 def score_fold(
@@ -44,13 +47,13 @@ def score_fold(
     candidate: dict[str, Any],
     cv: dict[str, Any],
     fold: int,
-    cpus: int,
+    cpus: float,
 ) -> float:
     """One candidate's score on one fold (what every fold task runs)."""
     return _model(candidate, cv, cpus).fold_score(X, y, fold)
 
 
-def _model(candidate: dict[str, Any], cv: dict[str, Any], cpus: int) -> SPARCClassificationModel:
+def _model(candidate: dict[str, Any], cv: dict[str, Any], cpus: float) -> SPARCClassificationModel:
     from sparc_ray.models import SPARCClassificationModel
 
     config = {"model_type": candidate["model_type"], "model": candidate["params"]}
@@ -59,18 +62,19 @@ def _model(candidate: dict[str, Any], cv: dict[str, Any], cpus: int) -> SPARCCla
 
 
 @ray.remote
-def _fold_task(fold_fn: FoldFn, X, y, candidate, cv, fold: int, cpus: int) -> float:
+def _fold_task(fold_fn: FoldFn, X, y, candidate, cv, fold: int, cpus: float) -> float:
     return fold_fn(X, y, candidate, cv, fold, cpus)
 
 
-def fold_milestones(n_folds: int, search: dict[str, Any]) -> list[int]:
+def fold_milestones(n_folds: int, search: SearchConfig) -> list[int]:
     """Fold counts a trial runs up to before it waits for the scheduler: ASHA's rungs
     (``grace_period * reduction_factor**k``), then all folds; FIFO: all folds at once."""
-    marks, t = [], float(search["asha"]["grace_period"])
-    if search["scheduler"] == "asha":
+    marks: list[int] = []
+    t: float = search.asha.grace_period
+    if search.scheduler == "asha":
         while t < n_folds:
             marks.append(int(t))
-            t *= float(search["asha"]["reduction_factor"])
+            t *= search.asha.reduction_factor
     return sorted({*marks, n_folds})
 
 
@@ -78,7 +82,7 @@ def cv_trainable(
     config: dict[str, Any],
     data: dict[str, Any],
     cv: dict[str, Any],
-    cpus: int,
+    cpus: float,
     milestones: list[int],
     fold_fn: FoldFn = score_fold,
 ) -> None:
@@ -132,14 +136,15 @@ def _refit_task(X: pd.DataFrame, y: pd.Series, best: dict, cv: dict, cpus: int):
 
 
 def refit(
-    X: pd.DataFrame, y: pd.Series, best: dict[str, Any], cv: dict[str, Any]
+    X: pd.DataFrame, y: pd.Series, best: dict[str, Any], cv: CVConfig
 ) -> SPARCClassificationModel:
     """The best configuration fitted on the whole training split: a Ray task holding as many
     CPUs as one node can give it now (the largest node's, less what others use, e.g. a Serve
     app on the same cluster); scikit-learn's threads use exactly those."""
     node = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
     cpus = max(1, int(min(node, ray.available_resources().get("CPU", 0))))
-    return ray.get(_refit_task.options(num_cpus=cpus).remote(X, y, best, cv, cpus))
+    task = _refit_task.options(num_cpus=cpus)
+    return ray.get(task.remote(X, y, best, cv.model_dump(), cpus))
 
 
 class SearchInterrupted(RuntimeError):
@@ -168,24 +173,23 @@ def latest_experiment(storage_path: str, name: str) -> str | None:
 def build_tuner(
     X: pd.DataFrame,
     y: pd.Series,
-    search: dict[str, Any],
-    cv: dict[str, Any],
+    search: SearchConfig,
+    cv: CVConfig,
     experiment: str,
     resume_path: str | None = None,
     seed: int = 0,
     fold_fn: FoldFn = score_fold,
 ) -> tune.Tuner:
-    """The search over ``search["space"]`` on the connected Ray cluster (or the experiment at
+    """The search over ``search.space`` on the connected Ray cluster (or the experiment at
     ``resume_path``, continued). ``fold_fn`` scores one fold (the scaling simulation replays
     measured durations through it)."""
-    cpus = float(search["cpus_per_fold"])
-    n_folds = int(cv["n_folds"])
+    cpus, n_folds = search.cpus_per_fold, cv.n_folds
     data = {"X": ray.put(X), "y": ray.put(y)}  # once; every fold task reads it from here
     trainable = tune.with_resources(
         tune.with_parameters(
             cv_trainable,
             data=data,
-            cv=cv,
+            cv=cv.model_dump(),  # plain data, as stored in experiments before typed configs
             cpus=cpus,
             milestones=fold_milestones(n_folds, search),
             fold_fn=fold_fn,
@@ -197,21 +201,19 @@ def build_tuner(
         return tune.Tuner.restore(
             path, trainable=trainable, resume_errored=True, storage_filesystem=fs
         )
-    candidates = expand_candidates(
-        search["space"], search["sampler"], int(search["num_samples"]), seed
-    )
+    candidates = expand_candidates(search.space, search.sampler, search.num_samples, seed)
     candidates = order_candidates(candidates, seed)
     scheduler = (
         ASHAScheduler(
             time_attr="training_iteration",
             max_t=n_folds,
-            grace_period=int(search["asha"]["grace_period"]),
-            reduction_factor=float(search["asha"]["reduction_factor"]),
+            grace_period=search.asha.grace_period,
+            reduction_factor=search.asha.reduction_factor,
         )
-        if search["scheduler"] == "asha"
+        if search.scheduler == "asha"
         else FIFOScheduler()
     )
-    fs, root = storage.open_fs(search["storage_path"])
+    fs, root = storage.open_fs(search.storage_path)
     # Only result.json per trial (what Tuner.restore and the report read): Tune's automatic
     # CSV and TensorBoard loggers cost driver time on every fold report.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -224,7 +226,7 @@ def build_tuner(
             scheduler=scheduler,
             reuse_actors=True,
             # Trials only wait on their folds: enough of them to keep every CPU fed.
-            max_concurrent_trials=search.get("max_concurrent_trials")
+            max_concurrent_trials=search.max_concurrent_trials
             or max(2, int(2 * ray.cluster_resources().get("CPU", 1) / cpus)),
         ),
         run_config=tune.RunConfig(

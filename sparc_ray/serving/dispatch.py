@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 from ray.serve.handle import DeploymentHandle
 
-from sparc_ray.input_rules import FLOAT32_MAX, FeatureCheck, PredictInput, RequestError, detail
+from sparc_ray.input_rules import (
+    FeatureCheck,
+    PredictInput,
+    RequestError,
+    checks_from_metadata,
+    detail,
+)
 from sparc_ray.serving.loader import ModelLoader
 from sparc_ray.serving.model import NoModelError, Scored, VersionUnavailable
 
@@ -95,12 +101,7 @@ class VersionCatalog:
                 self._failed[version] = (time.monotonic(), exc)
                 raise
             self._failed.pop(version, None)
-            limits = meta.get("input_limits") or {}
-            checks = [
-                FeatureCheck(f["name"], f["kind"] == "numeric", limits.get(f["name"], FLOAT32_MAX))
-                for f in meta["features"]
-            ]
-            self._meta[version] = meta, checks
+            self._meta[version] = meta, checks_from_metadata(meta)
         return self._meta[version]
 
     async def metadata(self, version: str) -> dict[str, Any]:

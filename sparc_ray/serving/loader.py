@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
 
 from sparc_ray.artifacts import MODEL_FILE, IntegrityError
-from sparc_ray.models import SPARCClassificationModel
 from sparc_ray.onnx_model import OnnxModel
 from sparc_ray.registry import ModelRegistry
 from sparc_ray.releases import Release, current_release
 from sparc_ray.signing import SignatureError, key_id
+
+if TYPE_CHECKING:  # scikit-learn is imported only by the fallback engine
+    from sparc_ray.models import SPARCClassificationModel
 
 
 class Scorer(Protocol):
@@ -127,6 +129,8 @@ class RegistryLoader:
                 f"{version} needs the sklearn fallback ({reason}), which unpickles "
                 f"{MODEL_FILE}: that requires a signed version and `public_key` in the app args"
             )
+        from sparc_ray.models import SPARCClassificationModel
+
         model = SPARCClassificationModel.from_bytes(read(MODEL_FILE), meta["sha256"])
         return LoadedModel(SklearnScorer(model), meta, "sklearn", reason, signer)
 

@@ -33,8 +33,10 @@ def free_port() -> int:
 
 
 class Cluster:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
+    def __init__(self, workdir: Path, redis: tuple[str, str] | None = None) -> None:
+        """``redis``: (address, password) of the Redis that keeps the GCS's state (head-node
+        fault tolerance); without it the GCS keeps its state in memory."""
+        self.workdir, self.redis = workdir, redis
         # Ray's default ports: its own randomly chosen internal ports never collide with them
         # (ephemeral picks could). One cluster at a time, as everywhere in this project.
         self.port, self.dashboard, self.metrics, self.serve_port = 6379, 8265, 8080, 8000
@@ -50,6 +52,8 @@ class Cluster:
             # Serve's fast path (HAProxy ingress, throughput-optimized replicas), as deployed.
             **read_env(ROOT / "serve.env"),
         }
+        if redis is not None:
+            self.env["RAY_REDIS_ADDRESS"] = redis[0]
         self.url = f"http://127.0.0.1:{self.serve_port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard}"
         # The key pair training signs with and the app verifies with (as `make demo` makes).
@@ -80,6 +84,7 @@ class Cluster:
             f"--dashboard-port={self.dashboard}",
             f"--metrics-export-port={self.metrics}",
             "--disable-usage-stats",
+            *(["--redis-password", self.redis[1]] if self.redis else []),
         )
 
     def stop(self) -> None:
@@ -143,8 +148,8 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(workdir: Path) -> Iterator[Cluster]:
-    cluster = Cluster(workdir)
+def running_cluster(workdir: Path, redis: tuple[str, str] | None = None) -> Iterator[Cluster]:
+    cluster = Cluster(workdir, redis)
     cluster.start()
     try:
         yield cluster

@@ -14,6 +14,7 @@ from moto.server import ThreadedMotoServer
 
 from sparc_ray import releases, signing, storage
 from sparc_ray.artifacts import IntegrityError
+from sparc_ray.config import CVConfig, SearchConfig
 from sparc_ray.data import load_dataset
 from sparc_ray.onnx_export import export_onnx
 from sparc_ray.onnx_model import columns_from_frame
@@ -156,28 +157,63 @@ def test_datasets_and_experiment_locations_on_s3(s3, loans):
     assert fs.get_file_info(f"{path}/tuner.pkl").size == 1
 
 
+def test_batch_scoring_from_and_to_s3(published, keys, s3, loans):
+    """Ray Data reads the rows from S3 and writes predictions, rejects and summary there."""
+    import pandas as pd
+    import ray
+
+    from sparc_ray.scoring import ScorePlan, run
+
+    reg, onnx, _, _ = published
+    rows = loans.drop(columns="decision").astype({"age": object})
+    rows.loc[4, "age"] = "old"
+    s3[1].put_object(Bucket=BUCKET, Key="batch/rows.csv", Body=rows.to_csv(index=False).encode())
+    out = uri(s3, "batch/scores")
+    plan = ScorePlan.check(uri(s3, "batch/rows.csv"), NAME, reg.store, out, onnx, keys[1])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run(plan)
+    finally:
+        ray.shutdown()
+    assert (summary["scored"], summary["rejected"]) == (599, 1)
+    fs, path = storage.open_fs(out)
+    predictions = pd.read_parquet(f"{path}/predictions", filesystem=fs).sort_values("row_id")
+    rejects = pd.read_parquet(f"{path}/rejects", filesystem=fs)
+    assert rejects[["row_id", "feature"]].values.tolist() == [[4, "age"]]
+    good = rows.drop(index=4).astype({"age": float})
+    loaded = RegistryLoader(reg.store, NAME, keys[1]).load(onnx)
+    names = [f["name"] for f in loaded.metadata["features"]]
+    kinds = [f["kind"] for f in loaded.metadata["features"]]
+    proba = loaded.scorer.predict_proba(columns_from_frame(good, names, kinds))
+    assert predictions.row_id.tolist() == good.index.tolist()
+    cols = [f"proba_{c}" for c in loaded.metadata["classes"]]
+    np.testing.assert_allclose(predictions[cols].to_numpy(), proba, atol=1e-12)
+    with pytest.raises(Exception, match="exists"):  # never overwritten
+        ScorePlan.check(uri(s3, "batch/rows.csv"), NAME, reg.store, out, onnx, keys[1])
+
+
 @pytest.mark.slow
 def test_tune_experiments_on_s3_resume_without_rerunning_trials(s3, loans):
     """The search's experiment storage on the S3 server: a finished search, then the same
     search resumed from its experiment there (Tuner.restore) runs no trial again."""
     import ray
 
-    search = {
-        "space": {"logistic_regression": {"C": [0.1, 1.0]}},
-        "sampler": "grid",
-        "num_samples": 1,
-        "scheduler": "fifo",
-        "asha": {"grace_period": 1, "reduction_factor": 3},
-        "cpus_per_fold": 1,
-        "max_concurrent_trials": None,
-        "storage_path": uri(s3, "tune"),
-    }
-    cv = {"n_folds": 2, "scoring": "accuracy"}
+    search = SearchConfig(
+        space={"logistic_regression": {"C": [0.1, 1.0]}},
+        sampler="grid",
+        num_samples=1,
+        scheduler="fifo",
+        asha={"grace_period": 1, "reduction_factor": 3},
+        cpus_per_fold=1,
+        max_concurrent_trials=None,
+        storage_path=uri(s3, "tune"),
+    )
+    cv = CVConfig(n_folds=2, scoring="accuracy")
     X, y = loans.drop(columns="decision"), loans["decision"]
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         first = run_search(build_tuner(X, y, search, cv, "loans-20261127-120000"), 2)
-        resume = latest_experiment(search["storage_path"], "loans")
+        resume = latest_experiment(search.storage_path, "loans")
         assert resume == uri(s3, "tune/loans-20261127-120000")
         again = run_search(build_tuner(X, y, search, cv, "unused", resume_path=resume), 2)
     finally:

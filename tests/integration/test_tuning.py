@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import ray
 
+from sparc_ray.config import CVConfig, SearchConfig
 from sparc_ray.tuning import build_tuner, fold_milestones, refit, run_search, score_fold
 
 pytestmark = pytest.mark.slow
@@ -45,31 +46,29 @@ def local_ray():
 
 def _search(loans: pd.DataFrame, tmp_path: Path, scheduler: str, fold_fn) -> dict:
     X, y = loans.drop(columns="decision"), loans["decision"]
-    search = {
-        "space": SPACE,
-        "sampler": "grid",
-        "num_samples": 1,
-        "scheduler": scheduler,
-        "asha": {"grace_period": 1, "reduction_factor": 3},
-        "cpus_per_fold": 1,
-        "max_concurrent_trials": 3,
-        "storage_path": str(tmp_path / "ray_results"),
-    }
-    cv = {"n_folds": N_FOLDS, "scoring": "accuracy"}
+    search = SearchConfig(
+        space=SPACE,
+        sampler="grid",
+        num_samples=1,
+        scheduler=scheduler,
+        asha={"grace_period": 1, "reduction_factor": 3},
+        cpus_per_fold=1,
+        max_concurrent_trials=3,
+        storage_path=str(tmp_path / "ray_results"),
+    )
+    cv = CVConfig(n_folds=N_FOLDS, scoring="accuracy")
     tuner = build_tuner(X, y, search, cv, f"t-{scheduler}", fold_fn=fold_fn)
     return run_search(tuner, N_FOLDS)
 
 
 def test_fold_milestones_follow_asha_rungs():
-    asha = {"scheduler": "asha", "asha": {"grace_period": 1, "reduction_factor": 3}}
-    assert fold_milestones(5, asha) == [1, 3, 5]
-    assert fold_milestones(10, {**asha, "asha": {"grace_period": 2, "reduction_factor": 2}}) == [
-        2,
-        4,
-        8,
-        10,
-    ]
-    assert fold_milestones(5, {**asha, "scheduler": "fifo"}) == [5]
+    def search(**kw) -> SearchConfig:
+        return SearchConfig(space=SPACE, **kw)
+
+    assert fold_milestones(5, search(asha={"grace_period": 1, "reduction_factor": 3})) == [1, 3, 5]
+    rungs = search(asha={"grace_period": 2, "reduction_factor": 2})
+    assert fold_milestones(10, rungs) == [2, 4, 8, 10]
+    assert fold_milestones(5, search(scheduler="fifo")) == [5]
 
 
 def test_asha_stops_hopeless_trials_and_their_folds_never_run(local_ray, loans, tmp_path):
@@ -95,7 +94,7 @@ def test_fifo_runs_every_fold_and_refit_is_a_ray_task(local_ray, loans, tmp_path
     result = _search(loans, tmp_path, "fifo", score_fold)
     assert all(t["folds"] == N_FOLDS for t in result.trials)
     X, y = loans.drop(columns="decision"), loans["decision"]
-    model = refit(X, y, result.best, {"n_folds": N_FOLDS, "scoring": "accuracy"})
+    model = refit(X, y, result.best, CVConfig(n_folds=N_FOLDS, scoring="accuracy"))
     # The CPUs free when the refit starts (a cancelled fold may still be winding down).
     assert model.config["n_jobs"] in (1, 2) and model.model_type == "random_forest"
     assert (model.predict(X.head(50)) == y.head(50).to_numpy()).mean() > 0.7

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sparc_ray.config import DEFAULT_GATES
+from sparc_ray.config import DEFAULT_GATES, GATE_METRICS
 from sparc_ray.evaluation import apply_gates, metrics_from_proba
 
 
@@ -14,6 +14,12 @@ def test_binary_metrics_and_auc():
     assert m["accuracy"] == 0.75
     assert m["confusion_matrix"] == [[2, 0], [1, 1]]
     assert m["roc_auc"] == 1.0  # every b scores above every a on P(b)
+
+
+def test_every_gate_metric_the_config_accepts_is_a_holdout_metric():
+    m = metrics_from_proba(np.array(["a", "b"], dtype=object), np.eye(2), ["a", "b"])
+    assert all(isinstance(m[name], float) for name in GATE_METRICS)
+    assert set(DEFAULT_GATES) <= set(GATE_METRICS)
 
 
 def test_multiclass_auc_and_undefined_auc():

@@ -4,10 +4,17 @@ No cluster and no Ray instance is needed:
 * ray.io manifests validate against the KubeRay v1.7.0 CRD schemas in
   tests/data/kuberay-crds/ in a strict mode (unknown fields fail, see its README);
 * RayService.serveConfigV2 equals serve_config.yaml (and both pass ServeDeploySchema);
-* the RayJob entrypoint runs jobs/train.py with flags its argparse knows;
+* the training RayJob runs jobs/train.py and the scoring RayJob jobs/score.py, with flags
+  their argparse knows, on the model name and store that serving uses; scoring gets the
+  public key (ConfigMap, read-only) and never the private signing key;
 * pods are hardened, sized, token-authenticated and pinned to the Dockerfile's Ray
-  (same minor release as the installed ray);
+  (same minor release as the installed ray), all on one image;
 * network policies expose only Serve's port 8000 to clients;
+* the base kustomization and the pinned overlay list the same files, and both build;
+* head-node (GCS) fault tolerance: the RayService and the dev RayCluster keep their GCS
+  state in the Redis of kuberay/redis.yaml (address = its Service, password from the
+  Secret that Redis itself uses), workers outlast a head restart, and only the GCS-FT heads
+  reach Redis through the network policies;
 * the PrometheusRule passes `promtool check rules` and the promtool unit tests in
   kuberay/monitoring/tests/alerts.test.yaml (skipped, loudly, without promtool);
 * PromQL in rules, rule tests and the Grafana dashboard only uses metric names listed in
@@ -48,8 +55,16 @@ _BASE = re.search(
 RAY_VERSION = _BASE.group(1) if _BASE else "<no FROM rayproject/ray:X.Y.Z-py311 in Dockerfile>"
 NAMESPACE = "sparc-ray"
 MODEL_STORE_MOUNT = "/home/ray/model_store"
+# The RayJobs (metadata.name) and the scripts their entrypoints run.
+TRAIN_JOB, SCORE_JOB = "sparc-train", "sparc-score"
+JOB_SCRIPTS = {TRAIN_JOB: "jobs/train.py", SCORE_JOB: "jobs/score.py"}
+# Ed25519 signing pair: the private key Secret (training head only) and the public ConfigMap.
+SIGNING_KEY_SECRET = "sparc-model-signing-key"
+PUBLIC_KEY_CONFIGMAP = "sparc-model-signing-public"
+KEYS_DIR = "/home/ray/keys"
 RAY_UID = 1000
 SERVE_PORT = 8000
+REDIS_PORT = 6379
 DASHBOARD_PORT = 8265
 METRICS_PORT = 8080
 # Ray built-in series the dashboard may use besides our own (live_metric_names.txt).
@@ -66,9 +81,13 @@ CORE_KINDS = {
     "Secret": "v1",
     "ConfigMap": "v1",
     "NetworkPolicy": "networking.k8s.io/v1",
+    "Deployment": "apps/v1",
+    "Service": "v1",
     "PodMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
 }
+# Core kinds that must carry a spec.
+WITH_SPEC = {"PersistentVolumeClaim", "NetworkPolicy", "Deployment", "Service"}
 # The seed's ML alerts: (threshold comparison, for, severity).
 SEED_ALERTS = {
     "ModelPredictionLatencyHigh": ("> 1.0", "2m", "warning"),
@@ -117,6 +136,20 @@ def _one(kind: str) -> dict:
 
 def _all(kind: str) -> list[dict]:
     return [d for _, d in DOCS if d.get("kind") == kind]
+
+
+def _named(kind: str, name: str) -> dict:
+    found = [d for d in _all(kind) if d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected exactly one {kind}/{name} under kuberay/, found {len(found)}"
+    return found[0]
+
+
+def _job(name: str) -> dict:
+    return _named("RayJob", name)
+
+
+def _doc_id(doc: dict) -> str:
+    return f"{doc['kind']}/{doc['metadata']['name']}"
 
 
 def _cluster_spec(doc: dict) -> dict:
@@ -272,7 +305,7 @@ def test_manifest_well_formed(src, doc):
         assert name == NAMESPACE
     else:
         assert doc["metadata"].get("namespace") == NAMESPACE, f"{src}: {kind}/{name} namespace"
-    if kind in CRD_SCHEMAS or kind in {"PersistentVolumeClaim", "NetworkPolicy"}:
+    if kind in CRD_SCHEMAS or kind in WITH_SPEC:
         assert isinstance(doc.get("spec"), dict), src
 
 
@@ -330,8 +363,8 @@ def test_serve_app_reads_model_store_from_the_mounted_volume():
 # ---------------------------------------------------------------------------- RayJob
 
 
-def _entrypoint() -> list[str]:
-    return shlex.split(_one("RayJob")["spec"]["entrypoint"])
+def _entrypoint(job: str = TRAIN_JOB) -> list[str]:
+    return shlex.split(_job(job)["spec"]["entrypoint"])
 
 
 def _flag_values(argv: list[str]) -> dict[str, str | None]:
@@ -344,6 +377,10 @@ def _flag_values(argv: list[str]) -> dict[str, str | None]:
     return out
 
 
+def test_the_rayjobs_found():
+    assert sorted(d["metadata"]["name"] for d in _all("RayJob")) == sorted(JOB_SCRIPTS)
+
+
 def test_rayjob_entrypoint_runs_train_script():
     argv = _entrypoint()
     assert argv[:2] == ["python", "jobs/train.py"], argv
@@ -354,12 +391,11 @@ def test_rayjob_entrypoint_runs_train_script():
     assert flags["--storage-path"].startswith(MODEL_STORE_MOUNT + "/")
 
 
-def test_rayjob_entrypoint_flags_exist_in_train_cli():
-    script = ROOT / "jobs" / "train.py"
+@pytest.mark.parametrize("job", sorted(JOB_SCRIPTS))
+def test_rayjob_entrypoint_flags_exist_in_its_cli(job):
+    script = ROOT / JOB_SCRIPTS[job]
     if not script.is_file():
-        pytest.skip(
-            "jobs/train.py not written yet (test_rayjob_entrypoint_runs_train_script fails)"
-        )
+        pytest.skip(f"{JOB_SCRIPTS[job]} not written yet (the entrypoint tests fail)")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.run(
         [sys.executable, str(script), "--help"],
@@ -371,17 +407,131 @@ def test_rayjob_entrypoint_flags_exist_in_train_cli():
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    for flag in _flag_values(_entrypoint()):
+    for flag in _flag_values(_entrypoint(job)):
         assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", proc.stdout), (
-            f"{flag} from the RayJob entrypoint is not an option of jobs/train.py:\n{proc.stdout}"
+            f"{flag} from the {job} entrypoint is not an option of {script.name}:\n{proc.stdout}"
         )
 
 
-def test_rayjob_lifecycle():
-    spec = _one("RayJob")["spec"]
+@pytest.mark.parametrize("job", sorted(JOB_SCRIPTS))
+def test_rayjob_lifecycle(job):
+    spec = _job(job)["spec"]
     assert spec["shutdownAfterJobFinishes"] is True
     assert isinstance(spec["ttlSecondsAfterFinished"], int) and spec["ttlSecondsAfterFinished"] >= 0
     assert spec.get("activeDeadlineSeconds", 1) > 0
+    # A retry on a new cluster is an explicit re-run (train: --resume; score: a bad input,
+    # model or key fails the same way again).
+    assert spec.get("backoffLimit", 0) == 0
+
+
+def _model_name() -> str:
+    """The registry model name training publishes (its --config) and serving loads."""
+    flags = _flag_values(_entrypoint(TRAIN_JOB))
+    name = flags.get("--name") or yaml.safe_load((ROOT / flags["--config"]).read_text())["name"]
+    (args,) = [app["args"] for app in _serve_config()["applications"]]
+    assert args["model_name"] == name, "serve_config.yaml serves another model than training"
+    return name
+
+
+def test_score_job_runs_score_script_on_the_served_model_and_store():
+    argv = _entrypoint(SCORE_JOB)
+    assert argv[:2] == ["python", "jobs/score.py"], argv
+    assert (ROOT / "jobs" / "score.py").is_file(), "jobs/score.py is missing"
+    flags = _flag_values(argv)
+    for flag in ("--data", "--name", "--store", "--out", "--public-key"):
+        assert flags.get(flag), f"the scoring entrypoint has no {flag} value"
+    # Same model and registry as training publishes to and the RayService serves.
+    assert flags["--name"] == _model_name()
+    assert flags["--store"] == _flag_values(_entrypoint(TRAIN_JOB))["--store"]
+    assert flags["--store"] == MODEL_STORE_MOUNT  # = serve_config's model_store, resolved
+    # Input and results on the mounted PVC (or an object store), outside the model's
+    # registry directory; results never overwrite the input.
+    model_dir = f"{flags['--store']}/{flags['--name']}"
+    for flag in ("--data", "--out"):
+        value = flags[flag]
+        assert "://" in value or value.startswith(MODEL_STORE_MOUNT + "/"), (flag, value)
+        assert not value.startswith(model_dir + "/"), (flag, value)
+    assert flags["--out"] != flags["--data"]
+    # jobs/score.py refuses an existing --out: each run needs a new one (submitter's shell).
+    assert "$(date" in flags["--out"], "a fixed --out lets the job run only once"
+
+
+def _head_template(doc: dict) -> dict:
+    return _cluster_spec(doc)["headGroupSpec"]["template"]
+
+
+def test_score_job_reads_the_public_key_from_the_configmap_read_only():
+    flags = _flag_values(_entrypoint(SCORE_JOB))
+    key_dir, key_file = flags["--public-key"].rsplit("/", 1)
+    assert key_dir == KEYS_DIR and key_file == "model_signing.pub"
+    # The driver (head) reads the key file; actors get its bytes from the driver.
+    tpl = _head_template(_job(SCORE_JOB))
+    volumes = {v["name"]: v for v in tpl["spec"]["volumes"]}
+    (key,) = _mounts(tpl["spec"]["containers"][0], volumes, key_dir)
+    assert key["configMap"]["name"] == PUBLIC_KEY_CONFIGMAP
+    assert key["mount"]["readOnly"] is True
+    assert key_file in _configmap(PUBLIC_KEY_CONFIGMAP)["data"]
+    assert key["configMap"].get("items") is None or key_file in {
+        i["path"] for i in key["configMap"]["items"]
+    }
+
+
+def _secret_names(tpl: dict) -> set[str]:
+    """Secrets a pod template refers to: volumes (plain and projected), env and envFrom."""
+    names = set()
+    for v in tpl["spec"].get("volumes", []):
+        if "secret" in v:
+            names.add(v["secret"]["secretName"])
+        for src in v.get("projected", {}).get("sources", []):
+            if "secret" in src:
+                names.add(src["secret"]["name"])
+    for c in _pod_containers(tpl):
+        for e in c.get("env", []):
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                names.add(ref["name"])
+        for e in c.get("envFrom", []):
+            if "secretRef" in e:
+                names.add(e["secretRef"]["name"])
+    return names
+
+
+def test_score_job_never_sees_the_private_signing_key():
+    doc = _job(SCORE_JOB)
+    for role, tpl in _pod_templates(doc):
+        assert SIGNING_KEY_SECRET not in _secret_names(tpl), role
+        volumes = {v["name"]: v for v in tpl["spec"].get("volumes", [])}
+        for c in _pod_containers(tpl):
+            for key in _mounts(c, volumes, KEYS_DIR):
+                assert "secret" not in key, (role, c["name"])
+    # ... nor through the entrypoint.
+    assert "--signing-key" not in _flag_values(_entrypoint(SCORE_JOB))
+    assert SIGNING_KEY_SECRET not in yaml.safe_dump(doc["spec"])
+
+
+def test_score_job_cluster_is_fixed_size_and_leaves_the_head_to_the_driver():
+    from sparc_ray.scoring import READ_CPUS, WRITE_CPUS
+
+    cluster = _cluster_spec(_job(SCORE_JOB))
+    # The actor pool is sized once from the cluster's CPUs, when all workers are up.
+    assert cluster["enableInTreeAutoscaling"] is False
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    cpus = 0.0
+    for g in cluster["workerGroupSpecs"]:
+        assert g["minReplicas"] == g["replicas"] == g["maxReplicas"] >= 1, g["groupName"]
+        (c,) = g["template"]["spec"]["containers"]
+        res = c["resources"]
+        assert res["requests"]["cpu"] == res["limits"]["cpu"], g["groupName"]
+        assert res["requests"]["memory"] == res["limits"]["memory"], g["groupName"]
+        assert "num-cpus" not in g["rayStartParams"], g["groupName"]  # Ray uses the limit
+        cpus += g["replicas"] * _cpus(res["limits"]["cpu"])
+    # Reading and writing take READ_CPUS + WRITE_CPUS; at least one CPU left for actors.
+    assert cpus - READ_CPUS - WRITE_CPUS >= 1, cpus
+
+
+def _cpus(quantity: str | int | float) -> float:
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
 # ------------------------------------------------------------------- Ray cluster specs
@@ -396,16 +546,48 @@ def test_ray_version_and_images_pinned(src, doc):
             assert c["image"].endswith(f":{RAY_VERSION}-{PY_TAG}"), f"{src} {role}: {c['image']}"
 
 
+def test_every_ray_pod_runs_the_one_image_of_the_kustomization():
+    images = {
+        (_doc_id(doc), role, c["name"]): c["image"]
+        for _, doc in RAY_DOCS
+        for role, tpl in _pod_templates(doc)
+        for c in _pod_containers(tpl)
+    }
+    assert {_doc_id(d) for _, d in RAY_DOCS} <= {k[0] for k in images}
+    assert len(set(images.values())) == 1, images
+    name, _, tag = next(iter(images.values())).partition(":")
+    base = yaml.safe_load((KUBERAY / "kustomization.yaml").read_text())
+    (entry,) = [i for i in base["images"] if i["name"] == name]
+    assert entry.get("newTag", tag) == tag  # `kustomize edit set image` starts from here
+
+
+# Clusters scaled by the Ray autoscaler; the scoring job's is fixed-size on purpose (its
+# actor pool is sized once from the cluster's CPUs, see rayjob-score.yaml).
+FIXED_SIZE = {f"RayJob/{SCORE_JOB}"}
+
+
 @pytest.mark.parametrize(("src", "doc"), RAY_DOCS, ids=_ids(RAY_DOCS))
 def test_ray_token_auth_and_autoscaling(src, doc):
     cluster = _cluster_spec(doc)
     assert cluster["authOptions"]["mode"] == "token", src
-    assert cluster["enableInTreeAutoscaling"] is True, src
     for g in cluster["workerGroupSpecs"]:
         assert 0 <= g["minReplicas"] <= g["replicas"] <= g["maxReplicas"], (src, g["groupName"])
         assert g["maxReplicas"] >= 1
+    if _doc_id(doc) in FIXED_SIZE:
+        assert cluster["enableInTreeAutoscaling"] is False, src
+        assert "autoscalerOptions" not in cluster, f"{src}: autoscalerOptions without autoscaler"
+        for g in cluster["workerGroupSpecs"]:
+            assert g["minReplicas"] == g["replicas"] == g["maxReplicas"], (src, g["groupName"])
+    else:
+        assert cluster["enableInTreeAutoscaling"] is True, src
     if doc["kind"] == "RayService":
         assert any(g["maxReplicas"] > g["minReplicas"] for g in cluster["workerGroupSpecs"])
+
+
+def _autoscaler(doc: dict) -> dict | None:
+    """autoscalerOptions of a cluster that runs the Ray autoscaler sidecar, else None."""
+    cluster = _cluster_spec(doc)
+    return cluster["autoscalerOptions"] if cluster.get("enableInTreeAutoscaling") else None
 
 
 def _assert_hardened(where: str, sc: dict) -> None:
@@ -428,9 +610,8 @@ def test_pods_hardened(src, doc):
         assert not tpl["spec"].get("hostNetwork") and not tpl["spec"].get("hostPID")
         for c in tpl["spec"]["containers"] + tpl["spec"].get("initContainers", []):
             _assert_hardened(f"{src} {role} {c['name']}", c["securityContext"])
-    _assert_hardened(
-        f"{src} autoscaler", _cluster_spec(doc)["autoscalerOptions"]["securityContext"]
-    )
+    if _autoscaler(doc) is not None:
+        _assert_hardened(f"{src} autoscaler", _autoscaler(doc)["securityContext"])
 
 
 def _assert_sized(where: str, resources: dict) -> None:
@@ -444,7 +625,8 @@ def test_every_container_has_requests_and_limits(src, doc):
     for role, tpl in _pod_templates(doc):
         for c in tpl["spec"]["containers"]:
             _assert_sized(f"{src} {role} {c['name']}", c["resources"])
-    _assert_sized(f"{src} autoscaler", _cluster_spec(doc)["autoscalerOptions"]["resources"])
+    if _autoscaler(doc) is not None:
+        _assert_sized(f"{src} autoscaler", _autoscaler(doc)["resources"])
 
 
 @pytest.mark.parametrize(("src", "doc"), RAY_DOCS, ids=_ids(RAY_DOCS))
@@ -459,7 +641,8 @@ def test_ray_nodes_export_metrics_on_8080(src, doc):
 
 
 def _pvc_name() -> str:
-    pvc = _one("PersistentVolumeClaim")
+    # The model store (kuberay/pvc.yaml); redis.yaml has its own claim for Redis's data.
+    (pvc,) = [d for src, d in DOCS if src == "kuberay/pvc.yaml"]
     assert "ReadWriteMany" in pvc["spec"]["accessModes"]
     return pvc["metadata"]["name"]
 
@@ -477,14 +660,21 @@ def test_model_store_pvc_mounted_on_every_ray_node(src, doc):
         vol = volumes[store[0]["name"]]
         assert vol["persistentVolumeClaim"]["claimName"] == claim, (src, role)
         if doc["kind"] in ("RayJob", "RayService"):
-            # Tune trials and the driver publish; the Serve app writes the alias and release
-            # records (/reload-model, the release policy's decisions) on any node.
+            # Tune trials and the driver publish; scoring writes its results (--out); the
+            # Serve app writes the alias and release records (/reload-model, the release
+            # policy's decisions) on any node.
             assert not store[0].get("readOnly"), (src, role)
 
 
 def _secret(name: str) -> dict:
     found = [d for d in _all("Secret") if d["metadata"]["name"] == name]
     assert found, f"no example Secret {name} in kuberay/secret.example.yaml"
+    return found[0]
+
+
+def _configmap(name: str) -> dict:
+    found = [d for d in _all("ConfigMap") if d["metadata"]["name"] == name]
+    assert found, f"no example ConfigMap {name} in kuberay/secret.example.yaml"
     return found[0]
 
 
@@ -518,30 +708,38 @@ def test_signing_key_reaches_only_the_training_driver_and_the_public_key_the_ser
     (args,) = [app["args"] for app in _serve_config()["applications"]]
     assert args["public_key"] == "keys/model_signing.pub"  # relative: /home/ray/keys/...
     flags = _flag_values(_entrypoint())
-    assert flags["--signing-key"] == "/home/ray/keys/model_signing.key"
+    assert flags["--signing-key"] == f"{KEYS_DIR}/model_signing.key"
     for src, doc in RAY_DOCS:
         for role, tpl in _pod_templates(doc):
             volumes = {v["name"]: v for v in tpl["spec"].get("volumes", [])}
             for c in tpl["spec"]["containers"]:
-                keys = _mounts(c, volumes, "/home/ray/keys")
-                if doc["kind"] == "RayJob" and role == "head":
+                keys = _mounts(c, volumes, KEYS_DIR)
+                if _doc_id(doc) == f"RayJob/{TRAIN_JOB}" and role == "head":
                     (key,) = keys
-                    assert key["secret"]["secretName"] == "sparc-model-signing-key"
+                    assert key["secret"]["secretName"] == SIGNING_KEY_SECRET
                     assert key["secret"]["defaultMode"] == 0o400 and key["mount"]["readOnly"]
-                    assert "model_signing.key" in _secret("sparc-model-signing-key")["stringData"]
-                elif doc["kind"] == "RayService":
+                    assert "model_signing.key" in _secret(SIGNING_KEY_SECRET)["stringData"]
+                elif doc["kind"] == "RayService" or (
+                    _doc_id(doc) == f"RayJob/{SCORE_JOB}" and role == "head"
+                ):  # the Serve replicas, the scoring driver: the public key, read-only
                     (key,) = keys
-                    assert key["configMap"]["name"] == "sparc-model-signing-public"
+                    assert key["configMap"]["name"] == PUBLIC_KEY_CONFIGMAP
                     assert key["mount"]["readOnly"], (src, role)
-                else:  # RayJob workers (trials) and the dev cluster: no key at all
+                else:  # RayJob workers and submitters, the dev cluster: no key at all
                     assert not keys, (src, role)
+                if _doc_id(doc) != f"RayJob/{TRAIN_JOB}" or role != "head":
+                    assert SIGNING_KEY_SECRET not in _secret_names(tpl), (src, role)
 
 
 def test_each_cluster_has_its_own_ray_token():
-    names = [_cluster_spec(doc)["authOptions"]["secretName"] for _, doc in RAY_DOCS]
+    # A named Secret per long-lived cluster (secret.example.yaml, created by hand). Without
+    # secretName KubeRay generates one per RayCluster (the scoring job: a new token per run).
+    auth = {_doc_id(doc): _cluster_spec(doc)["authOptions"] for _, doc in RAY_DOCS}
+    names = [a["secretName"] for a in auth.values() if "secretName" in a]
     assert len(names) == len(set(names)) == 3, names
     for name in names:
         assert "auth_token" in _secret(name)["stringData"], name
+    assert "secretName" not in auth[f"RayJob/{SCORE_JOB}"]
 
 
 @pytest.mark.parametrize(("src", "doc"), RAY_DOCS, ids=_ids(RAY_DOCS))
@@ -597,7 +795,9 @@ def test_network_policies_expose_only_serve_port():
     for pol in policies:
         name = pol["metadata"]["name"]
         selector = pol["spec"]["podSelector"].get("matchLabels", {})
-        if "app.kubernetes.io/instance" in selector:
+        if selector == _redis_pod_selector():  # Redis: its own port only (see GCS FT below)
+            assert all(_ports(r) == {REDIS_PORT} for r in pol["spec"]["ingress"]), name
+        elif "app.kubernetes.io/instance" in selector:
             assert selector["app.kubernetes.io/instance"] in instances, name
         for rule in pol["spec"].get("ingress", []):
             sources = rule.get("from", [])
@@ -641,9 +841,302 @@ def test_egress_is_denied_by_default_and_allowed_narrowly():
                     assert target == {"k8s-app": "kube-dns"} and ports == {53}, name
                 elif not ports:  # Ray-internal: same cluster only
                     assert target == selector, f"{name}: egress beyond its own cluster"
+                elif target == _redis_pod_selector():  # GCS FT: Redis's port only
+                    assert ports == {REDIS_PORT}, name
                 else:
                     assert ports == {DASHBOARD_PORT}, name
                     assert target["app.kubernetes.io/instance"] in instances, name
+
+
+# --------------------------------------------------------- head-node (GCS) fault tolerance
+
+# Clusters whose GCS keeps its state in Redis, and those that deliberately do not (the
+# RayJobs: a cluster lives for one job; its driver dies with the head anyway).
+GCS_FT_KINDS = ("RayCluster", "RayService")
+GCS_FT_DOCS = [(src, d) for src, d in RAY_DOCS if d["kind"] in GCS_FT_KINDS]
+# Ray's default on the head (no env there): a head whose GCS is gone exits after this.
+RAY_DEFAULT_GCS_RECONNECT_TIMEOUT_S = 60
+# KubeRay rejects these next to gcsFaultToleranceOptions (ValidateRayClusterSpec) or derives
+# them from it; set by hand they would also put the password in the manifest.
+FT_ANNOTATIONS = {"ray.io/ft-enabled", "ray.io/external-storage-namespace"}
+FT_HEAD_ENV = {"RAY_REDIS_ADDRESS", "REDIS_PASSWORD", "REDIS_USERNAME"}
+FT_HEAD_PARAMS = {"redis-password", "redis-username"}
+
+
+def _redis_deployment() -> dict:
+    (dep,) = [d for d in _all("Deployment") if d["metadata"]["name"] == "sparc-redis"]
+    return dep
+
+
+def _redis_service() -> dict:
+    (svc,) = [d for d in _all("Service") if d["metadata"]["name"] == "sparc-redis"]
+    return svc
+
+
+def _redis_pod_selector() -> dict:
+    return _redis_deployment()["spec"]["selector"]["matchLabels"]
+
+
+def _pod_containers(tpl: dict) -> list[dict]:
+    return tpl["spec"]["containers"] + tpl["spec"].get("initContainers", [])
+
+
+def _redis_container() -> dict:
+    (c,) = _redis_deployment()["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def _env(c: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def _redis_password_ref() -> dict:
+    """The secretKeyRef that sets the Redis container's password (`--requirepass $(VAR)`)."""
+    c = _redis_container()
+    args = c["args"]
+    var = re.fullmatch(r"\$\((\w+)\)", args[args.index("--requirepass") + 1])
+    assert var, f"--requirepass must take the password from the env, not {args!r}"
+    return _env(c)[var.group(1)]["valueFrom"]["secretKeyRef"]
+
+
+def _head(doc: dict) -> tuple[dict, dict]:
+    """(headGroupSpec, head Ray container)."""
+    head = _cluster_spec(doc)["headGroupSpec"]
+    return head, head["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("job", sorted(JOB_SCRIPTS))
+def test_the_rayjobs_have_no_gcs_fault_tolerance(job):
+    # A documented choice (rayjob-train.yaml, referenced by rayjob-score.yaml): no FT, no
+    # Redis route in the policies.
+    cluster = _cluster_spec(_job(job))
+    assert "gcsFaultToleranceOptions" not in cluster
+    assert {d["kind"] for _, d in GCS_FT_DOCS} == set(GCS_FT_KINDS)
+
+
+@pytest.mark.parametrize(("src", "doc"), GCS_FT_DOCS, ids=_ids(GCS_FT_DOCS))
+def test_gcs_fault_tolerance_uses_the_redis_service_and_the_secret(src, doc):
+    ft = _cluster_spec(doc)["gcsFaultToleranceOptions"]
+    assert ft.get("backend", "redis") == "redis", src
+    # Address: the Redis Service's DNS name and port.
+    svc = _redis_service()
+    name, ns = svc["metadata"]["name"], svc["metadata"]["namespace"]
+    host, _, port = ft["redisAddress"].split("://")[-1].rpartition(":")
+    assert host in {f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.cluster.local"}, (
+        f"{src}: redisAddress {ft['redisAddress']!r} is not the Service {ns}/{name}"
+    )
+    assert int(port) in {p["port"] for p in svc["spec"]["ports"]}, src
+    # Password: from a Secret, never a literal; the same Secret key Redis itself uses.
+    password = ft["redisPassword"]
+    assert "value" not in password, f"{src}: literal Redis password"
+    ref, redis_ref = password["valueFrom"]["secretKeyRef"], _redis_password_ref()
+    assert not ref.get("optional"), src
+    assert (ref["name"], ref["key"]) == (redis_ref["name"], redis_ref["key"]), src
+    assert ref["key"] in _secret(ref["name"])["stringData"], src  # secret.example.yaml
+
+
+@pytest.mark.parametrize(("src", "doc"), GCS_FT_DOCS, ids=_ids(GCS_FT_DOCS))
+def test_gcs_fault_tolerance_has_nothing_kuberay_rejects(src, doc):
+    annotations = doc["metadata"].get("annotations", {})
+    assert not FT_ANNOTATIONS & set(annotations), f"{src}: old FT annotations with the new field"
+    head, container = _head(doc)
+    assert not FT_HEAD_PARAMS & set(head["rayStartParams"]), src
+    assert not FT_HEAD_ENV & set(_env(container)), src
+    if doc["kind"] == "RayService":
+        # Each cluster of a NewCluster upgrade must keep its own key prefix (its UID).
+        assert "externalStorageNamespace" not in _cluster_spec(doc)["gcsFaultToleranceOptions"]
+
+
+@pytest.mark.parametrize(("src", "doc"), GCS_FT_DOCS, ids=_ids(GCS_FT_DOCS))
+def test_workers_outlast_a_head_restart(src, doc):
+    _, head = _head(doc)
+    head_timeout = int(
+        _env(head)
+        .get("RAY_gcs_rpc_server_reconnect_timeout_s", {})
+        .get("value", RAY_DEFAULT_GCS_RECONNECT_TIMEOUT_S)
+    )
+    for role, c in _ray_containers(doc):
+        if role == "head":
+            continue
+        var = _env(c)["RAY_gcs_rpc_server_reconnect_timeout_s"]
+        assert "valueFrom" not in var, (src, role)
+        assert int(var["value"]) >= 300 and int(var["value"]) > head_timeout, (src, role)
+
+
+def test_serve_traffic_never_depends_on_the_head():
+    service = _one("RayService")
+    cluster = _cluster_spec(service)
+    assert service["spec"]["excludeHeadPodFromServeSvc"] is True
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # no replicas there
+    assert yaml.safe_load(service["spec"]["serveConfigV2"])["proxy_location"] == "EveryNode"
+
+
+def test_redis_secret_example_is_a_placeholder():
+    ref = _redis_password_ref()
+    value = _secret(ref["name"])["stringData"][ref["key"]]
+    assert value.startswith("CHANGE-ME"), "example Redis password must be marked as such"
+
+
+def test_redis_deployment_is_pinned_hardened_sized_and_probed():
+    dep = _redis_deployment()
+    spec, tpl = dep["spec"], dep["spec"]["template"]
+    assert spec["replicas"] == 1
+    assert spec["selector"]["matchLabels"].items() <= tpl["metadata"]["labels"].items()
+    c = _redis_container()
+    # A specific release, not a moving tag.
+    assert re.fullmatch(r"redis:\d+\.\d+\.\d+(-[a-z0-9.]+)?", c["image"]), c["image"]
+    pod_sc = tpl["spec"]["securityContext"]
+    assert pod_sc["runAsNonRoot"] is True and pod_sc["runAsUser"] != 0
+    assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert tpl["spec"]["automountServiceAccountToken"] is False
+    assert not tpl["spec"].get("hostNetwork") and not tpl["spec"].get("hostPID")
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc.get("runAsUser", pod_sc["runAsUser"]) != 0
+    assert sc["allowPrivilegeEscalation"] is False and not sc.get("privileged")
+    assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add")
+    assert sc["readOnlyRootFilesystem"] is True
+    _assert_sized("redis", c["resources"])
+    # Probes: an authenticated PING (redis-cli reads REDISCLI_AUTH from the env).
+    assert _env(c)["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == _redis_password_ref()
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        cmd = " ".join(c[probe]["exec"]["command"])
+        assert "redis-cli" in cmd and "ping" in cmd and "PONG" in cmd, probe
+
+
+def test_redis_keeps_its_data_across_pod_restarts():
+    dep = _redis_deployment()
+    c = _redis_container()
+    args = c["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    data_dir = args[args.index("--dir") + 1]
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == data_dir]
+    claim = volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
+    (pvc,) = [d for d in _all("PersistentVolumeClaim") if d["metadata"]["name"] == claim]
+    if "ReadWriteOnce" in pvc["spec"]["accessModes"]:  # never two pods on one RWO volume
+        assert dep["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_redis_service_reaches_the_redis_port():
+    svc = _redis_service()
+    assert svc["spec"].get("type", "ClusterIP") == "ClusterIP"
+    labels = _redis_deployment()["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    ports = {p["name"]: p["containerPort"] for p in _redis_container()["ports"]}
+    (port,) = svc["spec"]["ports"]
+    target = port.get("targetPort", port["port"])
+    assert ports.get(target, target) == REDIS_PORT == port["port"]
+
+
+def test_the_base_bundle_deploys_redis_with_the_rayservice():
+    base = yaml.safe_load((KUBERAY / "kustomization.yaml").read_text())["resources"]
+    assert "rayservice.yaml" in base and "redis.yaml" in base
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    """Kubernetes label-selector semantics (matchLabels AND matchExpressions)."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        value, op = labels.get(e["key"]), e["operator"]
+        if op == "In" and value not in e["values"]:
+            return False
+        if op == "NotIn" and value in e["values"]:
+            return False
+        if op == "Exists" and e["key"] not in labels:
+            return False
+        if op == "DoesNotExist" and e["key"] in labels:
+            return False
+    return True
+
+
+def _allowed(direction: str, pod: dict, peer: dict, port: int) -> bool:
+    """Does some policy selecting `pod` allow `direction` traffic with `peer` (same namespace)?"""
+    key, peers = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    for pol in _all("NetworkPolicy"):
+        if direction not in pol["spec"]["policyTypes"]:
+            continue
+        if not _selects(pol["spec"]["podSelector"], pod):
+            continue
+        for rule in pol["spec"].get(key, []):
+            if rule.get("ports") and port not in _ports(rule):
+                continue
+            if not rule.get(peers):  # any peer
+                return True
+            for p in rule[peers]:
+                same_namespace = "namespaceSelector" not in p and "ipBlock" not in p
+                if same_namespace and _selects(p.get("podSelector", {}), peer):
+                    return True
+    return False
+
+
+def _ray_pods() -> dict[str, dict]:
+    """Labels of every Ray pod as KubeRay creates it (template labels + node type), and of
+    the Redis cleanup Job's pod (a copy of the head pod) of the GCS-FT clusters."""
+    pods = {}
+    for _, doc in RAY_DOCS:
+        for role, labels in _cluster_pods(doc).items():
+            pods[f"{_doc_id(doc)}/{role}"] = labels
+            if role == "head" and doc["kind"] in GCS_FT_KINDS:
+                pods[f"{_doc_id(doc)}/redis-cleanup"] = labels | {
+                    "ray.io/node-type": "redis-cleanup"
+                }
+    return pods
+
+
+def _cluster_pods(doc: dict) -> dict[str, dict]:
+    """role -> labels of the pods of one Ray CR as KubeRay creates them (template labels +
+    node type) and of a RayJob's submitter."""
+    pods = {}
+    for role, tpl in _pod_templates(doc):
+        labels = dict(tpl["metadata"]["labels"])
+        if role != "submitter":
+            labels["ray.io/node-type"] = "head" if role == "head" else "worker"
+            labels["ray.io/is-ray-node"] = "yes"
+        pods[role] = labels
+    return pods
+
+
+def test_only_the_gcs_ft_heads_reach_redis():
+    redis = _redis_deployment()["spec"]["template"]["metadata"]["labels"]
+    pods = _ray_pods()
+    expected = {
+        f"{_doc_id(doc)}/{role}" for _, doc in GCS_FT_DOCS for role in ("head", "redis-cleanup")
+    }
+    # Each direction on its own: Redis lets exactly these in, and exactly these may go out.
+    ingress = {
+        name for name, labels in pods.items() if _allowed("Ingress", redis, labels, REDIS_PORT)
+    }
+    egress = {
+        name for name, labels in pods.items() if _allowed("Egress", labels, redis, REDIS_PORT)
+    }
+    assert ingress == expected, f"Redis ingress from {sorted(ingress)}"
+    assert egress == expected, f"egress to Redis from {sorted(egress)}"
+    # Nothing else in the namespace gets in either (a pod with no labels), and Redis
+    # itself opens no connection to any Ray pod.
+    assert not _allowed("Ingress", redis, {}, REDIS_PORT)
+    for labels in pods.values():
+        assert not _allowed("Egress", redis, labels, REDIS_PORT)
+
+
+# Ray ports a cluster's pods use among themselves (GCS, dashboard, client, metrics, and
+# one from the raylet / worker range): the policies must let each pod reach every other.
+RAY_INTERNAL_PORTS = (REDIS_PORT, DASHBOARD_PORT, 10001, METRICS_PORT, 10002)
+
+
+@pytest.mark.parametrize(("src", "doc"), RAY_DOCS, ids=_ids(RAY_DOCS))
+def test_the_network_policies_connect_each_ray_cluster(src, doc):
+    pods = _cluster_pods(doc)
+    nodes = {role: labels for role, labels in pods.items() if role != "submitter"}
+    for a, pod in nodes.items():
+        for b, peer in nodes.items():
+            for port in RAY_INTERNAL_PORTS:
+                assert _allowed("Egress", pod, peer, port), f"{src}: {a} -> {b}:{port} (egress)"
+                assert _allowed("Ingress", peer, pod, port), f"{src}: {a} -> {b}:{port} (ingress)"
+    if "submitter" in pods:  # `ray job submit` / `ray job logs` against the Jobs API
+        sub, head = pods["submitter"], nodes["head"]
+        assert _allowed("Egress", sub, head, DASHBOARD_PORT), f"{src}: submitter egress"
+        assert _allowed("Ingress", head, sub, DASHBOARD_PORT), f"{src}: submitter ingress"
 
 
 # ------------------------------------------------------------------------- kustomize
@@ -668,18 +1161,89 @@ def test_kustomization_lists_existing_files(kdir):
         assert proc.returncode == 0, proc.stderr
 
 
-def test_the_pinned_overlay_replaces_every_image_by_a_digest():
-    overlay = KUBERAY / "overlays/pinned"
-    k = yaml.safe_load((overlay / "kustomization.yaml").read_text())
-    assert [(overlay / r).resolve() for r in k["resources"]] == [KUBERAY.resolve()]
-    (image,) = k["images"]
-    assert re.fullmatch(r"sha256:[0-9a-f]{64}", image["digest"]) and "newTag" not in image
-    base = yaml.safe_load((KUBERAY / "kustomization.yaml").read_text())
-    listed = {str(KUBERAY / r) for r in base["resources"]}
+OVERLAY = KUBERAY / "overlays" / "pinned"
+# The overlay lies inside its base's directory, so it lists the base's files (kustomize
+# refuses `../..`: "cycle detected"), which lie outside its default load root.
+OVERLAY_BUILD = ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone"]
+
+
+def _base_resources() -> list[str]:
+    return yaml.safe_load((KUBERAY / "kustomization.yaml").read_text())["resources"]
+
+
+def test_the_base_bundle_holds_every_deployed_ray_resource():
+    # Everything but the interactive dev cluster: the RayService and both RayJobs.
+    listed = {(KUBERAY / r).resolve() for r in _base_resources()}
     for src, doc in RAY_DOCS:
-        if str(ROOT / src) in listed:  # what the overlay deploys: every image is matched
-            for role, c in _ray_containers(doc):
-                assert c["image"].split(":")[0] == image["name"], (src, role)
+        if doc["kind"] != "RayCluster":
+            assert (ROOT / src).resolve() in listed, f"{src} is not in kuberay/kustomization.yaml"
+
+
+def test_the_pinned_overlay_lists_exactly_the_base_resources():
+    k = yaml.safe_load((OVERLAY / "kustomization.yaml").read_text())
+    overlay = [(OVERLAY / r).resolve() for r in k["resources"]]
+    assert overlay == [(KUBERAY / r).resolve() for r in _base_resources()], (
+        "overlays/pinned/kustomization.yaml `resources` differ from the base's list"
+    )
+    base = yaml.safe_load((KUBERAY / "kustomization.yaml").read_text())
+    assert k.get("namespace") == base.get("namespace") == NAMESPACE
+
+
+def test_the_pinned_overlay_replaces_every_image_by_a_digest():
+    k = yaml.safe_load((OVERLAY / "kustomization.yaml").read_text())
+    images = {image["name"]: image for image in k["images"]}
+    assert len(images) == len(k["images"]), "an image is listed twice"
+    for image in images.values():
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", image["digest"]) and "newTag" not in image
+    listed = {(OVERLAY / r).resolve() for r in k["resources"]}
+    for src, doc in DOCS:
+        if (ROOT / src).resolve() not in listed:
+            continue
+        # What the overlay deploys: every container image is matched by a digest entry.
+        if doc["kind"] in CRD_SCHEMAS:
+            containers = [
+                (role, c) for role, tpl in _pod_templates(doc) for c in _pod_containers(tpl)
+            ]
+        elif doc["kind"] == "Deployment":
+            containers = [("pod", c) for c in _pod_containers(doc["spec"]["template"])]
+        else:
+            continue
+        for role, c in containers:
+            assert c["image"].split("@")[0].split(":")[0] in images, (src, role, c["image"])
+
+
+def _images(node) -> list[str]:
+    """Every `image:` value under a built manifest."""
+    if isinstance(node, dict):
+        own = [node["image"]] if isinstance(node.get("image"), str) else []
+        return own + [i for v in node.values() for i in _images(v)]
+    if isinstance(node, list):
+        return [i for v in node for i in _images(v)]
+    return []
+
+
+def test_the_pinned_overlay_builds_with_kustomize():
+    if not shutil.which("kubectl"):
+        pytest.skip("kubectl not installed: the overlay is not built")
+    proc = subprocess.run(
+        [*OVERLAY_BUILD, str(OVERLAY)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    built = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in built)
+    base = subprocess.run(
+        ["kubectl", "kustomize", str(KUBERAY)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert base.returncode == 0, base.stderr
+    assert kinds == sorted(
+        (d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(base.stdout) if d
+    )
+    images = [i for d in built for i in _images(d.get("spec", {}))]
+    assert images and all(re.search(r"@sha256:[0-9a-f]{64}$", i) for i in images), images
 
 
 # ------------------------------------------------------------------------ monitoring
@@ -794,6 +1358,15 @@ def test_grafana_dashboard_panels():
 
 
 # ------------------------------------------------------------------------ Dockerfile
+
+
+def test_serve_env_checks_cover_every_ray_manifest():
+    # tests/unit/test_serve_env.py lists the files whose Ray containers repeat serve.env.
+    from tests.unit import test_serve_env
+
+    files = {Path(src).name for src, _ in RAY_DOCS}
+    missing = files - set(test_serve_env.MANIFESTS)
+    assert not missing, f"add {sorted(missing)} to test_serve_env.MANIFESTS"
 
 
 def test_pinned_ray_matches_installed_ray():

@@ -1,7 +1,7 @@
 """serve.env is the one source of Ray Serve's fast-path environment.
 
 The Makefile includes it; the Dockerfile (ENV) and every Ray container of the KubeRay
-manifests (head and worker groups of the RayCluster, the RayJob's rayClusterSpec and the
+manifests (head and worker groups of the RayCluster, the RayJobs' rayClusterSpec and the
 RayService's rayClusterConfig) repeat its values, and this test keeps them equal.
 """
 
@@ -18,7 +18,7 @@ from tests.unit.test_manifests import _cluster_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE_ENV = ROOT / "serve.env"
-MANIFESTS = ("raycluster.yaml", "rayjob-train.yaml", "rayservice.yaml")
+MANIFESTS = ("raycluster.yaml", "rayjob-train.yaml", "rayjob-score.yaml", "rayservice.yaml")
 # Serve's fast path: HAProxy ingress and throughput-optimized replicas.
 FAST_PATH_KEYS = {"RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
 # Variables under this prefix in the Dockerfile / manifests must all come from serve.env.

@@ -1,0 +1,146 @@
+"""Head-node fault tolerance on a real cluster: the GCS keeps its state in a real
+`redis-server` (as `gcsFaultToleranceOptions` sets up on KubeRay), is SIGKILLed while clients
+send requests at c=8, and is started again as the head pod's restart would. Serve's data path
+(proxy -> replicas) does not go through the GCS, so requests keep being answered, and the
+restarted GCS finds the cluster, the Serve controller and the app in Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from sparc_ray.data import load_dataset
+from tests.integration.cluster import BIN, free_port, running_cluster
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server not installed"),
+]
+ROWS: list[dict] = []  # one row of the bundled dataset, set by the test
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[tuple[str, str]]:
+    """A password-protected redis-server on a free port; stopped by PID."""
+    port, password = free_port(), secrets.token_hex(16)
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--requirepass", password]
+    proc = subprocess.Popen(
+        ["redis-server", *args, "--dir", str(workdir), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=1),
+            ):
+                break
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}", password
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def gcs_process(port: int) -> psutil.Process:
+    """This cluster's GCS: the gcs_server serving ``port``."""
+    for p in psutil.process_iter(["name", "cmdline"]):
+        if p.info["name"] == "gcs_server" and f"--gcs_server_port={port}" in (
+            p.info["cmdline"] or []
+        ):
+            return p
+    raise LookupError(f"no gcs_server on port {port}")
+
+
+def load(url: str, stop: threading.Event, outcomes: list) -> None:
+    """One client: /predict in a loop, recording (time, status or error)."""
+    with httpx.Client(timeout=10) as client:
+        while not stop.is_set():
+            try:
+                status = client.post(f"{url}/predict", json={"instances": ROWS}).status_code
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            outcomes.append((time.time(), status))
+
+
+def test_serve_answers_through_a_gcs_crash_and_the_restarted_gcs_recovers(tmp_path):
+    restarted: list[subprocess.Popen] = []
+    try:
+        with redis_server(tmp_path) as redis, running_cluster(tmp_path, redis) as cluster:
+            check_gcs_crash(cluster, tmp_path, restarted)
+    finally:  # `ray stop` ends the restarted GCS too; make sure of it by PID
+        for proc in restarted:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+            if proc.poll() is None:
+                proc.kill()
+
+
+def check_gcs_crash(cluster, tmp_path: Path, restarted: list) -> None:
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "breast_cancer",
+                "data": {"path": "builtin:breast_cancer"},
+                "cv": {"n_folds": 3},
+                "search": {"scheduler": "fifo", "space": {"logistic_regression": {"C": [1.0]}}},
+                "registry": {"store": "model_store"},
+            }
+        )
+    )
+    cluster.train("--config", str(config))
+    cluster.deploy(cluster.serve_config())
+    frame, target = load_dataset("builtin:breast_cancer")
+    ROWS[:] = frame.drop(columns=target).head(1).to_dict(orient="records")
+    assert httpx.post(f"{cluster.url}/predict", json={"instances": ROWS}).status_code == 200
+
+    stop, outcomes = threading.Event(), []
+    clients = [threading.Thread(target=load, args=(cluster.url, stop, outcomes)) for _ in range(8)]
+    for c in clients:
+        c.start()
+    try:
+        time.sleep(5)
+        gcs = gcs_process(cluster.port)
+        cmdline, env, cwd = gcs.cmdline(), gcs.environ(), gcs.cwd()
+        killed_at = time.time()
+        os.kill(gcs.pid, signal.SIGKILL)
+        gcs.wait(timeout=10)
+        time.sleep(10)  # the head pod's restart takes a while too
+        with open(tmp_path / "gcs_server.restarted.out", "wb") as log:
+            restarted.append(
+                subprocess.Popen(cmdline, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+            )
+        time.sleep(max(0.0, killed_at + 60 - time.time()))
+    finally:
+        stop.set()
+        for c in clients:
+            c.join(timeout=30)
+    after = [status for t, status in outcomes if t >= killed_at]
+    ok = sum(1 for status in after if status == 200)
+    failures = sorted({str(s) for s in after if s != 200})
+    print(f"GCS killed under c=8: {ok}/{len(after)} requests answered 200 in the next 60 s")
+    assert len(after) > 500, len(after)
+    assert ok / len(after) >= 0.99, (ok, len(after), failures)
+    # The restarted GCS loaded the cluster from Redis: the node and the Serve app are back.
+    status = cluster.run(str(BIN / "serve"), "status", "-a", cluster.dashboard_url)
+    assert yaml.safe_load(status.stdout)["applications"]["sparc"]["status"] == "RUNNING"
+    assert "Active:" in cluster.run(str(BIN / "ray"), "status").stdout
+    r = httpx.post(f"{cluster.url}/predict", json={"instances": ROWS}, timeout=10)
+    assert r.status_code == 200

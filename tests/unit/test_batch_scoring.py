@@ -1,0 +1,87 @@
+"""Batch scoring without Ray: per-cell checks, the model-error search, and the input listing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from sparc_ray.batch_scorer import BatchScorer, check_batch
+from sparc_ray.batch_source import InputError, RowSource
+from sparc_ray.input_rules import FeatureCheck
+from sparc_ray.serving.loader import LoadedModel
+
+CHECKS = [FeatureCheck("x", True, limit=1e6), FeatureCheck("c", False)]
+
+
+def test_check_batch_names_each_bad_cell_and_keeps_missing_values():
+    batch = pa.table(
+        {
+            "x": ["1.5", None, "abc", "inf", "2e6", "7"],
+            "c": ["a", "b", None, "c", "d", "e" * 1001],
+            "row_id": pa.array(range(6), pa.int64()),
+        }
+    )
+    columns, good, problems = check_batch(batch, CHECKS)
+    assert good.tolist() == [True, True, False, False, False, False]
+    assert np.isnan(columns["x"][1]) and columns["x"][0] == 1.5
+    assert pd.isna(columns["c"][2]) and columns["c"][0] == "a"
+    assert [(p["index"], p["feature"], p["reason"]) for p in problems] == [
+        (2, "x", "expected a number, got str 'abc'"),
+        (3, "x", "non-finite number inf is not allowed"),
+        (4, "x", "number out of range: |value| must be <= 1e+06 for this model"),
+        (5, "c", "string longer than 1000 characters"),
+    ]
+
+
+def test_typed_columns_take_the_fast_path():
+    batch = pa.table({"x": pa.array([1, None, 3], pa.int64()), "c": pa.array([1, 2, None])})
+    columns, good, problems = check_batch(batch, CHECKS)
+    assert good.all() and not problems
+    assert columns["c"].tolist()[:2] == ["1", "2"] and pd.isna(columns["c"][2])
+
+
+class FailsOnNegative:
+    """A model that cannot score some rows (e.g. a runtime error on one input)."""
+
+    feature_names = ["x", "c"]
+
+    def predict_proba(self, columns):
+        if (columns["x"] < 0).any():
+            raise ValueError("cannot score a negative x")
+        return np.column_stack([1 - columns["x"] / 10, columns["x"] / 10])
+
+
+def test_a_model_error_rejects_only_the_rows_that_cause_it(tmp_path):
+    scorer = BatchScorer.__new__(BatchScorer)
+    scorer.model = LoadedModel(FailsOnNegative(), {"version": "v1", "classes": ["n", "y"]}, "onnx")
+    scorer.checks, scorer.classes = CHECKS, ["n", "y"]
+    scorer.rejects_fs, scorer.rejects_dir = pa.fs.LocalFileSystem(), str(tmp_path)
+    x = [1.0, -1.0, 2.0, 3.0, -5.0, 9.0, 4.0]
+    batch = pa.table({"x": x, "c": ["a"] * 7, "row_id": pa.array(range(10, 17), pa.int64())})
+    out = scorer(batch)
+    assert out.column("row_id").to_pylist() == [10, 12, 13, 15, 16]
+    assert out.column("prediction").to_pylist() == ["n", "n", "n", "y", "n"]
+    assert out.column("proba_y").to_pylist() == pytest.approx([0.1, 0.2, 0.3, 0.9, 0.4])
+    rejects = pd.read_parquet(tmp_path)
+    assert rejects.row_id.tolist() == [11, 14]
+    assert set(rejects.reason) == {"model error: cannot score a negative x"}
+
+
+def test_row_source_checks_columns_and_lists_data_files(tmp_path):
+    (tmp_path / "d").mkdir()
+    pd.DataFrame({"x": [1.0], "c": ["a"], "id": [1]}).to_csv(tmp_path / "d/a.csv", index=False)
+    pd.DataFrame({"x": [2.0], "c": ["b"]}).to_parquet(tmp_path / "d/b.parquet")
+    (tmp_path / "d/_SUCCESS").write_text("")
+    (tmp_path / "d/.hidden.csv").write_text("x\n1\n")
+    source = RowSource(str(tmp_path / "d"), CHECKS)
+    assert [f.name for f in source.files] == ["a.csv", "b.parquet"] and source.multi_file
+    assert source.extra_columns == ["id"]
+    with pytest.raises(InputError, match=r"a.csv: missing feature columns \['z'\]"):
+        RowSource(str(tmp_path / "d/a.csv"), [CHECKS[0], FeatureCheck("z", False)])
+    with pytest.raises(InputError, match="input not found"):
+        RowSource(str(tmp_path / "nothing.csv"), CHECKS)
+    pd.DataFrame({"x": [pd.Timestamp(0)], "c": ["a"]}).to_parquet(tmp_path / "t.parquet")
+    with pytest.raises(InputError, match=r"column 'x' .* cannot hold numeric"):
+        RowSource(str(tmp_path / "t.parquet"), CHECKS)
