@@ -101,6 +101,8 @@ bench: venv
 	$(BIN)/python bench/tune_bench.py --space narrow
 	$(BIN)/python bench/serve_bench.py
 	$(BIN)/python bench/release_bench.py
+	$(BIN)/python bench/capture_bench.py
+	$(BIN)/python bench/score_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache ray_results .demo  # keeps keys/ (signing key)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from baselines import ours_body, wrk  # noqa: E402
-from serve_bench import NAME, WORK, dataset, serve_app, train  # noqa: E402
+from serve_bench import NAME, WORK, dataset, serve_app, signing_keys, train  # noqa: E402
 
 from sparc_ray.registry import ModelRegistry  # noqa: E402
 from sparc_ray.releases import ReleasePolicy, finish_release, start_release  # noqa: E402
@@ -41,7 +41,8 @@ def candidate(reg: ModelRegistry) -> str:
     """A second version of the benchmark model (same features), trained once."""
     if len(reg.versions(NAME)) < 2:
         job = [sys.executable, str(ROOT / "jobs/train.py"), "--config", str(WORK / "job.yaml")]
-        subprocess.run([*job, "--no-promote"], check=True, capture_output=True)
+        key = ["--signing-key", str(signing_keys()[0])]
+        subprocess.run([*job, "--no-promote", *key], check=True, capture_output=True)
     production = reg.alias(NAME)
     return next(v for v in reversed(reg.versions(NAME)) if v != production)
 

@@ -8,8 +8,8 @@ instead, in one process: ``pd.read_csv(chunksize=100_000)`` and the version's sc
 pipeline ``predict_proba`` per chunk (the model from ``ModelRegistry.load``, run once with one
 thread and once with every CPU). Ours is ``scoring.run`` on a local Ray started here (its
 start-up time printed apart), streaming into Parquet. Prints rows/s, the ratio, how many
-predictions differ, and peak memory: the baseline process, and the sum over our driver and
-Ray workers sampled every 0.2 s.
+predictions differ, and peak memory: the baseline process's RSS, and the summed unique
+memory of our driver and Ray workers sampled every 0.2 s.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def publish(store: str, train: pd.DataFrame, family: str, key_dir: str) -> tuple
 def baseline(store: str, csv: str, n_jobs: int) -> tuple[float, np.ndarray]:
     model, meta = ModelRegistry(store).load(NAME)
     model.set_n_jobs(n_jobs)
-    features = [f["name"] for f in meta["features"]]
+    features = meta.feature_names
     started, labels = time.perf_counter(), []
     for chunk in pd.read_csv(csv, chunksize=100_000):
         proba = model.predict_proba(normalize_features(chunk[features]))
@@ -88,11 +88,13 @@ def baseline(store: str, csv: str, n_jobs: int) -> tuple[float, np.ndarray]:
 
 
 class MemorySampler(threading.Thread):
-    """Peak of the summed RSS of this process and every Ray worker process."""
+    """Peak of the summed unique memory (USS: not the object store's shared pages, which
+    RSS counts once per process mapping them) of this process and every Ray worker."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak, self._done = 0, threading.Event()
+        self.by_process: dict[str, int] = {}  # peak USS per process (name and pid)
 
     def run(self) -> None:
         me = psutil.Process()
@@ -105,7 +107,10 @@ class MemorySampler(threading.Thread):
             total = 0
             for p in procs:
                 with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
+                    uss = p.memory_full_info().uss
+                    total += uss
+                    key = f"{p.name()} {p.pid}"
+                    self.by_process[key] = max(self.by_process.get(key, 0), uss)
             self.peak = max(self.peak, total)
 
     def stop(self) -> int:
@@ -154,7 +159,10 @@ def main() -> None:
         plan = ScorePlan.check(csv, NAME, store, os.path.join(work, "out"), public_key=public_key)
         summary = run(plan)
     finally:
-        results["ours_peak_rss_mb"] = round(sampler.stop() / 1e6)
+        results["ours_peak_uss_mb"] = round(sampler.stop() / 1e6)
+        results["ours_peak_uss_mb_by_process"] = {
+            k: round(v / 1e6) for k, v in sorted(sampler.by_process.items(), key=lambda kv: -kv[1])
+        }
         ray.shutdown()
     got = pd.read_parquet(os.path.join(work, "out", "predictions")).sort_values("row_id")
     assert len(got) == args.rows, (len(got), summary)
@@ -173,8 +181,8 @@ def main() -> None:
         f"speed-up: {results['ratio_vs_one_thread']:.2f}x the one-thread loop, "
         f"{results['ratio_vs_all_cpus']:.2f}x the {args.cpus}-thread loop; "
         f"{differ} of {args.rows:,} predictions differ\n"
-        f"peak RSS: baseline process {results['baseline_peak_rss_mb']} MB, "
-        f"ours (driver + Ray workers) {results['ours_peak_rss_mb']} MB"
+        f"peak memory: baseline process {results['baseline_peak_rss_mb']} MB (RSS), "
+        f"ours {results['ours_peak_uss_mb']} MB (USS, driver + Ray workers)"
     )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

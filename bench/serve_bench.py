@@ -66,9 +66,22 @@ def dataset() -> pd.DataFrame:
     return pd.DataFrame(X, columns=[f"f{i}" for i in range(20)])
 
 
+def signing_keys() -> tuple[Path, Path]:
+    """The benchmark's own Ed25519 pair: training signs, the Serve app verifies."""
+    from sparc_ray import signing
+
+    private, public = WORK / "keys/model_signing.key", WORK / "keys/model_signing.pub"
+    if not private.exists():
+        signing.generate_key_pair(WORK / "keys/model_signing")
+    return private, public
+
+
 def train(df: pd.DataFrame) -> ModelRegistry:
+    from sparc_ray import signing
+
     _, y = make_classification(n_samples=20000, n_features=20, n_informative=10, random_state=0)
     reg = ModelRegistry(WORK / "model_store")
+    private, _ = signing_keys()
     if not reg.versions(NAME):
         WORK.mkdir(parents=True, exist_ok=True)
         df.assign(label=np.where(y == 1, "yes", "no")).to_csv(WORK / "data.csv", index=False)
@@ -87,11 +100,12 @@ def train(df: pd.DataFrame) -> ModelRegistry:
                 }
             )
         )
-        subprocess.run(
-            [sys.executable, str(ROOT / "jobs/train.py"), "--config", str(WORK / "job.yaml")],
-            check=True,
-            capture_output=True,
-        )
+        job = [sys.executable, str(ROOT / "jobs/train.py"), "--config", str(WORK / "job.yaml")]
+        subprocess.run([*job, "--signing-key", str(private)], check=True, capture_output=True)
+    key = signing.load_private_key(str(private))
+    for version in reg.versions(NAME):  # versions trained before signing existed
+        if reg.read_optional(NAME, version, signing.SIGNATURE_FILE) is None:
+            reg.sign(NAME, version, key)
     return reg
 
 
@@ -157,13 +171,14 @@ def load_onnx(reg: ModelRegistry, name: str, version: str, model: SPARCClassific
         from sparc_ray.onnx_model import OnnxModel
     except ImportError as exc:
         return None, f"sparc_ray.onnx_model not importable ({exc})"
-    meta = reg.metadata(name, version).get("onnx") or {}
-    path = reg.root_path / name / version / "model.onnx"
-    if meta.get("status") != "ok" or not path.exists():
-        return None, f"no model.onnx (metadata onnx status {meta.get('status')!r})"
+    meta = reg.metadata(name, version)
+    onnx = meta.onnx_file()
+    if onnx is None or not (reg.root_path / name / version / onnx[0]).exists():
+        status = meta.onnx.status if meta.onnx else None
+        return None, f"no model.onnx (metadata onnx status {status!r})"
     kinds = [s.kind for s in model.schema]
-    data = path.read_bytes()
-    return OnnxModel.from_bytes(data, meta["sha256"], model.feature_names, kinds, model.classes), ""
+    data = (reg.root_path / name / version / onnx[0]).read_bytes()
+    return OnnxModel.from_bytes(data, onnx[1], model.feature_names, kinds, model.classes), ""
 
 
 def model_cost(reg: ModelRegistry, name: str, version: str, model, df: pd.DataFrame) -> dict:
@@ -201,7 +216,9 @@ def serve_app(reg: ModelRegistry, name: str) -> Iterator[Target]:
     with tempfile.TemporaryDirectory() as tmp, running_cluster(Path(tmp)) as cluster:
         config = cluster.serve_config()
         cfg = yaml.safe_load(config.read_text())
-        cfg["applications"][0]["args"].update(model_store=str(reg.root_path), model_name=name)
+        cfg["applications"][0]["args"].update(
+            model_store=str(reg.root_path), model_name=name, public_key=str(signing_keys()[1])
+        )
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
         cluster.deploy(config)
         yield Target("sparc-ray Serve app", f"{cluster.url}/predict", ours_body, ours_proba)

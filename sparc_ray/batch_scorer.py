@@ -101,7 +101,7 @@ class BatchScorer:
 
         self.model = RegistryLoader(store, name, public_key).load(version)
         self.checks = checks_from_metadata(self.model.metadata)
-        self.classes = list(self.model.metadata["classes"])
+        self.classes = list(self.model.metadata.classes)
         self.rejects_fs, self.rejects_dir = storage.open_fs(rejects)
 
     def __call__(self, batch: pa.Table) -> pa.Table:

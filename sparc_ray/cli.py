@@ -10,7 +10,7 @@ import sys
 
 from sparc_ray import releases, signing
 from sparc_ray.artifacts import IntegrityError
-from sparc_ray.config import add_score_arguments, add_train_arguments
+from sparc_ray.job_args import add_score_arguments, add_train_arguments
 from sparc_ray.registry import ModelRegistry, RegistryError
 
 
@@ -23,21 +23,26 @@ def _models(args: argparse.Namespace) -> int:
             current = reg.alias(name)
             print(f"{name}  (production: {current or '-'})")
             for v in reg.versions(name):
-                m = reg.metadata(name, v)
-                h = m.get("metrics", {}).get("holdout", {})
-                gates = "pass" if m.get("gates", {}).get("passed") else "FAIL"
                 mark = "*" if v == current else " "
+                try:
+                    m = reg.metadata(name, v)
+                except RegistryError as exc:  # one unreadable version does not hide the rest
+                    print(f" {mark} {v}  unreadable: {exc}")
+                    continue
+                holdout = m.metrics.holdout if m.metrics else None
+                accuracy = holdout.accuracy if holdout else None
+                acc = float("nan") if accuracy is None else accuracy
+                gates = "pass" if m.gates.passed else "FAIL"
                 print(
-                    f" {mark} {v}  {m.get('model_type', '?'):<24} "
-                    f"acc={h.get('accuracy', float('nan')):.4f} gates={gates}  "
-                    f"{m.get('created_at', '')}"
+                    f" {mark} {v}  {m.model_type or '?':<24} acc={acc:.4f} gates={gates}  "
+                    f"{m.created_at or ''}"
                 )
         return 0
     if not args.name:
         raise RegistryError("--name is required")
     if args.action == "show":
         version = reg.resolve(args.name, args.version or "production")
-        meta = reg.metadata(args.name, version)
+        meta = reg.metadata(args.name, version).to_dict()
         if not args.full:
             meta.pop("reference", None)
         print(json.dumps(meta, indent=2))
@@ -164,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_score_arguments(score)
 
+    report = sub.add_parser("report", help="reports on what the service captured")
+    report.add_argument("kind", choices=["drift"])
+    report.add_argument("--store", default="model_store")
+    report.add_argument("--name", required=True, help="model name")
+    report.add_argument("--version", help="version whose captures to report (default production)")
+    report.add_argument("--since", help="captured since: 24h, 7d, 30m or an ISO date/time")
+    report.add_argument("--out", default="drift_report.html", help="HTML file to write")
+
     predict = sub.add_parser("predict", help="score a CSV file over HTTP in chunks")
     predict.add_argument(
         "--url", required=True, help="service base URL, e.g. http://127.0.0.1:8000"
@@ -191,8 +204,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"private key {private} (mode 0600; give it to training only)")
             print(f"public key  {public} (serve_config.yaml: public_key)")
             return 0
+        if args.command == "report":
+            from sparc_ray.drift_report import write_report
+
+            r = write_report(args.store, args.name, args.out, args.since, args.version)
+            top = r["features"][0] if r["features"] else None
+            print(
+                f"{args.out}: {r['rows']:,} captured rows of {args.name}/{r['version']}; "
+                + (f"most drifted: {top.name} (PSI {top.psi:.3f})" if top else "no features")
+            )
+            return 0
         return _models(args) if args.command == "models" else _predict(args)
-    except (RegistryError, IntegrityError, signing.SigningKeyError) as exc:
+    except (RegistryError, IntegrityError, signing.SigningKeyError, ValueError) as exc:
         print(f"sparc-ray: {exc}", file=sys.stderr)
         return 2
 

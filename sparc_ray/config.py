@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -34,7 +35,7 @@ RENAMED = {"search.cpus_per_trial": "`search.cpus_per_fold` (CPUs per fold task)
 SECTIONS = ("data", "cv", "search", "gates", "registry")
 
 DEFAULT_CONFIG = "tune/default.yaml"
-SCORE_BATCH_ROWS = 65_536  # rows per model call in batch scoring (jobs/score.py)
+CAPTURE_PREFIX = "capture:"  # --data capture:STORE/NAME: the rows the service captured
 
 # Numbers as YAML writes them: an int or a float, never a bool or a string.
 Int = Annotated[int, Strict()]
@@ -64,11 +65,20 @@ class DataConfig(_Section):
     target: str | None = Field(None, **_rule("must be the label column's name", "--target"))
     test_size: Number = Field(0.2, gt=0, lt=1, **_rule("must be a number between 0 and 1"))
     seed: Int = Field(42, ge=0, **_rule("must be a non-negative integer"))
+    since: str | None = Field(
+        None, **_rule("must be e.g. 24h, 7d or an ISO date (capture: data only)", "--since")
+    )
+    with_training_data: StrictBool = Field(
+        False, **_rule("must be true or false (capture: data only)", "--with-training-data")
+    )
 
     @model_validator(mode="after")
     def _target_for_files(self) -> DataConfig:
-        if not self.target and not self.path.startswith("builtin:"):
+        captured = self.path.startswith(CAPTURE_PREFIX)
+        if not self.target and not self.path.startswith("builtin:") and not captured:
             raise ValueError("`target` is required for a file dataset (or pass --target)")
+        if (self.since or self.with_training_data) and not captured:
+            raise ValueError("`since` / `with_training_data` apply to capture: data only")
         return self
 
 
@@ -150,6 +160,9 @@ class TrainConfig(_Section):
         **_rule("must map holdout metrics to minimum values"),
     )
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    mlflow: str | None = Field(
+        None, **_rule("must be an MLflow tracking URI or a directory", "--mlflow")
+    )
     resume: bool = False  # --resume only, never from the YAML
 
     @field_validator("gates", mode="before")
@@ -170,35 +183,6 @@ class TrainConfig(_Section):
         if problems:
             raise ValueError("\n".join(problems))
         return gates
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="search-space YAML")
-    parser.add_argument("--data", help="CSV/Parquet path or URI, or builtin:NAME")
-    parser.add_argument("--target", help="label column")
-    parser.add_argument("--name", help="registry model name")
-    parser.add_argument("--store", help="registry root: directory or URI")
-    parser.add_argument("--storage-path", help="Tune experiment storage: directory or URI")
-    parser.add_argument("--num-samples", type=int, help="grid repeats / random configs per family")
-    parser.add_argument("--scheduler", choices=["asha", "fifo"])
-    parser.add_argument("--n-folds", type=int, help="CV folds per trial")
-    parser.add_argument("--resume", action="store_true", help="continue the latest experiment")
-    parser.add_argument(
-        "--no-promote", action="store_true", help="store the model without promoting it"
-    )
-    parser.add_argument(
-        "--release",
-        choices=["production", "canary", "shadow"],
-        help="when the gates pass: promote (default), or hand the version to a canary / "
-        "shadow release decided by the release policy",
-    )
-    parser.add_argument("--release-weight", type=float, help="canary / shadow traffic percent")
-    parser.add_argument("--release-policy", help="release policy YAML")
-    parser.add_argument(
-        "--signing-key",
-        help="Ed25519 private key PEM that signs the published version (default: the file in "
-        "$SPARC_SIGNING_KEY_FILE, or the PEM text in $SPARC_SIGNING_KEY; none: unsigned)",
-    )
 
 
 def load_config(args: argparse.Namespace) -> TrainConfig:
@@ -223,6 +207,8 @@ def load_config(args: argparse.Namespace) -> TrainConfig:
     overrides = {
         ("data", "path"): args.data,
         ("data", "target"): args.target,
+        ("data", "since"): getattr(args, "since", None),
+        ("data", "with_training_data"): getattr(args, "with_training_data", None) or None,
         ("registry", "store"): args.store,
         ("search", "storage_path"): args.storage_path,
         ("search", "num_samples"): args.num_samples,
@@ -241,6 +227,8 @@ def load_config(args: argparse.Namespace) -> TrainConfig:
         raw["name"] = args.name
     if args.no_promote:
         raw["registry"]["promote"] = False
+    if getattr(args, "mlflow", None):
+        raw["mlflow"] = args.mlflow
     problems = ["unknown key `resume` (pass --resume)"] if "resume" in raw else []
     try:
         cfg = TrainConfig.model_validate({**raw, "resume": bool(args.resume)})
@@ -303,18 +291,3 @@ def _relative(key: str, message: str) -> str:
     if m is None:
         return f"`{key}` {message}"
     return f"`{key + '.' if key else ''}{m[1]}`{m[2]}"
-
-
-def add_score_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="CSV/Parquet file, directory or URI")
-    parser.add_argument("--name", required=True, help="registry model name")
-    parser.add_argument("--version", help="version id or alias (default: production)")
-    parser.add_argument("--store", default="model_store", help="registry root: directory or URI")
-    parser.add_argument("--out", required=True, help="new directory or URI for the results")
-    parser.add_argument(
-        "--public-key", help="require the version to be signed by this Ed25519 key (PEM)"
-    )
-    parser.add_argument("--actors", type=int, help="scoring actors (default: one per CPU)")
-    parser.add_argument(
-        "--batch-rows", type=int, default=SCORE_BATCH_ROWS, help="rows per model call"
-    )

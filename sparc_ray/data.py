@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import pandas as pd
@@ -155,3 +157,49 @@ def fingerprint(df: pd.DataFrame) -> str:
     h.update(",".join(map(str, df.dtypes)).encode())
     h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
     return h.hexdigest()
+
+
+def data_version(uri: str) -> dict[str, str] | None:
+    """Which version of the data file this is, when something versions it: the md5 that DVC
+    recorded in ``<file>.dvc`` beside it, or the object version of an ``s3://`` object in a
+    bucket with versioning on. None otherwise (the fingerprint still identifies the data)."""
+    if uri.startswith(BUILTIN_PREFIX):
+        return None
+    if not storage.is_uri(uri) or uri.startswith("file://"):
+        path = uri.removeprefix("file://")
+        dvc = f"{path}.dvc"
+        if os.path.isfile(dvc):
+            import yaml
+
+            with open(dvc) as fh:
+                outs = (yaml.safe_load(fh) or {}).get("outs") or [{}]
+            found = outs[0].get("md5") or outs[0].get("etag")
+            return (
+                {"kind": "dvc", "md5": str(found), "file": os.path.basename(dvc)} if found else None
+            )
+        return None
+    if uri.startswith("s3://"):
+        return _s3_version(uri)
+    return None
+
+
+def _s3_version(uri: str) -> dict[str, str] | None:
+    try:
+        import boto3
+    except ImportError:
+        return None
+    url = urlsplit(uri)
+    options = dict(parse_qsl(url.query))
+    endpoint = options.get("endpoint_override")
+    if endpoint and "://" not in endpoint:
+        endpoint = f"{options.get('scheme', 'https')}://{endpoint}"
+    try:
+        head = boto3.client("s3", endpoint_url=endpoint).head_object(
+            Bucket=url.netloc, Key=url.path.lstrip("/")
+        )
+    except Exception:  # no permission to read object metadata: not versioned as far as we know
+        return None
+    version = head.get("VersionId")
+    if not version or version == "null":
+        return None
+    return {"kind": "s3", "version_id": version, "etag": str(head.get("ETag", "")).strip('"')}

@@ -9,12 +9,14 @@ PSI = sum((p_cur - p_ref) * ln(p_cur / p_ref)) over buckets, with both sides flo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sparc_ray.data import FeatureSpec
+from sparc_ray.metadata import DriftReference
 
 N_BINS = 10
 EPS = 1e-4
@@ -97,18 +99,25 @@ class DriftMonitor:
     false alarm.
     """
 
-    def __init__(self, reference: dict[str, Any], window_rows: int = 2000, min_rows: int = 200):
+    def __init__(
+        self,
+        reference: DriftReference | Mapping[str, Any],
+        window_rows: int = 2000,
+        min_rows: int = 200,
+    ):
         self.window, self.min_rows = int(window_rows), int(min_rows)
-        self.features = reference["features"]
-        self.classes = reference["predictions"]["classes"]
-        self.class_probs = reference["predictions"]["probs"]
+        if not isinstance(reference, DriftReference):  # as build_reference returns it
+            reference = DriftReference.model_validate(reference)
+        self.features = reference.features
+        self.classes = reference.predictions.classes
+        self.class_probs = reference.predictions.probs
         self._edges = {
-            n: np.asarray(f["edges"]) for n, f in self.features.items() if f["kind"] == "numeric"
+            n: np.asarray(f.edges) for n, f in self.features.items() if f.kind == "numeric"
         }
         self._cat_index = {
-            n: {c: i for i, c in enumerate(f["categories"])}
+            n: {c: i for i, c in enumerate(f.categories)}
             for n, f in self.features.items()
-            if f["kind"] == "categorical"
+            if f.kind == "categorical"
         }
         self._buckets = {n: np.zeros(self.window, np.int32) for n in self.features}
         self._preds = np.zeros(self.window, np.int32)
@@ -147,8 +156,8 @@ class DriftMonitor:
             return None
         features = {}
         for name, ref in self.features.items():
-            counts = np.bincount(self._buckets[name][:filled], minlength=len(ref["probs"]))
-            features[name] = psi(ref["probs"], counts.astype(float))
+            counts = np.bincount(self._buckets[name][:filled], minlength=len(ref.probs))
+            features[name] = psi(ref.probs, counts.astype(float))
         pred_counts = np.bincount(self._preds[:filled], minlength=len(self.classes))
         return {
             "features": features,

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from sparc_ray.metadata import ModelMetadata
+
 MAX_DETAILS = 20
 MAX_STRING_CHARS = 1000
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -59,12 +61,12 @@ class FeatureCheck:
     limit: float = FLOAT32_MAX  # largest |value| the model can score (numeric features)
 
 
-def checks_from_metadata(meta: dict[str, Any]) -> list[FeatureCheck]:
+def checks_from_metadata(meta: ModelMetadata) -> list[FeatureCheck]:
     """The checks of a version's features, in the model's order, from its metadata.json."""
-    limits = meta.get("input_limits") or {}
+    limits = meta.input_limits
     return [
-        FeatureCheck(f["name"], f["kind"] == "numeric", limits.get(f["name"], FLOAT32_MAX))
-        for f in meta["features"]
+        FeatureCheck(f.name, f.kind == "numeric", limits.get(f.name, FLOAT32_MAX))
+        for f in meta.features
     ]
 
 

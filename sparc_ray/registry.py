@@ -1,6 +1,7 @@
 """Model registry: ``<store>/<name>/<version>/{model.joblib, metadata.json, report/, ...}``.
 
-``signature.json`` (``sparc_ray.signing``) signs every file of a version.
+``signature.json`` (``sparc_ray.signing``) signs every file of a version; ``metadata.json``
+is read as a typed ``sparc_ray.metadata.ModelMetadata`` (schema version stamped at publish).
 
 ``<store>/<name>/production`` is a one-line file naming the promoted version and
 ``production.history`` the promotions so far (for rollback); ``candidate.json`` and
@@ -30,6 +31,7 @@ import pyarrow.fs as pafs
 
 from sparc_ray import signing, storage
 from sparc_ray.artifacts import METADATA_FILE, MODEL_FILE, IntegrityError, sha256_bytes
+from sparc_ray.metadata import SCHEMA_VERSION, MetadataError, ModelMetadata
 
 if TYPE_CHECKING:  # scikit-learn is imported only when a pipeline is loaded or published
     from sparc_ray.models import SPARCClassificationModel
@@ -46,6 +48,14 @@ def new_version(now: dt.datetime | None = None) -> str:
     """Sortable, unique version id: UTC time to the microsecond plus a random suffix."""
     now = now or dt.datetime.now(dt.timezone.utc)
     return now.strftime("v%Y%m%d-%H%M%S-%f-") + uuid.uuid4().hex[:6]
+
+
+def _parse_metadata(data: bytes, where: str) -> ModelMetadata:
+    """metadata.json's bytes, typed; RegistryError (naming ``where`` and the field) if not."""
+    try:
+        return ModelMetadata.from_json(data)
+    except MetadataError as exc:
+        raise RegistryError(f"{where}: {exc}") from None
 
 
 def check_name(value: str, what: str = "version") -> str:
@@ -136,11 +146,12 @@ class ModelRegistry:
             if self._exists(posixpath.join(self.version_dir(name, v), METADATA_FILE))
         )
 
-    def metadata(self, name: str, version: str) -> dict[str, Any]:
+    def metadata(self, name: str, version: str) -> ModelMetadata:
+        """The version's metadata.json, typed; RegistryError if unknown or unreadable."""
         path = posixpath.join(self.version_dir(name, version), METADATA_FILE)
         if not self._exists(path):
             raise RegistryError(f"model {name!r} has no version {version!r} in {self.store}")
-        return json.loads(self._read(path))
+        return _parse_metadata(self._read(path), f"{name}/{version}")
 
     def alias(self, name: str) -> str | None:
         path = self._path(check_name(name, "model name"), ALIAS)
@@ -178,11 +189,14 @@ class ModelRegistry:
         """Check the version's signature with the raw Ed25519 ``public_key``; the result reads
         files against the signed digests (``sparc_ray.signing``)."""
         self.metadata(name, version)  # unknown versions: RegistryError, as everywhere
-        return signing.verify(
-            public_key, name, version, lambda rel: self.read_optional(name, version, rel)
-        )
+        try:
+            return signing.verify(
+                public_key, name, version, lambda rel: self.read_optional(name, version, rel)
+            )
+        except MetadataError as exc:  # signed, but not metadata this code can read
+            raise RegistryError(f"{name}/{version}: {exc}") from None
 
-    def verify(self, name: str, version: str, public_key: bytes | None = None) -> dict[str, Any]:
+    def verify(self, name: str, version: str, public_key: bytes | None = None) -> ModelMetadata:
         """Check every file a replica may load against the sha256 in metadata.json (and, with a
         ``public_key``, the signature over all of them); returns the metadata. Raises
         IntegrityError naming the file and both digests."""
@@ -199,22 +213,22 @@ class ModelRegistry:
         return meta
 
     @staticmethod
-    def _loadable(meta: dict[str, Any]) -> dict[str, str]:
+    def _loadable(meta: ModelMetadata) -> dict[str, str]:
         """The files a replica may load, with their recorded sha256."""
-        files = {MODEL_FILE: meta["sha256"]}
-        onnx = meta.get("onnx") or {}
-        if onnx.get("status") == "ok":
-            files[onnx["file"]] = onnx["sha256"]
+        files = {MODEL_FILE: meta.sha256}
+        if (onnx := meta.onnx_file()) is not None:
+            onnx_file, onnx_sha256 = onnx
+            files[onnx_file] = onnx_sha256
         return files
 
-    def load(self, name: str, ref: str = ALIAS) -> tuple[SPARCClassificationModel, dict[str, Any]]:
+    def load(self, name: str, ref: str = ALIAS) -> tuple[SPARCClassificationModel, ModelMetadata]:
         """Load a version after checking the model file's sha256 against metadata.json."""
         version = self.resolve(name, ref)
         meta = self.metadata(name, version)
         data = self._read(posixpath.join(self.version_dir(name, version), MODEL_FILE))
         from sparc_ray.models import SPARCClassificationModel
 
-        return SPARCClassificationModel.from_bytes(data, meta["sha256"]), meta
+        return SPARCClassificationModel.from_bytes(data, meta.sha256), meta
 
     # -- writing ------------------------------------------------------------------------
     def publish(
@@ -227,7 +241,9 @@ class ModelRegistry:
         signing_key: signing.Ed25519PrivateKey | None = None,
     ) -> str:
         """Write a new version (model, extra files, its signature when a ``signing_key`` is
-        given, then metadata.json) and return its id."""
+        given, then metadata.json) and return its id. ``metadata`` gets ``schema_version``,
+        ``name``, ``version``, ``model_file`` and ``sha256``, and must then fit the schema
+        (``sparc_ray.metadata``); RegistryError names the field that does not."""
         version = check_name(version or new_version())
         final = self.version_dir(name, version)
         if self._exists(final):
@@ -237,9 +253,9 @@ class ModelRegistry:
         # readers ignore a version without it.
         local = storage.is_local(self.fs)
         staging = self._path(name, f".staging-{version}") if local else final
-        self.fs.create_dir(staging, recursive=True)
         data = model.to_bytes()
         meta = {
+            "schema_version": SCHEMA_VERSION,
             **metadata,
             "name": name,
             "version": version,
@@ -248,9 +264,11 @@ class ModelRegistry:
         }
         contents = {MODEL_FILE: data, **(files or {})}
         contents[METADATA_FILE] = json.dumps(meta, indent=2, default=str).encode()
+        _parse_metadata(contents[METADATA_FILE], f"cannot publish {name}/{version}")  # as read
         if signing_key is not None:
             contents[signing.SIGNATURE_FILE] = signing.sign(signing_key, name, version, contents)
         contents[METADATA_FILE] = contents.pop(METADATA_FILE)  # written last
+        self.fs.create_dir(staging, recursive=True)
         try:
             for rel, content in contents.items():
                 target = posixpath.join(staging, rel)
@@ -284,9 +302,9 @@ class ModelRegistry:
         """Point ``production`` at ``version``; refuses a version that failed its gates or
         whose files do not match their sha256."""
         meta = self.verify(name, version)
-        if not force and not meta.get("gates", {}).get("passed", False):
+        if not force and not meta.gates.passed:
             raise RegistryError(
-                f"version {version} failed its gates {meta.get('gates', {}).get('failed')}; "
+                f"version {version} failed its gates {meta.gates.failed}; "
                 "use force to promote anyway"
             )
         history = [v for v in self.history(name) if v != version] + [version]

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sparc_ray.metadata import ModelMetadata
 from sparc_ray.registry import ModelRegistry, RegistryError
 
 CANDIDATE_FILE = "candidate.json"
@@ -84,8 +85,8 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _schema(meta: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(f["name"], f["kind"]) for f in meta["features"]]
+def _schema(meta: ModelMetadata) -> list[tuple[str, str]]:
+    return [(f.name, f.kind) for f in meta.features]
 
 
 def current_release(reg: ModelRegistry, name: str) -> Release | None:
@@ -117,10 +118,9 @@ def start_release(
     signature with a ``public_key``; gates passed unless ``force``), plus: production exists,
     accepts the same features, and no other release is in progress."""
     meta = reg.verify(name, version, public_key)
-    gates = meta.get("gates", {})
-    if not force and not gates.get("passed", False):
+    if not force and not meta.gates.passed:
         raise RegistryError(
-            f"version {version} failed its gates {gates.get('failed')}; use force to release it"
+            f"version {version} failed its gates {meta.gates.failed}; use force to release it"
         )
     production = reg.alias(name)
     if production is None:

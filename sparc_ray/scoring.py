@@ -28,8 +28,8 @@ from sparc_ray import signing, storage
 from sparc_ray.artifacts import IntegrityError
 from sparc_ray.batch_scorer import BatchScorer
 from sparc_ray.batch_source import ROW_ID, SOURCE, InputError, RowSource
-from sparc_ray.config import SCORE_BATCH_ROWS, add_score_arguments
 from sparc_ray.input_rules import checks_from_metadata
+from sparc_ray.job_args import SCORE_BATCH_ROWS, add_score_arguments
 from sparc_ray.registry import ModelRegistry, RegistryError
 from sparc_ray.serving.loader import LoadedModel, RegistryLoader
 
@@ -38,6 +38,7 @@ EXIT_OK, EXIT_BAD_INPUT = 0, 2
 # CPUs asked for by the read (parsing) and write tasks; the scoring actors share the rest.
 # Smaller shares left the reader starved by Ray Data's budgets on a 2-CPU node (half the rows/s).
 READ_CPUS, WRITE_CPUS = 0.5, 0.5
+OBJECT_STORE_BUDGET = 512 * 2**20  # bytes of blocks in flight
 
 
 @dataclass
@@ -98,6 +99,10 @@ def run(plan: ScorePlan, actors: int | None = None, batch_rows: int = SCORE_BATC
     rejects_location = rejects if local else storage.join(plan.out, "rejects")
     cpus = ray.cluster_resources().get("CPU", 1.0)
     actors = actors or max(1, int(cpus))
+    # Blocks waiting between the reader and the scorers stay within this much object store
+    # (Ray Data would otherwise let a fast reader run up to a share of the whole store).
+    options = ray.data.DataContext.get_current().execution_options
+    options.resource_limits = options.resource_limits.copy(object_store_memory=OBJECT_STORE_BUDGET)
     started = time.perf_counter()
     try:
         for d in (predictions, rejects):

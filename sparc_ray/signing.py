@@ -20,13 +20,13 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sparc_ray.artifacts import METADATA_FILE, IntegrityError, sha256_bytes
+from sparc_ray.metadata import ModelMetadata
 
 SIGNATURE_FILE = "signature.json"
 FORMAT = "sparc-ray/signature/v1"
@@ -140,11 +140,12 @@ def sign(key: Ed25519PrivateKey, name: str, version: str, files: Mapping[str, by
 
 
 class VerifiedVersion:
-    """A version whose signature checked out: reads its files against the signed digests."""
+    """A version whose signature checked out: reads its files against the signed digests.
+    ``metadata`` is parsed from the verified bytes (``MetadataError`` if it does not fit)."""
 
     def __init__(self, digests: dict[str, str], read: Callable[[str], bytes]) -> None:
         self.digests, self._read = digests, read
-        self.metadata: dict[str, Any] = json.loads(self.read(METADATA_FILE))
+        self.metadata: ModelMetadata = ModelMetadata.from_json(self.read(METADATA_FILE))
 
     def read(self, rel: str) -> bytes:
         if rel not in self.digests:

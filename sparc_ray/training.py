@@ -13,10 +13,16 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from sparc_ray import __version__, releases, signing
-from sparc_ray.config import ConfigError, TrainConfig, add_train_arguments, load_config
+from sparc_ray import __version__, releases, signing, tracking
+from sparc_ray.config import (
+    CAPTURE_PREFIX,
+    ConfigError,
+    TrainConfig,
+    load_config,
+)
 from sparc_ray.data import (
     DataError,
+    data_version,
     fingerprint,
     is_numeric,
     load_dataset,
@@ -24,7 +30,9 @@ from sparc_ray.data import (
 )
 from sparc_ray.drift import build_reference
 from sparc_ray.evaluation import apply_gates, metrics_from_proba
+from sparc_ray.job_args import add_train_arguments
 from sparc_ray.labels import labels_from_proba
+from sparc_ray.metadata import SCHEMA_VERSION
 from sparc_ray.onnx_export import export_onnx
 from sparc_ray.registry import ModelRegistry
 from sparc_ray.report import build_report
@@ -47,7 +55,17 @@ class TrainResult:
 
 def prepare_data(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.Series, str]:
     """Load and validate the dataset; raises DataError with every problem found."""
-    df, default_target = load_dataset(cfg.data.path)
+    if cfg.data.path.startswith(CAPTURE_PREFIX):
+        from sparc_ray.captured_data import load_capture_dataset, parse_since
+
+        try:
+            since = parse_since(cfg.data.since)
+        except ValueError as exc:
+            raise DataError(str(exc)) from exc
+        location = cfg.data.path[len(CAPTURE_PREFIX) :]
+        df, default_target = load_capture_dataset(location, since, cfg.data.with_training_data)
+    else:
+        df, default_target = load_dataset(cfg.data.path)
     target = cfg.data.target or default_target
     validator = DataValidator(target=target, n_folds=cfg.cv.n_folds, test_size=cfg.data.test_size)
     result = validator.validate_dataframe(df)
@@ -77,9 +95,11 @@ def run_training(
     cfg: TrainConfig,
     prepared: tuple[pd.DataFrame, pd.Series, str] | None = None,
     signing_key: signing.Ed25519PrivateKey | None = None,
+    tracking_uri: str | None = None,
 ) -> TrainResult:
     """Run the whole job against the connected Ray cluster; returns what was published
-    (signed with ``signing_key`` when one is given)."""
+    (signed with ``signing_key`` when one is given; trials and the version logged to the
+    MLflow store at ``tracking_uri`` when one is given)."""
     from sparc_ray import tuning
 
     X, y, target = prepared or prepare_data(cfg)
@@ -99,7 +119,10 @@ def run_training(
                 f"{cfg.search.storage_path}; starting a new one"
             )
     experiment = f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
-    tuner = tuning.build_tuner(X_train, y_train, cfg.search, cfg.cv, experiment, resume_path, seed)
+    callbacks = [tracking.trial_callback(tracking_uri, cfg.name, n_folds)] if tracking_uri else []
+    tuner = tuning.build_tuner(
+        X_train, y_train, cfg.search, cfg.cv, experiment, resume_path, seed, callbacks=callbacks
+    )
     search = tuning.run_search(tuner, n_folds)
     best = search.best
 
@@ -110,7 +133,8 @@ def run_training(
     gates = apply_gates(holdout, cfg.gates)
     predicted = labels_from_proba(proba, model.classes)
 
-    metadata = {
+    metadata = {  # metadata.json (sparc_ray.metadata.ModelMetadata); the registry adds the rest
+        "schema_version": SCHEMA_VERSION,
         "model_type": best["model_type"],
         "params": best["params"],
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -130,6 +154,7 @@ def run_training(
         "gates": gates,
         "training_data": {
             "source": cfg.data.path,
+            "data_version": data_version(cfg.data.path),
             "rows": len(X),
             "train_rows": len(X_train),
             "holdout_rows": len(X_test),
@@ -164,6 +189,9 @@ def run_training(
     registry = ModelRegistry(cfg.registry.store)
     version = registry.publish(cfg.name, model, metadata, files, signing_key=signing_key)
     promoted, release = _release(registry, cfg, version, bool(gates["passed"]))
+    if tracking_uri:
+        published = registry.metadata(cfg.name, version).to_dict()
+        tracking.log_version(tracking_uri, cfg.name, published, files)
     signer = signing_key and signing.key_id(signing.raw_public(signing_key))
     return TrainResult(
         version, promoted, release, gates, best, holdout, search.experiment_path, signer
@@ -234,7 +262,8 @@ def run_job(args: argparse.Namespace) -> int:
         cfg = load_config(args)
         signing_key = signing.load_private_key(getattr(args, "signing_key", None))
         prepared = prepare_data(cfg)  # fail fast, before starting Ray or writing anything
-    except (ConfigError, DataError, signing.SigningKeyError) as exc:
+        tracking_uri = cfg.mlflow and tracking.ensure_experiment(cfg.mlflow, cfg.name)
+    except (ConfigError, DataError, signing.SigningKeyError, tracking.TrackingError) as exc:
         print(f"[sparc-ray] error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -244,7 +273,7 @@ def run_job(args: argparse.Namespace) -> int:
 
     ray.init(ignore_reinit_error=True)
     try:
-        result = run_training(cfg, prepared, signing_key)
+        result = run_training(cfg, prepared, signing_key, tracking_uri or None)
     except SearchInterrupted as exc:
         print(
             f"[sparc-ray] search interrupted; nothing published. Continue it with the same "

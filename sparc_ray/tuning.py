@@ -179,10 +179,11 @@ def build_tuner(
     resume_path: str | None = None,
     seed: int = 0,
     fold_fn: FoldFn = score_fold,
+    callbacks: list | None = None,
 ) -> tune.Tuner:
     """The search over ``search.space`` on the connected Ray cluster (or the experiment at
     ``resume_path``, continued). ``fold_fn`` scores one fold (the scaling simulation replays
-    measured durations through it)."""
+    measured durations through it); ``callbacks`` are extra Tune callbacks (a new search)."""
     cpus, n_folds = search.cpus_per_fold, cv.n_folds
     data = {"X": ray.put(X), "y": ray.put(y)}  # once; every fold task reads it from here
     trainable = tune.with_resources(
@@ -234,7 +235,7 @@ def build_tuner(
             storage_path=root,
             storage_filesystem=fs,
             verbose=1,
-            callbacks=[JsonLoggerCallback()],
+            callbacks=[JsonLoggerCallback(), *(callbacks or [])],
         ),
     )
 

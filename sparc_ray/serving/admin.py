@@ -14,6 +14,7 @@ import psutil
 from sparc_ray import releases
 from sparc_ray.artifacts import IntegrityError
 from sparc_ray.input_rules import RequestError, detail, parse_json
+from sparc_ray.metadata import ModelMetadata
 from sparc_ray.registry import ALIAS, RegistryError
 from sparc_ray.serving.loader import ModelLoader
 from sparc_ray.serving.model import VersionUnavailable
@@ -115,16 +116,19 @@ def redact(text: str | None, store: str) -> str | None:
 PUBLIC_FIELDS = ("name", "version", "created_at", "model_type", "target", "classes")
 
 
-def public_metadata(meta: dict[str, Any]) -> dict[str, Any]:
-    """What any caller needs to build a request: the version, its classes and each feature's
-    name, kind and allowed categories. No paths, data sources, library versions or metrics."""
+def public_metadata(described: dict[str, Any]) -> dict[str, Any]:
+    """What any caller needs to build a request, from a version's ``describe()``: the version,
+    its classes and each feature's name, kind and allowed categories. No paths, data sources,
+    library versions or metrics."""
+    meta = ModelMetadata.from_json(described)
+    present = meta.model_dump(include=set(PUBLIC_FIELDS), exclude_unset=True)
     return {
-        **{k: meta[k] for k in PUBLIC_FIELDS if k in meta},
+        **{k: present[k] for k in PUBLIC_FIELDS if k in present},
         "features": [
-            {"name": f["name"], "kind": f["kind"], "categories": f.get("categories") or []}
-            for f in meta["features"]
+            {"name": f.name, "kind": f.kind, "categories": list(f.categories)}
+            for f in meta.features
         ],
-        "serving": {"engine": meta.get("serving", {}).get("engine")},
+        "serving": {"engine": described.get("serving", {}).get("engine")},
     }
 
 

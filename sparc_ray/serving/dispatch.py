@@ -27,6 +27,7 @@ from sparc_ray.input_rules import (
     checks_from_metadata,
     detail,
 )
+from sparc_ray.metadata import ModelMetadata
 from sparc_ray.serving.loader import ModelLoader
 from sparc_ray.serving.model import NoModelError, Scored, VersionUnavailable
 
@@ -73,7 +74,7 @@ class VersionCatalog:
     def __init__(self, model: DeploymentHandle, loader: ModelLoader) -> None:
         self.model, self.loader = model, loader
         self._handles: dict[str, DeploymentHandle] = {}
-        self._meta: dict[str, tuple[dict[str, Any], list[FeatureCheck]]] = {}
+        self._meta: dict[str, tuple[ModelMetadata, list[FeatureCheck]]] = {}
         self._failed: dict[str, tuple[float, Exception]] = {}
 
     def handle(self, version: str) -> DeploymentHandle:
@@ -86,7 +87,7 @@ class VersionCatalog:
     async def score(self, version: str, columns: dict, sizes: list[int]) -> Scored:
         return await self.handle(version).predict.remote(columns, sizes)
 
-    async def _load(self, version: str) -> tuple[dict[str, Any], list[FeatureCheck]]:
+    async def _load(self, version: str) -> tuple[ModelMetadata, list[FeatureCheck]]:
         if version not in self._meta:
             if len(self._meta) >= self.MAX_CACHED:
                 self._meta.clear()
@@ -104,10 +105,10 @@ class VersionCatalog:
             self._meta[version] = meta, checks_from_metadata(meta)
         return self._meta[version]
 
-    async def metadata(self, version: str) -> dict[str, Any]:
+    async def metadata(self, version: str) -> ModelMetadata:
         return (await self._load(version))[0]
 
-    def cached_metadata(self, version: str | None) -> dict[str, Any] | None:
+    def cached_metadata(self, version: str | None) -> ModelMetadata | None:
         """The metadata if it was read already (for synchronous callers)."""
         return self._meta[version][0] if version in self._meta else None
 

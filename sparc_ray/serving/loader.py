@@ -14,6 +14,7 @@ import pandas as pd
 from threadpoolctl import ThreadpoolController
 
 from sparc_ray.artifacts import MODEL_FILE, IntegrityError
+from sparc_ray.metadata import ModelMetadata
 from sparc_ray.onnx_model import OnnxModel
 from sparc_ray.registry import ModelRegistry
 from sparc_ray.releases import Release, current_release
@@ -47,7 +48,7 @@ class SklearnScorer:
 @dataclass
 class LoadedModel:
     scorer: Scorer
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     engine: str  # "onnx" | "sklearn"
     engine_reason: str | None = None  # why the sklearn fallback serves this version
     signed_by: str | None = None  # id of the public key that verified the version
@@ -55,12 +56,13 @@ class LoadedModel:
 
     @property
     def version(self) -> str:
-        return self.metadata["version"]
+        return self.metadata.version
 
     def describe(self) -> dict[str, Any]:
-        """Metadata as the API shows it, with the engine serving this version."""
+        """Metadata as the API shows it (metadata.json's object), with the engine serving
+        this version."""
         serving = {"engine": self.engine, "reason": self.engine_reason, "signed_by": self.signed_by}
-        return {**self.metadata, "serving": serving}
+        return {**self.metadata.to_dict(), "serving": serving}
 
 
 class ModelLoader(Protocol):
@@ -72,7 +74,7 @@ class ModelLoader(Protocol):
 
     def load(self, version: str) -> LoadedModel: ...
 
-    def load_metadata(self, version: str) -> dict[str, Any]: ...
+    def load_metadata(self, version: str) -> ModelMetadata: ...
 
 
 class RegistryLoader:
@@ -110,20 +112,20 @@ class RegistryLoader:
             def read(rel: str) -> bytes:
                 return reg.read_file(self.name, version, rel)
 
-        onnx = meta.get("onnx") or {}
-        if onnx.get("status") == "ok":
-            data = read(onnx["file"])
-            kinds = [f["kind"] for f in meta["features"]]
-            names = [f["name"] for f in meta["features"]]
+        onnx = meta.onnx_file()
+        if onnx is not None:
+            onnx_file, onnx_sha256 = onnx
+            data = read(onnx_file)
+            names, kinds = meta.feature_names, meta.feature_kinds
             try:
-                scorer = OnnxModel.from_bytes(data, onnx["sha256"], names, kinds, meta["classes"])
+                scorer = OnnxModel.from_bytes(data, onnx_sha256, names, kinds, meta.classes)
                 return LoadedModel(scorer, meta, "onnx", signed_by=signer)
             except IntegrityError:
                 raise  # a tampered file: refuse the version, do not fall back
             except Exception as exc:  # e.g. an onnxruntime that cannot run this graph
                 reason = f"ONNX model did not load: {type(exc).__name__}: {exc}"
         else:
-            reason = onnx.get("reason") or "this version has no ONNX export"
+            reason = (meta.onnx and meta.onnx.reason) or "this version has no ONNX export"
         if self.public_key is None:
             raise SignatureError(
                 f"{version} needs the sklearn fallback ({reason}), which unpickles "
@@ -131,11 +133,11 @@ class RegistryLoader:
             )
         from sparc_ray.models import SPARCClassificationModel
 
-        model = SPARCClassificationModel.from_bytes(read(MODEL_FILE), meta["sha256"])
+        model = SPARCClassificationModel.from_bytes(read(MODEL_FILE), meta.sha256)
         return LoadedModel(SklearnScorer(model), meta, "sklearn", reason, signer)
 
-    def load_metadata(self, version: str) -> dict[str, Any]:
-        """metadata.json as signed (with a public key), for validation and monitoring."""
+    def load_metadata(self, version: str) -> ModelMetadata:
+        """metadata.json (as signed, with a public key), for validation and monitoring."""
         if self.public_key is None:
             return self.registry.metadata(self.name, version)
         return self.registry.verify_signature(self.name, version, self.public_key).metadata

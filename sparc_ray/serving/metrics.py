@@ -17,6 +17,8 @@ ray_ml_model_accuracy                   Post       rolling accuracy from /feedba
 ray_ml_release_weight                   Post       percent of traffic the candidate gets
 ray_ml_shadow_agreement                 Post       shadow: share of rows labelled as production
 ray_ml_release_decisions_total          Post       policy decisions, label ``decision``
+ray_ml_captured_rows_total              Post       rows written by the traffic capture
+ray_ml_capture_dropped_total            Post       rows the capture dropped, ``reason``
 ======================================  =========  =======================================
 
 Every series carries ``model_name`` and ``model_version`` (the version that answered, or
@@ -46,6 +48,22 @@ def predictions() -> metrics.Counter:
         "ml_predictions",
         "Successful prediction requests.",
         tag_keys=("model_name", "model_version"),
+    )
+
+
+def captured_rows() -> metrics.Counter:
+    return metrics.Counter(
+        "ml_captured_rows",
+        "Rows written by the traffic capture (model_version none: labels).",
+        tag_keys=VERSIONED,
+    )
+
+
+def capture_dropped() -> metrics.Counter:
+    return metrics.Counter(
+        "ml_capture_dropped",
+        "Rows the traffic capture dropped; reason: queue_full or write_failed.",
+        tag_keys=("model_name", "reason"),
     )
 
 

@@ -70,7 +70,7 @@ def score_isolated(
     """Score each request alone; a failing one gets NaN rows and an error naming the first
     failing row when the request is small enough to search."""
     parts, failed, start = [], {}, 0
-    n_classes = len(current.metadata["classes"])
+    n_classes = len(current.metadata.classes)
     for i, size in enumerate(sizes):
         part = _slice(columns, start, start + size)
         try:

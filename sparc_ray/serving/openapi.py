@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from sparc_ray.input_rules import FLOAT32_MAX, MAX_STRING_CHARS
+from sparc_ray.metadata import ModelMetadata
 from sparc_ray.serving.api_docs import ERROR_BODY
 
 SECURITY_SCHEMES = {
@@ -35,45 +36,44 @@ SECURITY_SCHEMES = {
 }
 
 
-def row_schema(meta: dict[str, Any]) -> dict[str, Any]:
+def row_schema(meta: ModelMetadata) -> dict[str, Any]:
     """JSON Schema of one ``/predict`` row for the version described by ``meta``."""
-    limits = meta.get("input_limits") or {}
     properties: dict[str, Any] = {}
-    for f in meta["features"]:
-        if f["kind"] == "numeric":
-            limit = min(limits.get(f["name"], FLOAT32_MAX), FLOAT32_MAX)
-            properties[f["name"]] = {
+    for f in meta.features:
+        if f.kind == "numeric":
+            limit = min(meta.input_limits.get(f.name, FLOAT32_MAX), FLOAT32_MAX)
+            properties[f.name] = {
                 "type": ["number", "null"],
                 "minimum": -limit,
                 "maximum": limit,
             }
         else:
-            properties[f["name"]] = {
+            properties[f.name] = {
                 "type": ["string", "null"],
                 "maxLength": MAX_STRING_CHARS,
-                **({"examples": f["categories"][:50]} if f.get("categories") else {}),
+                **({"examples": f.categories[:50]} if f.categories else {}),
             }
     return {
         "type": "object",
-        "required": [f["name"] for f in meta["features"]],
+        "required": meta.feature_names,
         "properties": properties,
         "additionalProperties": False,
     }
 
 
-def example_row(meta: dict[str, Any]) -> dict[str, Any]:
+def example_row(meta: ModelMetadata) -> dict[str, Any]:
     """A valid row: mid-range numbers, the first training category."""
     row: dict[str, Any] = {}
-    for f in meta["features"]:
-        if f["kind"] == "numeric":
-            lo, hi = f.get("min"), f.get("max")
-            row[f["name"]] = round((lo + hi) / 2, 6) if lo is not None and hi is not None else 0.0
+    for f in meta.features:
+        if f.kind == "numeric":
+            lo, hi = f.min, f.max
+            row[f.name] = round((lo + hi) / 2, 6) if lo is not None and hi is not None else 0.0
         else:
-            row[f["name"]] = (f.get("categories") or [None])[0]
+            row[f.name] = (f.categories or [None])[0]
     return row
 
 
-def build_openapi(app: FastAPI, meta: dict[str, Any] | None, max_instances: int) -> dict:
+def build_openapi(app: FastAPI, meta: ModelMetadata | None, max_instances: int) -> dict:
     """The app's OpenAPI document, with ``meta``'s features when a version serves."""
     schema = copy.deepcopy(
         get_openapi(
@@ -99,7 +99,7 @@ def build_openapi(app: FastAPI, meta: dict[str, Any] | None, max_instances: int)
     if meta is not None:
         instances["items"] = row_schema(meta)
         instances["description"] = (
-            f"Rows for {meta['name']} version {meta['version']}: every feature, by name"
+            f"Rows for {meta.name} version {meta.version}: every feature, by name"
         )
         body["example"] = {"instances": [example_row(meta)], "include_probabilities": True}
     return schema
@@ -112,8 +112,8 @@ class OpenAPIDocument:
         self.app = app
         self._cached: tuple[tuple, dict] | None = None
 
-    def render(self, meta: dict[str, Any] | None, max_instances: int) -> dict:
-        key = (meta and meta["version"], max_instances)
+    def render(self, meta: ModelMetadata | None, max_instances: int) -> dict:
+        key = (meta and meta.version, max_instances)
         if self._cached is None or self._cached[0] != key:
             self._cached = key, build_openapi(self.app, meta, max_instances)
         return self._cached[1]

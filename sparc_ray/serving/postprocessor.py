@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import OrderedDict, deque
 from typing import Any
@@ -21,8 +22,10 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from sparc_ray.capture import CaptureWriter, capture_root
 from sparc_ray.drift import DriftMonitor
 from sparc_ray.labels import labels_from_proba
+from sparc_ray.metadata import ModelMetadata
 from sparc_ray.serving import metrics
 from sparc_ray.serving.fastpath import flush_logs_forever
 from sparc_ray.serving.loader import ModelLoader
@@ -68,7 +71,7 @@ class Postprocessor:
         self.model, self.loader = model, loader
         self.name = loader.name
         self.settings = PostprocessorSettings()
-        self._metadata: dict[str, dict[str, Any]] = {}
+        self._metadata: dict[str, ModelMetadata] = {}
         self._drift: dict[str, DriftMonitor] = {}
         self._drift_checked = 0.0
         self.last_drift: dict[str, Any] | None = None
@@ -85,6 +88,11 @@ class Postprocessor:
         self.feature_drift = metrics.feature_drift()
         self.model_drift = metrics.model_drift()
         self.accuracy = metrics.model_accuracy()
+        self.captured_rows, self.capture_dropped = (
+            metrics.captured_rows(),
+            metrics.capture_dropped(),
+        )
+        self.capture: CaptureWriter | None = None
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._monitor_forever()),
@@ -99,8 +107,28 @@ class Postprocessor:
             v: deque(o, maxlen=self.settings.accuracy_window) for v, o in self._outcomes.items()
         }
         self._drift.clear()  # new window sizes start new windows
+        self._configure_capture()
 
-    def _meta(self, version: str) -> dict[str, Any]:
+    def _configure_capture(self) -> None:
+        """(Re)start the traffic capture as the settings say; rows queued so far are written."""
+        s = self.settings
+        if self.capture is not None:
+            old, self.capture = self.capture, None
+            threading.Thread(target=old.close, daemon=True).start()  # flushes off the loop
+        if s.capture_rate > 0:
+            name = {"model_name": self.name}
+            self.capture = CaptureWriter(
+                s.capture_uri or capture_root(self.loader.registry.store, self.name),
+                s.capture_rate,
+                s.capture_flush_s,
+                s.capture_max_queued_rows,
+                on_drop=lambda n, reason: self.capture_dropped.inc(
+                    n, tags={**name, "reason": reason}
+                ),
+                on_write=lambda n, v: self.captured_rows.inc(n, tags={**name, "model_version": v}),
+            )
+
+    def _meta(self, version: str) -> ModelMetadata:
         if version not in self._metadata:
             self._metadata[version] = self.loader.load_metadata(version)
         return self._metadata[version]
@@ -115,7 +143,7 @@ class Postprocessor:
             version = g["version"]
             if version not in self._metadata:
                 await asyncio.to_thread(self._meta, version)
-            classes = self._metadata[version]["classes"]
+            classes = self._metadata[version].classes
             labels = labels_from_proba(g["proba"], classes).tolist()
             self._queue.append((g, labels, pinned))
             out.append(shape_responses(g["items"], g["proba"], labels, classes, version))
@@ -156,6 +184,8 @@ class Postprocessor:
             self._remember(item["prediction_id"], labels[start:end], version)
             start = end
         self.predictions.inc(len(items), tags={"model_name": self.name, "model_version": version})
+        if self.capture is not None:
+            self.capture.offer_predictions(version, items, columns, labels, group["proba"])
         self._observe_drift(version, columns, group["proba"])
         if self._role(version) != "candidate":
             self._serving_seen[version] = time.monotonic()
@@ -166,14 +196,14 @@ class Postprocessor:
 
     def _observe_drift(self, version: str, columns: dict, proba: np.ndarray) -> None:
         meta = self._meta(version)
-        if "reference" not in meta:
+        if meta.reference is None:
             return
         if version not in self._drift:  # each version has its own window
             while len(self._drift) >= MAX_VERSIONS_TRACKED:
                 self._drift.pop(next(iter(self._drift)))
             s = self.settings
             self._drift[version] = DriftMonitor(
-                meta["reference"], s.drift_window_rows, s.drift_min_rows
+                meta.reference, s.drift_window_rows, s.drift_min_rows
             )
         self._drift[version].update(columns, proba.argmax(axis=1))
 
@@ -219,7 +249,7 @@ class Postprocessor:
         scored = await handle.predict.remote(columns, sizes)
         if version not in self._metadata:
             await asyncio.to_thread(self._meta, version)
-        return scored, labels_from_proba(scored.proba, self._metadata[version]["classes"]).tolist()
+        return scored, labels_from_proba(scored.proba, self._metadata[version].classes).tolist()
 
     async def _release_forever(self) -> None:
         while True:
@@ -267,6 +297,8 @@ class Postprocessor:
         """Join ground-truth labels to remembered predictions; update rolling accuracy (and,
         for shadowed rows, the candidate's)."""
         self._drain()  # predictions answered a moment ago are still queued
+        if self.capture is not None:
+            self.capture.offer_labels(items)
         matched, unknown, invalid = 0, [], []
         shadow = self.release.view.shadow
         for i, item in enumerate(items):

@@ -75,6 +75,19 @@ class PostprocessorSettings(_Settings):
         100_000, ge=1, description="predicted rows remembered for /feedback (oldest go first)"
     )
     accuracy_window: int = Field(1000, ge=1, description="labelled rows in the rolling accuracy")
+    capture_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of requests whose rows are captured (sparc_ray/capture.py); 0: off",
+    )
+    capture_uri: str | None = Field(
+        None, description="where captures go (path or URI); default <model_store>/<name>/_capture"
+    )
+    capture_flush_s: float = Field(2.0, gt=0, description="how often captured rows are written")
+    capture_max_queued_rows: int = Field(
+        100_000, ge=1, description="rows waiting to be written; beyond it rows are dropped"
+    )
 
     @model_validator(mode="after")
     def _window_reaches_min(self) -> PostprocessorSettings:

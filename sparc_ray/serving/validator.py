@@ -143,7 +143,7 @@ class Validator:
             logger.exception("Postprocessor call failed; answering without it")
             bodies = []
             for g in groups:
-                classes = (await self.versions.metadata(g["version"]))["classes"]
+                classes = (await self.versions.metadata(g["version"])).classes
                 labels = labels_from_proba(g["proba"], classes).tolist()
                 bodies.append(
                     shape_responses(g["items"], g["proba"], labels, classes, g["version"])

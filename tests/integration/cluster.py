@@ -51,6 +51,10 @@ class Cluster:
             "RAY_AUTH_MODE": "token",
             # Serve's fast path (HAProxy ingress, throughput-optimized replicas), as deployed.
             **read_env(ROOT / "serve.env"),
+            # A proxy being shut down stays draining for 30 s so that load balancers notice;
+            # nothing balances load here, and teardown (`serve shutdown`) would wait for it.
+            "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S": "1",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
         }
         if redis is not None:
             self.env["RAY_REDIS_ADDRESS"] = redis[0]

@@ -23,8 +23,10 @@ import psutil
 import pytest
 import yaml
 
+from sparc_ray import signing
 from sparc_ray.data import load_dataset
 from tests.integration.cluster import BIN, free_port, running_cluster
+from tests.integration.test_scoring import publish
 
 pytestmark = [
     pytest.mark.slow,
@@ -93,21 +95,12 @@ def test_serve_answers_through_a_gcs_crash_and_the_restarted_gcs_recovers(tmp_pa
 
 
 def check_gcs_crash(cluster, tmp_path: Path, restarted: list) -> None:
-    config = tmp_path / "job.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "name": "breast_cancer",
-                "data": {"path": "builtin:breast_cancer"},
-                "cv": {"n_folds": 3},
-                "search": {"scheduler": "fifo", "space": {"logistic_regression": {"C": [1.0]}}},
-                "registry": {"store": "model_store"},
-            }
-        )
-    )
-    cluster.train("--config", str(config))
-    cluster.deploy(cluster.serve_config())
     frame, target = load_dataset("builtin:breast_cancer")
+    key = signing.load_private_key(str(cluster.signing_key))
+    publish(
+        cluster.workdir / "model_store", "breast_cancer", frame, target, "logistic_regression", key
+    )
+    cluster.deploy(cluster.serve_config())
     ROWS[:] = frame.drop(columns=target).head(1).to_dict(orient="records")
     assert httpx.post(f"{cluster.url}/predict", json={"instances": ROWS}).status_code == 200
 

@@ -15,7 +15,7 @@ from moto.server import ThreadedMotoServer
 from sparc_ray import releases, signing, storage
 from sparc_ray.artifacts import IntegrityError
 from sparc_ray.config import CVConfig, SearchConfig
-from sparc_ray.data import load_dataset
+from sparc_ray.data import data_version, load_dataset
 from sparc_ray.onnx_export import export_onnx
 from sparc_ray.onnx_model import columns_from_frame
 from sparc_ray.registry import ModelRegistry
@@ -99,14 +99,14 @@ def test_publish_lists_verifies_and_loads_from_s3(published, keys, trained_loans
     loader = RegistryLoader(reg.store, NAME, keys[1])
     expected = trained_loans_model.predict_proba(X)
     for version, engine in ((onnx, "onnx"), (fallback, "sklearn")):
-        assert reg.verify(NAME, version, keys[1])["version"] == version
+        assert reg.verify(NAME, version, keys[1]).version == version
         loaded = loader.load(version)
-        kinds = [f["kind"] for f in loaded.metadata["features"]]
+        kinds = loaded.metadata.feature_kinds
         proba = loaded.scorer.predict_proba(columns_from_frame(X, list(X.columns), kinds))
         assert loaded.engine == engine
         np.testing.assert_allclose(proba, expected, atol=1e-5)
     model, meta = reg.load(NAME, onnx)
-    assert meta["version"] == onnx and (model.predict(X) == trained_loans_model.predict(X)).all()
+    assert meta.version == onnx and (model.predict(X) == trained_loans_model.predict(X)).all()
 
 
 def test_promote_release_and_rollback_on_s3(published):
@@ -182,14 +182,25 @@ def test_batch_scoring_from_and_to_s3(published, keys, s3, loans):
     assert rejects[["row_id", "feature"]].values.tolist() == [[4, "age"]]
     good = rows.drop(index=4).astype({"age": float})
     loaded = RegistryLoader(reg.store, NAME, keys[1]).load(onnx)
-    names = [f["name"] for f in loaded.metadata["features"]]
-    kinds = [f["kind"] for f in loaded.metadata["features"]]
+    names, kinds = loaded.metadata.feature_names, loaded.metadata.feature_kinds
     proba = loaded.scorer.predict_proba(columns_from_frame(good, names, kinds))
     assert predictions.row_id.tolist() == good.index.tolist()
-    cols = [f"proba_{c}" for c in loaded.metadata["classes"]]
+    cols = [f"proba_{c}" for c in loaded.metadata.classes]
     np.testing.assert_allclose(predictions[cols].to_numpy(), proba, atol=1e-12)
     with pytest.raises(Exception, match="exists"):  # never overwritten
         ScorePlan.check(uri(s3, "batch/rows.csv"), NAME, reg.store, out, onnx, keys[1])
+
+
+def test_data_version_of_an_object_in_a_versioned_bucket(s3, loans):
+    s3[1].create_bucket(Bucket="versioned")
+    s3[1].put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
+    body = loans.to_csv(index=False).encode()
+    first = s3[1].put_object(Bucket="versioned", Key="loans.csv", Body=body)["VersionId"]
+    second = s3[1].put_object(Bucket="versioned", Key="loans.csv", Body=body + b"\n")["VersionId"]
+    location = f"s3://versioned/loans.csv?endpoint_override={s3[0]}&scheme=http"
+    found = data_version(location)
+    assert found["kind"] == "s3" and found["version_id"] == second != first
+    assert data_version(uri(s3, "data/loans.csv")) is None  # an unversioned bucket
 
 
 @pytest.mark.slow

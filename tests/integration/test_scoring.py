@@ -65,10 +65,9 @@ def expected(store, name: str, public_key: bytes, frame: pd.DataFrame) -> tuple[
     """Probabilities and labels of the version as a Serve replica computes them."""
     reg = ModelRegistry(str(store))
     loaded = RegistryLoader(str(store), name, public_key).load(reg.alias(name))
-    features = loaded.metadata["features"]
-    names, kinds = [f["name"] for f in features], [f["kind"] for f in features]
+    names, kinds = loaded.metadata.feature_names, loaded.metadata.feature_kinds
     proba = loaded.scorer.predict_proba(columns_from_frame(frame, names, kinds))
-    classes = loaded.metadata["classes"]
+    classes = loaded.metadata.classes
     return proba, [classes[i] for i in proba.argmax(axis=1)]
 
 

@@ -118,7 +118,7 @@ def test_predictions_match_the_model_loaded_in_process(app, rows):
         body = r.json()
         assert set(body) == set(PREDICT_RESPONSE["required"])  # the seed's fields, documented
         assert body["model_version"] == app["v1"] and body["model_name"] == "breast_cancer"
-        assert body["classes"] == meta["classes"] == model.classes
+        assert body["classes"] == meta.classes == model.classes
         assert body["predictions"] == model.predict(batch).tolist()
         np.testing.assert_allclose(body["probabilities"], model.predict_proba(batch), atol=1e-6)
     assert predict(app["url"], X.head(2).to_dict("records")).json()["probabilities"] is None
@@ -458,10 +458,10 @@ def test_swapped_model_with_matching_metadata_is_refused_and_the_old_version_ser
     X, _ = rows
     reg, url, target = app["reg"], app["url"], app["bad"]
     root = reg.root_path / "breast_cancer"
-    v1_meta = reg.metadata("breast_cancer", app["v1"])
+    v1_meta = reg.metadata("breast_cancer", app["v1"]).to_dict()
     for name in ("model.onnx", "model.joblib"):
         shutil.copyfile(root / app["v1"] / name, root / target / name)
-    meta = reg.metadata("breast_cancer", target)
+    meta = reg.metadata("breast_cancer", target).to_dict()
     meta.update(sha256=v1_meta["sha256"], onnx=v1_meta["onnx"])
     (root / target / "metadata.json").write_text(json.dumps(meta))
     reg.verify("breast_cancer", target)  # what the sha256 alone would have let through
@@ -608,7 +608,9 @@ def test_ray_metrics_endpoint_exports_the_ml_metrics(app, rows):
     for _ in range(3):  # enough rows for drift scores
         assert predict(app["url"], X.sample(300, random_state=3).to_dict("records")).is_success
     dashboard = (ROOT / "kuberay/monitoring/grafana-dashboard.json").read_text()
-    steady = [n for n in METRIC_NAMES if "release" not in n and "shadow" not in n]
+    steady = [
+        n for n in METRIC_NAMES if "release" not in n and "shadow" not in n and "dropped" not in n
+    ]
     expected = steady + sorted(set(re.findall(r"ray_serve_[a-z_]+[a-z]", dashboard)))
     url = f"http://127.0.0.1:{app['cluster'].metrics}/metrics"
     found: dict[str, str] = {}

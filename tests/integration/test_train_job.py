@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,10 +78,18 @@ def test_bad_data_exits_nonzero_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_job_publishes_signs_and_promotes(tmp_path, loans):
+def test_train_job_publishes_signs_promotes_and_tracks(tmp_path, loans):
+    """Also: every trial and the published version in MLflow, and the DVC version of the
+    data file in the metadata."""
     private, public = signing.generate_key_pair(tmp_path / "keys/k")
     pem = {signing.KEY_PEM_ENV: private.read_text()}  # the key as a Secret-backed env var
-    r = run_job("--config", str(write_config(tmp_path)), cwd=tmp_path, env=pem)
+    shutil.copy(DATA / "loans.csv", tmp_path / "loans.csv")
+    (tmp_path / "loans.csv.dvc").write_text(  # as `dvc add loans.csv` writes it
+        "outs:\n- md5: 3f1b6c2a9e0d4f5a8b7c6d5e4f3a2b1c\n  size: 21000\n  hash: md5\n"
+        "  path: loans.csv\n"
+    )
+    args = ["--data", str(tmp_path / "loans.csv"), "--mlflow", str(tmp_path / "mlruns")]
+    r = run_job("--config", str(write_config(tmp_path)), *args, cwd=tmp_path, env=pem)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "promoted      yes (production)" in r.stdout
     key_id = signing.key_id(signing.public_key_bytes(str(public)))
@@ -90,11 +99,13 @@ def test_train_job_publishes_signs_and_promotes(tmp_path, loans):
     reg = ModelRegistry(tmp_path / "store")
     (version,) = reg.versions("loans")
     assert reg.alias("loans") == version
-    meta = reg.metadata("loans", version)
+    meta = reg.metadata("loans", version).to_dict()  # the file's JSON object
     vdir = reg.root_path / "loans" / version
     assert hashlib.sha256((vdir / "model.joblib").read_bytes()).hexdigest() == meta["sha256"]
-    assert reg.verify("loans", version, signing.public_key_bytes(str(public))) == meta
+    assert reg.verify("loans", version, signing.public_key_bytes(str(public))).to_dict() == meta
+    assert json.loads((vdir / "metadata.json").read_text()) == meta
     for key in (
+        "schema_version",
         "name",
         "version",
         "model_type",
@@ -128,6 +139,35 @@ def test_train_job_publishes_signs_and_promotes(tmp_path, loans):
     accuracy = float(np.mean(model.predict(X) == loans["decision"].to_numpy()))
     assert accuracy > 0.8
 
+    dvc = meta["training_data"]["data_version"]
+    assert dvc == {
+        "kind": "dvc",
+        "md5": "3f1b6c2a9e0d4f5a8b7c6d5e4f3a2b1c",
+        "file": "loans.csv.dvc",
+    }
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["loans"], output_format="pandas")
+    trials = runs[runs["tags.sparc.run"] == "trial"]
+    assert len(trials) == 7  # one run per trial, read back with MLflow's own client
+    assert set(trials["tags.stopped_early"]) <= {"true", "false"}
+    folds = trials["tags.folds_run"].astype(int)
+    assert folds.max() == 3 and ((folds < 3) == (trials["tags.stopped_early"] == "true")).all()
+    client = mlflow.MlflowClient()
+    full = trials[folds == 3].iloc[0]
+    history = client.get_metric_history(full["run_id"], "fold_score")
+    assert len(history) == 3  # each fold's score, step by step
+    (published,) = runs[runs["tags.sparc.run"] == "published"].itertuples()
+    run = client.get_run(published.run_id)
+    assert run.data.tags["sparc.registry.version"] == version
+    assert run.data.tags["sparc.model.sha256"] == meta["sha256"]
+    assert run.data.tags["sparc.data.version"]
+    holdout = meta["metrics"]["holdout"]["accuracy"]
+    assert run.data.metrics["holdout_accuracy"] == pytest.approx(holdout)
+    artifacts = {a.path for a in client.list_artifacts(published.run_id, "report")}
+    assert "report/confusion_matrix.png" in artifacts
+
 
 @pytest.mark.slow
 def test_failed_gates_store_but_do_not_promote(tmp_path):
@@ -142,7 +182,7 @@ def test_failed_gates_store_but_do_not_promote(tmp_path):
     reg = ModelRegistry(tmp_path / "store")
     (version,) = reg.versions("loans")
     assert reg.alias("loans") is None
-    assert reg.metadata("loans", version)["gates"]["failed"] == ["accuracy"]
+    assert reg.metadata("loans", version).gates.failed == ["accuracy"]
 
 
 def _results(exp: Path) -> dict[str, int]:

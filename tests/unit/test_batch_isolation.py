@@ -5,9 +5,11 @@ import asyncio
 
 import numpy as np
 
+from sparc_ray.metadata import ModelMetadata
 from sparc_ray.serving.loader import LoadedModel
 from sparc_ray.serving.model import score_isolated
 from sparc_ray.serving.postprocessor import Postprocessor
+from tests.unit.test_metadata import make_metadata
 
 
 class PickyScorer:
@@ -24,7 +26,7 @@ class PickyScorer:
 
 
 def test_only_the_request_with_the_bad_row_fails():
-    current = LoadedModel(PickyScorer(), {"version": "v1", "classes": ["a", "b"]}, "test")
+    current = LoadedModel(PickyScorer(), make_metadata(version="v1"), "test")
     # three requests: 2 rows, 3 rows (the middle row is bad), 1 row
     x = np.array([0.5, 1.0, 2.0, 13.0, 3.0, -1.0])
     scored = score_isolated(current, {"x": x}, [2, 3, 1])
@@ -47,7 +49,10 @@ class BrokenReferenceLoader:
         return "v1", None
 
     def load_metadata(self, version):
-        return {"version": version, "classes": ["a", "b"], "reference": {"broken": True}}
+        # Unvalidated, as a file that passed the schema but breaks monitoring would be.
+        return ModelMetadata.model_construct(
+            version=version, classes=["a", "b"], reference={"broken": True}
+        )
 
 
 def test_a_monitoring_failure_is_counted_and_never_fails_the_prediction():

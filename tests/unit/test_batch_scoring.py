@@ -11,6 +11,7 @@ from sparc_ray.batch_scorer import BatchScorer, check_batch
 from sparc_ray.batch_source import InputError, RowSource
 from sparc_ray.input_rules import FeatureCheck
 from sparc_ray.serving.loader import LoadedModel
+from tests.unit.test_metadata import make_metadata
 
 CHECKS = [FeatureCheck("x", True, limit=1e6), FeatureCheck("c", False)]
 
@@ -55,7 +56,8 @@ class FailsOnNegative:
 
 def test_a_model_error_rejects_only_the_rows_that_cause_it(tmp_path):
     scorer = BatchScorer.__new__(BatchScorer)
-    scorer.model = LoadedModel(FailsOnNegative(), {"version": "v1", "classes": ["n", "y"]}, "onnx")
+    meta = make_metadata(version="v1", classes=["n", "y"])
+    scorer.model = LoadedModel(FailsOnNegative(), meta, "onnx")
     scorer.checks, scorer.classes = CHECKS, ["n", "y"]
     scorer.rejects_fs, scorer.rejects_dir = pa.fs.LocalFileSystem(), str(tmp_path)
     x = [1.0, -1.0, 2.0, 3.0, -5.0, 9.0, 4.0]

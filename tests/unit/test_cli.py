@@ -18,6 +18,8 @@ def store(tmp_path, trained_loans_model):
             trained_loans_model,
             {
                 "gates": gates,
+                "classes": ["a", "b"],
+                "features": [{"name": "x", "kind": "numeric"}],
                 "model_type": "random_forest",
                 "metrics": {"holdout": {"accuracy": 0.9}},
             },

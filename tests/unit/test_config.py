@@ -12,9 +12,9 @@ from sparc_ray.config import (
     DataConfig,
     SearchConfig,
     TrainConfig,
-    add_train_arguments,
     load_config,
 )
+from sparc_ray.job_args import add_train_arguments
 from tests.conftest import ROOT
 
 IRIS = "name: m\ndata: {path: builtin:iris}\n"
@@ -75,6 +75,8 @@ def test_flags_override_yaml():
         "target": "decision",
         "test_size": 0.2,
         "seed": 42,
+        "since": None,
+        "with_training_data": False,
     }
     assert cfg.registry.model_dump() == {
         "store": "s3://b/m",
@@ -121,6 +123,8 @@ def test_defaults_are_the_old_ones(tmp_path):
         "target": None,
         "test_size": 0.2,
         "seed": 42,
+        "since": None,
+        "with_training_data": False,
     }
     assert cfg.cv.model_dump() == {"n_folds": 5, "scoring": "accuracy"}
     assert cfg.search.model_dump() == {
@@ -241,3 +245,10 @@ def test_cpus_per_fold_is_checked_and_the_old_key_named(tmp_path):
         load(tmp_path, f"{IRIS}search: {{{SPACE[9:-2]}, cpus_per_fold: 0.5}}").search.cpus_per_fold
         == 0.5
     )
+
+
+def test_capture_data_needs_no_target_and_takes_since(tmp_path):
+    cfg = load(tmp_path, SPACE, "--data", "capture:model_store/loans", "--since", "7d")
+    assert cfg.name == "loans" and cfg.data.target is None and cfg.data.since == "7d"
+    with pytest.raises(ConfigError, match="apply to capture: data only"):
+        load(tmp_path, IRIS + SPACE, "--with-training-data")

@@ -70,3 +70,14 @@ def test_fingerprint_changes_with_content(loans):
     changed = loans.copy()
     changed.loc[0, "income"] += 1
     assert fingerprint(changed) != fingerprint(loans)
+
+
+def test_data_version_from_a_dvc_file_beside_the_data(tmp_path):
+    from sparc_ray.data import data_version
+
+    (tmp_path / "d.csv").write_text("a\n1\n")
+    assert data_version(str(tmp_path / "d.csv")) is None
+    assert data_version("builtin:iris") is None
+    (tmp_path / "d.csv.dvc").write_text("outs:\n- md5: abc123\n  size: 4\n  path: d.csv\n")
+    expected = {"kind": "dvc", "md5": "abc123", "file": "d.csv.dvc"}
+    assert data_version(str(tmp_path / "d.csv")) == expected

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from sparc_ray.input_rules import PredictInput, RequestError
+from sparc_ray.metadata import ModelMetadata
 from sparc_ray.serving.dispatch import Dispatcher, VersionCatalog, answers_from
 from sparc_ray.serving.loader import LoadedModel
 from sparc_ray.serving.model import NoModelError, Scored, VersionUnavailable, score_isolated
 from sparc_ray.signing import SignatureError
 from tests.unit.test_batch_isolation import PickyScorer
+from tests.unit.test_metadata import make_metadata
 
 
 class Flaky(PickyScorer):
@@ -31,7 +33,7 @@ def fake_model(models: dict):
         calls.append((version, sizes))
         if models.get(version) is None:
             raise VersionUnavailable(version, "sha256 mismatch")
-        current = LoadedModel(models[version], {"version": version, "classes": ["a", "b"]}, "t")
+        current = LoadedModel(models[version], make_metadata(version=version), "t")
         try:
             return Scored(version, current.scorer.predict_proba(columns))
         except Exception:
@@ -90,11 +92,11 @@ class MetadataSource:
     def __init__(self) -> None:
         self.reads: list[str] = []
 
-    def load_metadata(self, version: str) -> dict:
+    def load_metadata(self, version: str) -> ModelMetadata:
         self.reads.append(version)
         if version == "bad":
             raise SignatureError("bad: metadata.json was changed after the version was signed")
-        return {"features": [{"name": "x", "kind": "numeric"}]}
+        return make_metadata(version=version)
 
 
 def test_a_version_with_refused_metadata_hands_its_requests_to_a_fallback():

@@ -9,7 +9,8 @@ from sparc_ray.models import MODEL_FAMILIES
 
 def test_cli_config_and_registry_import_without_scikit_learn():
     code = (
-        "import sys, sparc_ray.cli, sparc_ray.config, sparc_ray.registry, sparc_ray.releases; "
+        "import sys, sparc_ray.cli, sparc_ray.config, sparc_ray.registry, sparc_ray.releases, "
+        "sparc_ray.metadata; "
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'ray', 'scipy'}); "
         "print(heavy); assert not heavy"
     )

@@ -100,6 +100,7 @@ ALERTS = {
     **SEED_ALERTS,
     "CanaryRolledBack": ("> 0", "0m", "warning"),
     "ModelClientErrorRateHigh": ("> 0.25", "10m", "warning"),
+    "TrafficCaptureDropping": ("> 0", "10m", "warning"),
 }
 
 

@@ -3,18 +3,23 @@
 import jsonschema
 import pytest
 
+from sparc_ray.metadata import ModelMetadata
 from sparc_ray.serving.openapi import build_openapi, example_row
 from sparc_ray.serving.validator import api
 
-META = {
-    "name": "loans",
-    "version": "v1",
-    "features": [
-        {"name": "income", "kind": "numeric", "min": 10.0, "max": 30.0},
-        {"name": "purpose", "kind": "categorical", "categories": ["car", "home"]},
-    ],
-    "input_limits": {"income": 1e6},
-}
+META = ModelMetadata.from_json(
+    {
+        "name": "loans",
+        "version": "v1",
+        "sha256": "0" * 64,
+        "classes": ["no", "yes"],
+        "features": [
+            {"name": "income", "kind": "numeric", "min": 10.0, "max": 30.0},
+            {"name": "purpose", "kind": "categorical", "categories": ["car", "home"]},
+        ],
+        "input_limits": {"income": 1e6},
+    }
+)
 
 
 @pytest.fixture(scope="module")

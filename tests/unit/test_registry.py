@@ -8,8 +8,9 @@ import pytest
 from sparc_ray.artifacts import IntegrityError
 from sparc_ray.registry import ModelRegistry, RegistryError, check_name, new_version
 
-PASSED = {"gates": {"passed": True, "failed": []}}
-FAILED = {"gates": {"passed": False, "failed": ["accuracy"]}}
+SCHEMA = {"classes": ["a", "b"], "features": [{"name": "x", "kind": "numeric"}]}
+PASSED = {"gates": {"passed": True, "failed": []}, **SCHEMA}
+FAILED = {"gates": {"passed": False, "failed": ["accuracy"]}, **SCHEMA}
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def test_publish_writes_model_metadata_and_files(reg, trained_loans_model, loans
     model, loaded_meta = reg.load("loans", v)
     X = loans.drop(columns="decision").head(50)
     assert (model.predict(X) == trained_loans_model.predict(X)).all()
-    assert loaded_meta == meta
+    assert loaded_meta.to_dict() == meta and loaded_meta == reg.metadata("loans", v)
 
 
 def test_versions_sort_in_publish_order_and_match_the_pattern(reg, trained_loans_model):

@@ -19,7 +19,8 @@ def reg(tmp_path, trained_loans_model):
     reg = ModelRegistry(tmp_path / "store")
     for passed in (True, True, False):
         gates = {"passed": passed, "failed": [] if passed else ["accuracy"]}
-        reg.publish("loans", trained_loans_model, {"gates": gates, "features": FEATURES})
+        meta = {"gates": gates, "classes": ["a", "b"], "features": FEATURES}
+        reg.publish("loans", trained_loans_model, meta)
     reg.promote("loans", reg.versions("loans")[0])
     return reg
 

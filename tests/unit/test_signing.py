@@ -81,10 +81,10 @@ def test_signed_version_loads_with_onnx_and_with_the_sklearn_fallback(
         loaded = loader.load(version)
         assert loaded.engine == engine
         assert loaded.describe()["serving"]["signed_by"] == signing.key_id(keys["pub"])
-        kinds = [f["kind"] for f in loaded.metadata["features"]]
+        kinds = loaded.metadata.feature_kinds
         proba = loaded.scorer.predict_proba(columns_from_frame(X, list(X.columns), kinds))
         np.testing.assert_allclose(proba, trained_loans_model.predict_proba(X), atol=1e-5)
-        assert reg.verify(NAME, version, keys["pub"])["version"] == version
+        assert reg.verify(NAME, version, keys["pub"]).version == version
 
 
 def test_metadata_rewritten_to_match_a_swapped_model_file_is_refused(
