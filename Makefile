@@ -71,21 +71,26 @@ demo: venv
 	done
 	@# Ed25519 key pair: training signs with keys/model_signing.key, serving checks the .pub.
 	test -s keys/model_signing.key || $(BIN)/sparc-ray keys generate --out keys/model_signing
-	@echo "== 1/4 local Ray head (dashboard $(DASHBOARD))"
+	@echo "== 1/5 local Ray head (dashboard $(DASHBOARD))"
 	$(BIN)/ray get-auth-token --generate >/dev/null
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/ray status >/dev/null 2>&1 || \
 	  PATH="$(CURDIR)/$(BIN):$$PATH" SPARC_ADMIN_TOKEN="$$(cat $(DEMO)/admin_token)" \
 	  SPARC_FEEDBACK_TOKEN="$$(cat $(DEMO)/feedback_token)" \
 	  $(BIN)/ray start --head --num-cpus=2 --dashboard-host=127.0.0.1 --disable-usage-stats
-	@echo "== 2/4 training job (Ray Tune search, gates, registry in ./model_store)"
+	@echo "== 2/5 training job (Ray Tune search, gates, registry in ./model_store)"
 	$(BIN)/ray job submit --address $(DASHBOARD) --working-dir . -- \
 	  python jobs/train.py --config tune/default.yaml \
 	  --store "$(CURDIR)/model_store" --storage-path "$(CURDIR)/ray_results" \
 	  --signing-key "$(CURDIR)/keys/model_signing.key"
-	@echo "== 3/4 deploy serve_config.yaml"
+	@echo "== 3/5 deploy serve_config.yaml"
 	$(BIN)/serve deploy serve_config.yaml --address $(DASHBOARD)
-	@echo "== 4/4 sample requests"
+	@echo "== 4/5 sample requests, drift report of what was captured"
 	$(BIN)/python -m sparc_ray.demo --dashboard $(DASHBOARD)
+	@echo "== 5/5 batch scoring job (Ray Data): the bundled dataset -> $(DEMO)/scores-*/"
+	$(BIN)/ray job submit --address $(DASHBOARD) --working-dir . -- \
+	  python jobs/score.py --data builtin:breast_cancer --name breast_cancer \
+	  --store "$(CURDIR)/model_store" --public-key "$(CURDIR)/keys/model_signing.pub" \
+	  --out "$(CURDIR)/$(DEMO)/scores-$$(date -u +%Y%m%dT%H%M%S)"
 	@echo "tokens (mode 0600): /reload-model $(CURDIR)/$(DEMO)/admin_token, /feedback $(CURDIR)/$(DEMO)/feedback_token"
 
 ## Stop what `make demo` started.

@@ -49,7 +49,10 @@ def _numeric(col: pa.ChunkedArray, check: FeatureCheck) -> tuple[np.ndarray, np.
                 out[i] = float(v) if v is not None else np.nan
             except ValueError:
                 bad[i] = True
-        return out, bad | (np.abs(out) > check.limit) | np.isinf(out)
+        present = np.fromiter((v is not None for v in raw), bool, len(raw)) & ~bad
+        with np.errstate(invalid="ignore"):
+            bad |= present & (~np.isfinite(out) | (np.abs(out) > check.limit))
+        return np.where(bad, np.nan, out), bad
     floats = values.to_numpy(zero_copy_only=False)
     present = ~np.asarray(values.is_null(), bool)
     with np.errstate(invalid="ignore"):

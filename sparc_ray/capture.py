@@ -62,7 +62,7 @@ class CaptureWriter:
         self.max_queued_rows, self.on_drop, self.on_write = max_queued_rows, on_drop, on_write
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._queued_rows = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the queue's row count and the counters
         self._rng = np.random.default_rng()
         self._stop = threading.Event()
         self._last_error_log = 0.0
@@ -105,8 +105,8 @@ class CaptureWriter:
             logger.exception("capture: could not queue a batch")
 
     def offer_labels(self, items: list[dict[str, Any]]) -> None:
-        """``/feedback`` items (``prediction_id``, ``row``, ``label``), sampled like nothing:
-        labels are few and every one is worth keeping."""
+        """``/feedback`` items (``prediction_id``, ``row``, ``label``), never sampled: labels
+        are few, and each one is worth keeping."""
         labelled = [i for i in items if i.get("prediction_id") is not None and "label" in i]
         if labelled:
             record = {
@@ -126,7 +126,8 @@ class CaptureWriter:
         self._queue.put((entry, n_rows))
 
     def _drop(self, n_rows: int, reason: str) -> None:
-        self.dropped += n_rows
+        with self._lock:
+            self.dropped += n_rows
         try:
             self.on_drop(n_rows, reason)
         except Exception:

@@ -35,7 +35,8 @@ from sparc_ray.serving.loader import LoadedModel, RegistryLoader
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
-# CPUs asked for by the read (parsing) and write tasks; the scoring actors share the rest.
+# CPUs asked for by the read (parsing) and write tasks, at most; the scoring actors share
+# the rest of the CPUs free when the job starts.
 # Smaller shares left the reader starved by Ray Data's budgets on a 2-CPU node (half the rows/s).
 READ_CPUS, WRITE_CPUS = 0.5, 0.5
 OBJECT_STORE_BUDGET = 512 * 2**20  # bytes of blocks in flight
@@ -97,8 +98,11 @@ def run(plan: ScorePlan, actors: int | None = None, batch_rows: int = SCORE_BATC
     root = f"{final.rstrip('/')}.staging-{uuid.uuid4().hex[:8]}" if local else final
     predictions, rejects = posixpath.join(root, "predictions"), posixpath.join(root, "rejects")
     rejects_location = rejects if local else storage.join(plan.out, "rejects")
-    cpus = ray.cluster_resources().get("CPU", 1.0)
+    # The CPUs free now (a Serve app may hold some); the whole cluster's if hardly any are.
+    free = ray.available_resources().get("CPU", 0.0)
+    cpus = free if free >= 0.5 else ray.cluster_resources().get("CPU", 1.0)
     actors = actors or max(1, int(cpus))
+    read_cpus, write_cpus = min(READ_CPUS, cpus / 4), min(WRITE_CPUS, cpus / 4)
     # Blocks waiting between the reader and the scorers stay within this much object store
     # (Ray Data would otherwise let a fast reader run up to a share of the whole store).
     options = ray.data.DataContext.get_current().execution_options
@@ -110,7 +114,7 @@ def run(plan: ScorePlan, actors: int | None = None, batch_rows: int = SCORE_BATC
         args = (plan.store, plan.name, plan.version, plan.public_key, rejects_location)
         (
             ray.data.read_datasource(
-                plan.source, num_cpus=READ_CPUS, override_num_blocks=len(plan.source.files)
+                plan.source, num_cpus=read_cpus, override_num_blocks=len(plan.source.files)
             )
             .map_batches(
                 BatchScorer,
@@ -118,9 +122,9 @@ def run(plan: ScorePlan, actors: int | None = None, batch_rows: int = SCORE_BATC
                 batch_size=batch_rows,
                 batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=actors),
-                num_cpus=max(0.1, (cpus - READ_CPUS - WRITE_CPUS) / actors),
+                num_cpus=max(0.05, (cpus - read_cpus - write_cpus) / actors),
             )
-            .write_parquet(predictions, filesystem=fs, ray_remote_args={"num_cpus": WRITE_CPUS})
+            .write_parquet(predictions, filesystem=fs, ray_remote_args={"num_cpus": write_cpus})
         )
         seconds = time.perf_counter() - started
         scored = _count_rows(fs, predictions)

@@ -191,6 +191,29 @@ def test_batch_scoring_from_and_to_s3(published, keys, s3, loans):
         ScorePlan.check(uri(s3, "batch/rows.csv"), NAME, reg.store, out, onnx, keys[1])
 
 
+def test_traffic_capture_to_s3_and_back(s3, loans):
+    """The serving side's writer and the report / retraining readers on an object store."""
+    from sparc_ray.capture import CaptureWriter
+    from sparc_ray.captured_data import labelled_rows, read_predictions
+
+    root = uri(s3, "captures/loans")
+    writer = CaptureWriter(root, 1.0, flush_s=60)
+    X = loans.drop(columns="decision").head(40)
+    items = [{"prediction_id": f"p{i}", "n_rows": 2} for i in range(20)]
+    columns = {n: X[n].to_numpy() for n in X.columns}
+    writer.offer_predictions("v1", items, columns, ["review"] * 40, np.full((40, 3), 1 / 3))
+    writer.offer_labels([{"prediction_id": "p3", "row": 1, "label": "approved"}])
+    writer.close()
+    assert writer.written == 41 and writer.dropped == 0
+    rows = read_predictions(root)
+    assert len(rows) == 40 and set(rows.model_version) == {"v1"}
+    assert rows.sort_values(["prediction_id", "row"]).income.notna().sum() == X.income.notna().sum()
+    (labelled,) = labelled_rows(root).itertuples()
+    assert (labelled.prediction_id, labelled.row, labelled.label) == ("p3", 1, "approved")
+    keys = [o["Key"] for o in s3[1].list_objects_v2(Bucket=BUCKET, Prefix="captures/")["Contents"]]
+    assert any("/predictions/capture_date=" in k and "/model_version=v1/" in k for k in keys)
+
+
 def test_data_version_of_an_object_in_a_versioned_bucket(s3, loans):
     s3[1].create_bucket(Bucket="versioned")
     s3[1].put_bucket_versioning(Bucket="versioned", VersioningConfiguration={"Status": "Enabled"})
