@@ -38,7 +38,7 @@ import sklearn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from sparc_ray.client import records  # noqa: E402
-from sparc_ray.registry import ModelRegistry  # noqa: E402
+from sparc_ray.registry.store import ModelRegistry  # noqa: E402
 
 BIN = Path(sys.executable).parent
 MLSERVER_VENV = ROOT / "bench/.mlserver-venv"

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from baselines import ours_body, wrk  # noqa: E402
 from serve_bench import NAME, WORK, dataset, serve_app, signing_keys, train  # noqa: E402
 
-from sparc_ray.registry import ModelRegistry  # noqa: E402
-from sparc_ray.releases import ReleasePolicy, finish_release, start_release  # noqa: E402
+from sparc_ray.registry.releases import ReleasePolicy, finish_release, start_release  # noqa: E402
+from sparc_ray.registry.store import ModelRegistry  # noqa: E402
 
 OUT = ROOT / "bench/results/release_bench.json"
 MEASURE_ONLY = ReleasePolicy(auto_promote=False, auto_rollback=False)

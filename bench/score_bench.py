@@ -1,4 +1,4 @@
-"""Batch-scoring benchmark: ``sparc_ray.scoring`` (Ray Data) vs a pandas + sklearn loop.
+"""Batch-scoring benchmark: ``sparc_ray.batch.job`` (Ray Data) vs a pandas + sklearn loop.
 
     python bench/score_bench.py                 # 1M rows x 20 features (16 numeric, 4 categorical)
     python bench/score_bench.py --rows 100000   # quicker
@@ -30,11 +30,11 @@ import psutil
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from sparc_ray import signing
-from sparc_ray.data import normalize_features
-from sparc_ray.models import SPARCClassificationModel
-from sparc_ray.onnx_export import export_onnx
-from sparc_ray.registry import ModelRegistry
+from sparc_ray.data.loading import normalize_features
+from sparc_ray.registry import signing
+from sparc_ray.registry.store import ModelRegistry
+from sparc_ray.training.estimator import SPARCClassificationModel
+from sparc_ray.training.onnx_export import export_onnx
 
 NAME = "bench"
 CATS = {"region": ["north", "south", "east", "west"], "tier": list("abcde")}
@@ -148,7 +148,7 @@ def main() -> None:
 
     import ray
 
-    from sparc_ray.scoring import ScorePlan, run
+    from sparc_ray.batch.job import ScorePlan, run
 
     started = time.perf_counter()
     ray.init(num_cpus=args.cpus, include_dashboard=False)

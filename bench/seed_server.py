@@ -16,8 +16,8 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from sparc_ray.models import SPARCClassificationModel
-from sparc_ray.validation import DataValidator
+from sparc_ray.data.validation import DataValidator
+from sparc_ray.training.estimator import SPARCClassificationModel
 
 
 class PredictionRequest(BaseModel):

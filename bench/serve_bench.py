@@ -49,8 +49,8 @@ from baselines import (  # noqa: E402
     wrk,
 )
 
-from sparc_ray.models import SPARCClassificationModel  # noqa: E402
-from sparc_ray.registry import ModelRegistry  # noqa: E402
+from sparc_ray.registry.store import ModelRegistry  # noqa: E402
+from sparc_ray.training.estimator import SPARCClassificationModel  # noqa: E402
 
 WORK = ROOT / "bench/results/serve"
 OUT = ROOT / "bench/results/serve_bench.json"
@@ -68,7 +68,7 @@ def dataset() -> pd.DataFrame:
 
 def signing_keys() -> tuple[Path, Path]:
     """The benchmark's own Ed25519 pair: training signs, the Serve app verifies."""
-    from sparc_ray import signing
+    from sparc_ray.registry import signing
 
     private, public = WORK / "keys/model_signing.key", WORK / "keys/model_signing.pub"
     if not private.exists():
@@ -77,7 +77,7 @@ def signing_keys() -> tuple[Path, Path]:
 
 
 def train(df: pd.DataFrame) -> ModelRegistry:
-    from sparc_ray import signing
+    from sparc_ray.registry import signing
 
     _, y = make_classification(n_samples=20000, n_features=20, n_informative=10, random_state=0)
     reg = ModelRegistry(WORK / "model_store")
@@ -168,9 +168,9 @@ def load_onnx(reg: ModelRegistry, name: str, version: str, model: SPARCClassific
     """The version's ONNX model, or the reason there is none (written defensively: the ONNX
     export may not exist yet)."""
     try:
-        from sparc_ray.onnx_model import OnnxModel
+        from sparc_ray.inference.onnx_model import OnnxModel
     except ImportError as exc:
-        return None, f"sparc_ray.onnx_model not importable ({exc})"
+        return None, f"sparc_ray.inference.onnx_model not importable ({exc})"
     meta = reg.metadata(name, version)
     onnx = meta.onnx_file()
     if onnx is None or not (reg.root_path / name / version / onnx[0]).exists():

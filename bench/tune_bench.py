@@ -4,7 +4,8 @@
     python bench/tune_bench.py --quick    # 4k rows, for development
 
 All three searches run in this one process on the same data, the same pipelines
-(sparc_ray.models.build_pipeline) and the same stratified folds (shuffle, seed 42), so their
+(sparc_ray.training.estimator.build_pipeline) and the same stratified folds (shuffle, seed 42), so
+their
 CV scores are comparable. The baseline is what a user would write instead: ONE GridSearchCV
 over all families (a list of grids), n_jobs = all CPUs, refit=False; our searches are timed
 from Tuner construction to the end of ``fit()`` on an already started local Ray (Ray's
@@ -31,10 +32,10 @@ from sklearn.datasets import make_classification
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from sparc_ray.config import CVConfig, SearchConfig
-from sparc_ray.models import build_pipeline
-from sparc_ray.search_space import expand_candidates
-from sparc_ray.tuning import build_tuner, run_search
+from sparc_ray.training.config import CVConfig, SearchConfig
+from sparc_ray.training.estimator import build_pipeline
+from sparc_ray.training.search_space import expand_candidates
+from sparc_ray.training.tuning import build_tuner, run_search
 
 SPACES = {
     # A first, broad search: most configurations are clearly weaker after one fold, the

@@ -8,7 +8,7 @@
 2. For each N, on a logical cluster ``ray.init(num_cpus=N)``, the durations are replayed as
    sleeps (returning the real fold scores, so ASHA decides as it would) by
    - today's design (before fold tasks): a trial holds one CPU and runs its folds in a row;
-   - the current search (``sparc_ray.tuning``): folds are Ray tasks, trials hold no CPU;
+   - the current search (``sparc_ray.training.tuning``): folds are Ray tasks, trials hold no CPU;
    both with FIFO and ASHA; and by a GridSearchCV-equivalent: N workers taking the same
    (configuration, fold) tasks in GridSearchCV's order, each as soon as one is free
    (computed exactly, no sleeping).
@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 from tune_bench import N_FOLDS, SPACES, make_data
 
-from sparc_ray.config import CVConfig, SearchConfig
-from sparc_ray.search_space import expand_candidates, fit_cost
-from sparc_ray.tuning import build_tuner, run_search, score_fold
+from sparc_ray.training.config import CVConfig, SearchConfig
+from sparc_ray.training.search_space import expand_candidates, fit_cost
+from sparc_ray.training.tuning import build_tuner, run_search, score_fold
 
 ASHA = {"grace_period": 1, "reduction_factor": 3}
 

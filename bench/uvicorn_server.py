@@ -23,7 +23,7 @@ from fastapi import FastAPI, Response
 from pydantic import BaseModel
 from threadpoolctl import threadpool_limits
 
-from sparc_ray.registry import ModelRegistry
+from sparc_ray.registry.store import ModelRegistry
 
 
 class PredictionRequest(BaseModel):

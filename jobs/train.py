@@ -14,7 +14,7 @@ from pathlib import Path
 # package importable there even where it is not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sparc_ray.training import main
+from sparc_ray.training.job import main
 
 if __name__ == "__main__":
     sys.exit(main())

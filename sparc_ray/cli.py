@@ -8,10 +8,10 @@ import argparse
 import json
 import sys
 
-from sparc_ray import releases, signing
-from sparc_ray.artifacts import IntegrityError
-from sparc_ray.job_args import add_score_arguments, add_train_arguments
-from sparc_ray.registry import ModelRegistry, RegistryError
+from sparc_ray.registry import releases, signing
+from sparc_ray.registry.artifacts import IntegrityError
+from sparc_ray.registry.store import ModelRegistry, RegistryError
+from sparc_ray.training.job_args import add_score_arguments, add_train_arguments
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -191,11 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
-        from sparc_ray.training import run_job
+        from sparc_ray.training.job import run_job
 
         return run_job(args)
     if args.command == "score":
-        from sparc_ray.scoring import run_job as run_scoring
+        from sparc_ray.batch.job import run_job as run_scoring
 
         return run_scoring(args)
     try:
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"public key  {public} (serve_config.yaml: public_key)")
             return 0
         if args.command == "report":
-            from sparc_ray.drift_report import write_report
+            from sparc_ray.monitoring.drift_report import write_report
 
             r = write_report(args.store, args.name, args.out, args.since, args.version)
             top = r["features"][0] if r["features"] else None

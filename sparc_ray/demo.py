@@ -8,7 +8,7 @@ import json
 import time
 
 from sparc_ray.client import PredictionError, SparcClient, records
-from sparc_ray.data import load_dataset
+from sparc_ray.data.loading import load_dataset
 
 
 def wait_healthy(client: SparcClient, timeout: float = 180) -> dict:
@@ -62,7 +62,7 @@ def main() -> None:
     client.predict(records(df.drop(columns=target).sample(400, random_state=1)))
     time.sleep(3)  # the capture writes every 2 s
     try:
-        from sparc_ray.drift_report import write_report
+        from sparc_ray.monitoring.drift_report import write_report
 
         r = write_report(args.store, "breast_cancer", args.report, since="1h")
         top = r["features"][0]

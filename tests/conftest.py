@@ -21,7 +21,7 @@ def loans() -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def trained_loans_model(loans):
-    from sparc_ray.models import SPARCClassificationModel
+    from sparc_ray.training.estimator import SPARCClassificationModel
 
     model = SPARCClassificationModel(
         {

@@ -11,12 +11,12 @@ from typing import Any
 
 import psutil
 
-from sparc_ray import releases
-from sparc_ray.artifacts import IntegrityError
-from sparc_ray.input_rules import RequestError, detail, parse_json
-from sparc_ray.metadata import ModelMetadata
-from sparc_ray.registry import ALIAS, RegistryError
-from sparc_ray.serving.loader import ModelLoader
+from sparc_ray.inference.input_rules import RequestError, detail, parse_json
+from sparc_ray.inference.loader import ModelLoader
+from sparc_ray.registry import releases
+from sparc_ray.registry.artifacts import IntegrityError
+from sparc_ray.registry.metadata import ModelMetadata
+from sparc_ray.registry.store import ALIAS, RegistryError
 from sparc_ray.serving.model import VersionUnavailable
 from sparc_ray.serving.responses import now_iso
 from sparc_ray.serving.routing import ReleaseView

@@ -7,7 +7,7 @@ to validate ``args:``.)
             └──────────────────────────────────────► Postprocessor (monitoring, releases) ──┘
                                                                          (shadow copies)
 
-Which version answers comes from the registry's release records (``sparc_ray.releases``);
+Which version answers comes from the registry's release records (``sparc_ray.registry.releases``);
 a pin, if any, is the Validator's ``user_config.model_version``. Resources, autoscaling and
 each deployment's typed settings (``user_config``, see ``sparc_ray.serving.settings``) come
 from serve_config.yaml's ``deployments:``.
@@ -16,13 +16,13 @@ from serve_config.yaml's ``deployments:``.
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
-from sparc_ray import storage
-from sparc_ray.serving.loader import RegistryLoader
+from sparc_ray.inference.loader import RegistryLoader
+from sparc_ray.registry import storage
+from sparc_ray.registry.signing import public_key_bytes
 from sparc_ray.serving.model import Model
 from sparc_ray.serving.postprocessor import Postprocessor
 from sparc_ray.serving.responses import Tokens
 from sparc_ray.serving.validator import Validator
-from sparc_ray.signing import public_key_bytes
 
 
 class AppArgs(BaseModel):

@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 from ray.serve.handle import DeploymentHandle
 
-from sparc_ray.input_rules import (
+from sparc_ray.inference.input_rules import (
     FeatureCheck,
     PredictInput,
     RequestError,
     checks_from_metadata,
     detail,
 )
-from sparc_ray.metadata import ModelMetadata
-from sparc_ray.serving.loader import ModelLoader
+from sparc_ray.inference.loader import ModelLoader
+from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.serving.model import NoModelError, Scored, VersionUnavailable
 
 Call = Callable[[str, dict[str, np.ndarray], list[int]], Awaitable[Scored]]

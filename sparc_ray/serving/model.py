@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from sparc_ray.inference.loader import LoadedModel, ModelLoader
 from sparc_ray.serving import metrics
 from sparc_ray.serving.fastpath import flush_logs_forever
-from sparc_ray.serving.loader import LoadedModel, ModelLoader
 from sparc_ray.serving.routing import ReleaseWatcher
 from sparc_ray.serving.settings import ModelSettings
 

@@ -16,8 +16,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from sparc_ray.input_rules import FLOAT32_MAX, MAX_STRING_CHARS
-from sparc_ray.metadata import ModelMetadata
+from sparc_ray.inference.input_rules import FLOAT32_MAX, MAX_STRING_CHARS
+from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.serving.api_docs import ERROR_BODY
 
 SECURITY_SCHEMES = {

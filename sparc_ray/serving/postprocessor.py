@@ -22,14 +22,14 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from sparc_ray.capture import CaptureWriter, capture_root
-from sparc_ray.drift import DriftMonitor
-from sparc_ray.labels import labels_from_proba
-from sparc_ray.metadata import ModelMetadata
+from sparc_ray.inference.labels import labels_from_proba
+from sparc_ray.inference.loader import ModelLoader
+from sparc_ray.monitoring.capture import CaptureWriter, capture_root
+from sparc_ray.monitoring.drift import DriftMonitor
+from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.serving import metrics
 from sparc_ray.serving.fastpath import flush_logs_forever
-from sparc_ray.serving.loader import ModelLoader
-from sparc_ray.serving.release_monitor import ReleaseMonitor
+from sparc_ray.serving.release.monitor import ReleaseMonitor
 from sparc_ray.serving.routing import ReleaseWatcher
 from sparc_ray.serving.settings import PostprocessorSettings
 

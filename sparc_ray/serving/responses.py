@@ -13,7 +13,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from sparc_ray.input_rules import RequestError
+from sparc_ray.inference.input_rules import RequestError
 
 JSON_TYPES = {"application/json", "text/json"}
 MIN_TOKEN_CHARS = 32  # e.g. `openssl rand -hex 16`; secrets.token_urlsafe(32) gives 43

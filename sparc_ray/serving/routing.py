@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from sparc_ray.releases import Release
+from sparc_ray.registry.releases import Release
 
 ROUTE_KEY_HEADER = "x-route-key"  # canary stickiness: same key, same version
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sparc_ray.registry import VERSION_RE
+from sparc_ray.registry.store import VERSION_RE
 
 
 class _Settings(BaseModel):
@@ -79,7 +79,7 @@ class PostprocessorSettings(_Settings):
         0.0,
         ge=0,
         le=1,
-        description="share of requests whose rows are captured (sparc_ray/capture.py); 0: off",
+        description="share of requests whose rows are captured (monitoring/capture.py); 0: off",
     )
     capture_uri: str | None = Field(
         None, description="where captures go (path or URI); default <model_store>/<name>/_capture"

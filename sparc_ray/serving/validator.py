@@ -21,10 +21,11 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from sparc_ray import __version__
-from sparc_ray.artifacts import IntegrityError
-from sparc_ray.input_rules import PredictInput, RequestError, parse_json, parse_predict
-from sparc_ray.labels import labels_from_proba
-from sparc_ray.registry import VERSION_RE, RegistryError, check_name
+from sparc_ray.inference.input_rules import PredictInput, RequestError, parse_json, parse_predict
+from sparc_ray.inference.labels import labels_from_proba
+from sparc_ray.inference.loader import ModelLoader
+from sparc_ray.registry.artifacts import IntegrityError
+from sparc_ray.registry.store import VERSION_RE, RegistryError, check_name
 from sparc_ray.serving import metrics
 from sparc_ray.serving.admin import (
     MAX_ADMIN_BODY,
@@ -40,7 +41,6 @@ from sparc_ray.serving.admin import (
 from sparc_ray.serving.api_docs import DOCS, OPENAPI_EXTRA
 from sparc_ray.serving.dispatch import Dispatcher, VersionCatalog, answers_from, post_groups
 from sparc_ray.serving.fastpath import flush_logs_forever
-from sparc_ray.serving.loader import ModelLoader
 from sparc_ray.serving.model import NoModelError, VersionUnavailable
 from sparc_ray.serving.openapi import OpenAPIDocument
 from sparc_ray.serving.postprocessor import shape_responses

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from sparc_ray import signing
+from sparc_ray.registry import signing
 from sparc_ray.serving.fastpath import read_env, stop_haproxy
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,11 +15,11 @@ import time
 import httpx
 import pytest
 
-from sparc_ray.capture import capture_root
-from sparc_ray.captured_data import read_predictions
-from sparc_ray.data import load_dataset
-from sparc_ray.registry import ModelRegistry
-from sparc_ray.releases import current_release
+from sparc_ray.data.captured import read_predictions
+from sparc_ray.data.loading import load_dataset
+from sparc_ray.monitoring.capture import capture_root
+from sparc_ray.registry.releases import current_release
+from sparc_ray.registry.store import ModelRegistry
 from tests.integration.cluster import FEEDBACK_TOKEN, running_cluster
 from tests.integration.test_serving import job_config
 

@@ -23,8 +23,8 @@ import psutil
 import pytest
 import yaml
 
-from sparc_ray import signing
-from sparc_ray.data import load_dataset
+from sparc_ray.data.loading import load_dataset
+from sparc_ray.registry import signing
 from tests.integration.cluster import BIN, free_port, running_cluster
 from tests.integration.test_scoring import publish
 

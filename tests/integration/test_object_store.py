@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from moto.server import ThreadedMotoServer
 
-from sparc_ray import releases, signing, storage
-from sparc_ray.artifacts import IntegrityError
-from sparc_ray.config import CVConfig, SearchConfig
-from sparc_ray.data import data_version, load_dataset
-from sparc_ray.onnx_export import export_onnx
-from sparc_ray.onnx_model import columns_from_frame
-from sparc_ray.registry import ModelRegistry
-from sparc_ray.serving.loader import RegistryLoader
-from sparc_ray.tuning import build_tuner, latest_experiment, run_search
+from sparc_ray.data.loading import data_version, load_dataset
+from sparc_ray.inference.loader import RegistryLoader
+from sparc_ray.inference.onnx_model import columns_from_frame
+from sparc_ray.registry import releases, signing, storage
+from sparc_ray.registry.artifacts import IntegrityError
+from sparc_ray.registry.store import ModelRegistry
+from sparc_ray.training.config import CVConfig, SearchConfig
+from sparc_ray.training.onnx_export import export_onnx
+from sparc_ray.training.tuning import build_tuner, latest_experiment, run_search
 
 BUCKET, NAME = "models", "loans"
 PASSED = {"gates": {"passed": True, "failed": []}}
@@ -162,7 +162,7 @@ def test_batch_scoring_from_and_to_s3(published, keys, s3, loans):
     import pandas as pd
     import ray
 
-    from sparc_ray.scoring import ScorePlan, run
+    from sparc_ray.batch.job import ScorePlan, run
 
     reg, onnx, _, _ = published
     rows = loans.drop(columns="decision").astype({"age": object})
@@ -193,8 +193,8 @@ def test_batch_scoring_from_and_to_s3(published, keys, s3, loans):
 
 def test_traffic_capture_to_s3_and_back(s3, loans):
     """The serving side's writer and the report / retraining readers on an object store."""
-    from sparc_ray.capture import CaptureWriter
-    from sparc_ray.captured_data import labelled_rows, read_predictions
+    from sparc_ray.data.captured import labelled_rows, read_predictions
+    from sparc_ray.monitoring.capture import CaptureWriter
 
     root = uri(s3, "captures/loans")
     writer = CaptureWriter(root, 1.0, flush_s=60)

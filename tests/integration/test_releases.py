@@ -18,9 +18,9 @@ import httpx
 import pytest
 import yaml
 
-from sparc_ray.data import load_dataset
-from sparc_ray.registry import ModelRegistry
-from sparc_ray.releases import current_release, release_log
+from sparc_ray.data.loading import load_dataset
+from sparc_ray.registry.releases import current_release, release_log
+from sparc_ray.registry.store import ModelRegistry
 from tests.integration.cluster import ADMIN_TOKEN, FEEDBACK_TOKEN, running_cluster
 from tests.integration.test_serving import job_config
 

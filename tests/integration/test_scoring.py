@@ -13,14 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sparc_ray import signing
-from sparc_ray.data import load_dataset
-from sparc_ray.models import SPARCClassificationModel
-from sparc_ray.onnx_export import export_onnx
-from sparc_ray.onnx_model import columns_from_frame
-from sparc_ray.registry import ModelRegistry
-from sparc_ray.scoring import ScorePlan, run
-from sparc_ray.serving.loader import RegistryLoader
+from sparc_ray.batch.job import ScorePlan, run
+from sparc_ray.data.loading import load_dataset
+from sparc_ray.inference.loader import RegistryLoader
+from sparc_ray.inference.onnx_model import columns_from_frame
+from sparc_ray.registry import signing
+from sparc_ray.registry.store import ModelRegistry
+from sparc_ray.training.estimator import SPARCClassificationModel
+from sparc_ray.training.onnx_export import export_onnx
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(300)

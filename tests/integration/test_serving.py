@@ -22,10 +22,10 @@ import psutil
 import pytest
 import yaml
 
-from sparc_ray.data import load_dataset
-from sparc_ray.registry import ModelRegistry
+from sparc_ray.data.loading import load_dataset
+from sparc_ray.registry.signing import load_private_key
+from sparc_ray.registry.store import ModelRegistry
 from sparc_ray.serving.api_docs import PREDICT_RESPONSE
-from sparc_ray.signing import load_private_key
 from tests.integration.cluster import ADMIN_TOKEN, FEEDBACK_TOKEN, ROOT, running_cluster
 
 pytestmark = pytest.mark.slow

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from sparc_ray import signing
-from sparc_ray.registry import ModelRegistry
+from sparc_ray.registry import signing
+from sparc_ray.registry.store import ModelRegistry
 from tests.conftest import DATA, ROOT
 
 TINY_SPACE = {

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import ray
 
-from sparc_ray.config import CVConfig, SearchConfig
-from sparc_ray.tuning import build_tuner, fold_milestones, refit, run_search, score_fold
+from sparc_ray.training.config import CVConfig, SearchConfig
+from sparc_ray.training.tuning import build_tuner, fold_milestones, refit, run_search, score_fold
 
 pytestmark = pytest.mark.slow
 N_FOLDS = 5

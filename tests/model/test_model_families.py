@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sparc_ray.models import MODEL_FAMILIES, SPARCClassificationModel
+from sparc_ray.training.estimator import MODEL_FAMILIES, SPARCClassificationModel
 from tests.model.test_model_performance import TestModelPerformance as SeedTests
 
 SMALL = {

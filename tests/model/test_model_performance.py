@@ -4,8 +4,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, precision_score, recall_score
 from sklearn.model_selection import train_test_split
 
-from sparc_ray.models import SPARCClassificationModel
-from sparc_ray.validation import DataValidator
+from sparc_ray import DataValidator, SPARCClassificationModel
 
 class TestModelPerformance:
     """

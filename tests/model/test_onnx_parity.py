@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from sparc_ray import onnx_export
-from sparc_ray.artifacts import IntegrityError, sha256_bytes
-from sparc_ray.data import load_dataset
-from sparc_ray.models import MODEL_FAMILIES, SPARCClassificationModel
-from sparc_ray.onnx_export import TOLERANCE, export_onnx
-from sparc_ray.onnx_model import OnnxModel, columns_from_frame
+from sparc_ray.data.loading import load_dataset
+from sparc_ray.inference.onnx_model import OnnxModel, columns_from_frame
+from sparc_ray.registry.artifacts import IntegrityError, sha256_bytes
+from sparc_ray.training import onnx_export
+from sparc_ray.training.estimator import MODEL_FAMILIES, SPARCClassificationModel
+from sparc_ray.training.onnx_export import TOLERANCE, export_onnx
 
 SMALL = {
     "random_forest": {"n_estimators": 30},

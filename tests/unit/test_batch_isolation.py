@@ -5,8 +5,8 @@ import asyncio
 
 import numpy as np
 
-from sparc_ray.metadata import ModelMetadata
-from sparc_ray.serving.loader import LoadedModel
+from sparc_ray.inference.loader import LoadedModel
+from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.serving.model import score_isolated
 from sparc_ray.serving.postprocessor import Postprocessor
 from tests.unit.test_metadata import make_metadata

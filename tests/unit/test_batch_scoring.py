@@ -7,10 +7,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from sparc_ray.batch_scorer import BatchScorer, check_batch
-from sparc_ray.batch_source import InputError, RowSource
-from sparc_ray.input_rules import FeatureCheck
-from sparc_ray.serving.loader import LoadedModel
+from sparc_ray.batch.scorer import BatchScorer, check_batch
+from sparc_ray.batch.source import InputError, RowSource
+from sparc_ray.inference.input_rules import FeatureCheck
+from sparc_ray.inference.loader import LoadedModel
 from tests.unit.test_metadata import make_metadata
 
 CHECKS = [FeatureCheck("x", True, limit=1e6), FeatureCheck("c", False)]

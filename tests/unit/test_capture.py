@@ -7,15 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sparc_ray.capture import CaptureWriter, capture_root
-from sparc_ray.captured_data import (
+from sparc_ray.data.captured import (
     labelled_rows,
     load_capture_dataset,
     read_predictions,
     split_capture_location,
 )
-from sparc_ray.data import DataError
-from sparc_ray.registry import ModelRegistry
+from sparc_ray.data.loading import DataError
+from sparc_ray.monitoring.capture import CaptureWriter, capture_root
+from sparc_ray.registry.store import ModelRegistry
 
 
 def batch(n: int, start: int = 0):

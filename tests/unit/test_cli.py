@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sparc_ray.cli import main
-from sparc_ray.registry import ModelRegistry
+from sparc_ray.registry.store import ModelRegistry
 
 
 @pytest.fixture

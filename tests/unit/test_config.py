@@ -5,7 +5,7 @@ import argparse
 import pytest
 import yaml
 
-from sparc_ray.config import (
+from sparc_ray.training.config import (
     DEFAULT_GATES,
     ConfigError,
     CVConfig,
@@ -14,7 +14,7 @@ from sparc_ray.config import (
     TrainConfig,
     load_config,
 )
-from sparc_ray.job_args import add_train_arguments
+from sparc_ray.training.job_args import add_train_arguments
 from tests.conftest import ROOT
 
 IRIS = "name: m\ndata: {path: builtin:iris}\n"

@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sparc_ray.data import DataError, fingerprint, infer_schema, load_dataset, normalize_features
+from sparc_ray.data.loading import (
+    DataError,
+    fingerprint,
+    infer_schema,
+    load_dataset,
+    normalize_features,
+)
 
 
 def test_builtin_breast_cancer_has_string_labels():
@@ -73,7 +79,7 @@ def test_fingerprint_changes_with_content(loans):
 
 
 def test_data_version_from_a_dvc_file_beside_the_data(tmp_path):
-    from sparc_ray.data import data_version
+    from sparc_ray.data.loading import data_version
 
     (tmp_path / "d.csv").write_text("a\n1\n")
     assert data_version(str(tmp_path / "d.csv")) is None

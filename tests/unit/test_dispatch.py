@@ -7,12 +7,12 @@ import asyncio
 import numpy as np
 import pytest
 
-from sparc_ray.input_rules import PredictInput, RequestError
-from sparc_ray.metadata import ModelMetadata
+from sparc_ray.inference.input_rules import PredictInput, RequestError
+from sparc_ray.inference.loader import LoadedModel
+from sparc_ray.registry.metadata import ModelMetadata
+from sparc_ray.registry.signing import SignatureError
 from sparc_ray.serving.dispatch import Dispatcher, VersionCatalog, answers_from
-from sparc_ray.serving.loader import LoadedModel
 from sparc_ray.serving.model import NoModelError, Scored, VersionUnavailable, score_isolated
-from sparc_ray.signing import SignatureError
 from tests.unit.test_batch_isolation import PickyScorer
 from tests.unit.test_metadata import make_metadata
 

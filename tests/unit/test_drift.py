@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sparc_ray.data import infer_schema, load_dataset, normalize_features
-from sparc_ray.drift import DriftMonitor, build_reference, psi
+from sparc_ray.data.loading import infer_schema, load_dataset, normalize_features
+from sparc_ray.monitoring.drift import DriftMonitor, build_reference, psi
 
 
 @pytest.fixture(scope="module")

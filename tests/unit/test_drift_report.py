@@ -10,14 +10,14 @@ import subprocess
 import numpy as np
 import pytest
 
-from sparc_ray.capture import CaptureWriter, capture_root
-from sparc_ray.captured_data import parse_since
 from sparc_ray.cli import main
-from sparc_ray.data import normalize_features
-from sparc_ray.drift import build_reference
-from sparc_ray.drift_report import build_report, render_html
-from sparc_ray.onnx_model import columns_from_frame
-from sparc_ray.registry import ModelRegistry
+from sparc_ray.data.captured import parse_since
+from sparc_ray.data.loading import normalize_features
+from sparc_ray.inference.onnx_model import columns_from_frame
+from sparc_ray.monitoring.capture import CaptureWriter, capture_root
+from sparc_ray.monitoring.drift import build_reference
+from sparc_ray.monitoring.drift_report import build_report, render_html
+from sparc_ray.registry.store import ModelRegistry
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -101,7 +101,7 @@ def test_since_and_an_empty_window():
 
 
 def test_render_escapes_feature_names():
-    from sparc_ray.drift_report import FeatureDrift
+    from sparc_ray.monitoring.drift_report import FeatureDrift
 
     f = FeatureDrift(
         "<b>x</b>", "numeric", 0.3, 0.01, ["a", "b"], np.array([0.5, 0.5]), np.array([0.2, 0.8])

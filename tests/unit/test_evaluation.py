@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sparc_ray.config import DEFAULT_GATES, GATE_METRICS
-from sparc_ray.evaluation import apply_gates, metrics_from_proba
+from sparc_ray.training.config import DEFAULT_GATES, GATE_METRICS
+from sparc_ray.training.evaluation import apply_gates, metrics_from_proba
 
 
 def test_binary_metrics_and_auc():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sparc_ray.input_rules import FeatureCheck, RequestError, parse_json, parse_predict
+from sparc_ray.inference.input_rules import FeatureCheck, RequestError, parse_json, parse_predict
 
 FEATURES = [
     FeatureCheck("income", True),

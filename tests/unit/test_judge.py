@@ -2,8 +2,8 @@
 
 import random
 
-from sparc_ray.releases import ReleasePolicy
-from sparc_ray.serving.judge import Agreement, VersionEvidence, decide
+from sparc_ray.registry.releases import ReleasePolicy
+from sparc_ray.serving.release.policy import Agreement, VersionEvidence, decide
 
 POLICY = ReleasePolicy(min_requests=100, min_feedback_rows=50)
 

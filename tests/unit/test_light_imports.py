@@ -3,14 +3,15 @@
 import subprocess
 import sys
 
-from sparc_ray.config import MODEL_FAMILY_NAMES
-from sparc_ray.models import MODEL_FAMILIES
+from sparc_ray.training.config import MODEL_FAMILY_NAMES
+from sparc_ray.training.estimator import MODEL_FAMILIES
 
 
 def test_cli_config_and_registry_import_without_scikit_learn():
     code = (
-        "import sys, sparc_ray.cli, sparc_ray.config, sparc_ray.registry, sparc_ray.releases, "
-        "sparc_ray.metadata; "
+        "import sys, sparc_ray.cli, sparc_ray.training.config, sparc_ray.registry.store, "
+        "sparc_ray.registry.releases, "
+        "sparc_ray.registry.metadata; "
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'ray', 'scipy'}); "
         "print(heavy); assert not heavy"
     )

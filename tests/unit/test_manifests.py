@@ -511,7 +511,7 @@ def test_score_job_never_sees_the_private_signing_key():
 
 
 def test_score_job_cluster_is_fixed_size_and_leaves_the_head_to_the_driver():
-    from sparc_ray.scoring import READ_CPUS, WRITE_CPUS
+    from sparc_ray.batch.job import READ_CPUS, WRITE_CPUS
 
     cluster = _cluster_spec(_job(SCORE_JOB))
     # The actor pool is sized once from the cluster's CPUs, when all workers are up.

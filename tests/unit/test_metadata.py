@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from sparc_ray.drift import build_reference
-from sparc_ray.evaluation import apply_gates, metrics_from_proba
-from sparc_ray.metadata import SCHEMA_VERSION, MetadataError, ModelMetadata
-from sparc_ray.onnx_export import export_onnx
-from sparc_ray.registry import ModelRegistry, RegistryError
+from sparc_ray.inference.loader import LoadedModel
+from sparc_ray.monitoring.drift import build_reference
+from sparc_ray.registry.metadata import SCHEMA_VERSION, MetadataError, ModelMetadata
+from sparc_ray.registry.store import ModelRegistry, RegistryError
 from sparc_ray.serving.admin import public_metadata
-from sparc_ray.serving.loader import LoadedModel
+from sparc_ray.training.evaluation import apply_gates, metrics_from_proba
+from sparc_ray.training.onnx_export import export_onnx
 
 FEATURES = [{"name": "x", "kind": "numeric"}]
 

@@ -3,7 +3,7 @@
 import jsonschema
 import pytest
 
-from sparc_ray.metadata import ModelMetadata
+from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.serving.openapi import build_openapi, example_row
 from sparc_ray.serving.validator import api
 

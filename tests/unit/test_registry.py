@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from sparc_ray.artifacts import IntegrityError
-from sparc_ray.registry import ModelRegistry, RegistryError, check_name, new_version
+from sparc_ray.registry.artifacts import IntegrityError
+from sparc_ray.registry.store import ModelRegistry, RegistryError, check_name, new_version
 
 SCHEMA = {"classes": ["a", "b"], "features": [{"name": "x", "kind": "numeric"}]}
 PASSED = {"gates": {"passed": True, "failed": []}, **SCHEMA}
@@ -104,7 +104,7 @@ def test_file_uri_store(tmp_path, trained_loans_model, loans):
 
 
 def test_save_model_load_model_round_trip_verifies(tmp_path, trained_loans_model, loans):
-    from sparc_ray.models import SPARCClassificationModel
+    from sparc_ray.training.estimator import SPARCClassificationModel
 
     trained_loans_model.save_model(tmp_path / "m")
     loaded = SPARCClassificationModel({}).load_model(tmp_path / "m")

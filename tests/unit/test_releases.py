@@ -5,10 +5,10 @@ from collections import Counter
 
 import pytest
 
-from sparc_ray import releases
-from sparc_ray.artifacts import IntegrityError
 from sparc_ray.cli import main
-from sparc_ray.registry import ModelRegistry, RegistryError
+from sparc_ray.registry import releases
+from sparc_ray.registry.artifacts import IntegrityError
+from sparc_ray.registry.store import ModelRegistry, RegistryError
 from sparc_ray.serving.routing import ReleaseView
 
 FEATURES = [{"name": "x", "kind": "numeric"}]

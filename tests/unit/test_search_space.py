@@ -2,7 +2,7 @@
 
 import pytest
 
-from sparc_ray.search_space import expand_candidates, order_candidates
+from sparc_ray.training.search_space import expand_candidates, order_candidates
 
 SPACE = {
     "random_forest": {"n_estimators": [50, 100], "max_depth": [None, 4], "random_state": 1},
@@ -53,7 +53,7 @@ def test_the_costliest_start_first_and_ties_in_seeded_order():
 
 
 def test_latest_experiment_matches_the_name_exactly(tmp_path):
-    from sparc_ray.tuning import latest_experiment
+    from sparc_ray.training.tuning import latest_experiment
 
     for d in ("loans-20261126-060000", "loans-20261126-070000", "loans-v2-20261126-080000"):
         (tmp_path / d).mkdir()

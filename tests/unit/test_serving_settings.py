@@ -38,7 +38,7 @@ def test_a_pin_is_one_version_id():
 
 
 def test_reload_body_is_strict():
-    from sparc_ray.input_rules import RequestError
+    from sparc_ray.inference.input_rules import RequestError
     from sparc_ray.serving.admin import ReloadRequest
 
     assert ReloadRequest.parse(b"") == ReloadRequest()

@@ -7,15 +7,15 @@ import stat
 import numpy as np
 import pytest
 
-from sparc_ray import signing
 from sparc_ray.cli import main as cli
-from sparc_ray.onnx_export import export_onnx
-from sparc_ray.onnx_model import columns_from_frame
-from sparc_ray.registry import ModelRegistry
-from sparc_ray.serving.loader import RegistryLoader
-from sparc_ray.signing import SignatureError
-from sparc_ray.training import EXIT_BAD_INPUT
-from sparc_ray.training import main as train_main
+from sparc_ray.inference.loader import RegistryLoader
+from sparc_ray.inference.onnx_model import columns_from_frame
+from sparc_ray.registry import signing
+from sparc_ray.registry.signing import SignatureError
+from sparc_ray.registry.store import ModelRegistry
+from sparc_ray.training.job import EXIT_BAD_INPUT
+from sparc_ray.training.job import main as train_main
+from sparc_ray.training.onnx_export import export_onnx
 
 NAME = "loans"
 

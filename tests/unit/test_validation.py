@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sparc_ray.data import infer_schema
-from sparc_ray.validation import DataValidator
+from sparc_ray.data.loading import infer_schema
+from sparc_ray.data.validation import DataValidator
 
 
 def check(df, **kw):

@@ -1,0 +1,41 @@
+"""Inference: what serving and batch scoring share. Loading a verified version (signature,
+sha256, ONNX or the signed scikit-learn fallback), the scorers, the input rules every path
+applies, probabilities to labels, and isolating the rows a model fails on."""
+
+from typing import TYPE_CHECKING
+
+from sparc_ray._lazy import exports
+
+if TYPE_CHECKING:
+    from sparc_ray.inference.input_rules import (
+        FeatureCheck as FeatureCheck,
+    )
+    from sparc_ray.inference.input_rules import (
+        RequestError as RequestError,
+    )
+    from sparc_ray.inference.input_rules import (
+        checks_from_metadata as checks_from_metadata,
+    )
+    from sparc_ray.inference.labels import labels_from_proba as labels_from_proba
+    from sparc_ray.inference.loader import (
+        LoadedModel as LoadedModel,
+    )
+    from sparc_ray.inference.loader import (
+        ModelLoader as ModelLoader,
+    )
+    from sparc_ray.inference.loader import (
+        RegistryLoader as RegistryLoader,
+    )
+
+__getattr__, __all__ = exports(
+    __name__,
+    {
+        "RegistryLoader": "loader",
+        "LoadedModel": "loader",
+        "ModelLoader": "loader",
+        "FeatureCheck": "input_rules",
+        "RequestError": "input_rules",
+        "checks_from_metadata": "input_rules",
+        "labels_from_proba": "labels",
+    },
+)

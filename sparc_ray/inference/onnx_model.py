@@ -1,0 +1,88 @@
+"""Compiled inference at serving time: score an ONNX graph written by
+``sparc_ray.training.onnx_export``
+with onnxruntime, from the Validator's per-feature arrays. Loading verifies the file's sha256
+and executes no code (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+
+from sparc_ray.data.loading import normalize_features
+from sparc_ray.registry.artifacts import IntegrityError, sha256_bytes
+
+OUTPUT = "probabilities"
+META_KEY = "sparc.onnx"  # model metadata: {"classes": [...], "categorical_fill": str | None}
+
+
+def columns_from_frame(
+    df: pd.DataFrame, feature_names: Sequence[str], feature_kinds: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The validator's column dict: numeric float64 (NaN = missing), categorical object str/NaN."""
+    X = normalize_features(df[list(feature_names)])
+    return {
+        n: X[n].to_numpy(dtype=np.float64 if k == "numeric" else object, na_value=np.nan)
+        for n, k in zip(feature_names, feature_kinds, strict=True)
+    }
+
+
+class OnnxModel:
+    """onnxruntime scorer for a graph written by ``export_onnx`` (one thread, no pickle)."""
+
+    def __init__(self, session: Any, names: list[str], kinds: list[str], classes: list) -> None:
+        self.session, self.feature_names, self.classes = session, names, classes
+        onnx_type = {"numeric": "tensor(double)", "categorical": "tensor(string)"}
+        inputs = {i.name: i.type for i in session.get_inputs()}
+        if inputs != {n: onnx_type.get(k) for n, k in zip(names, kinds, strict=True)}:
+            raise ValueError(f"ONNX inputs {inputs} do not match features {names} / {kinds}")
+        meta = json.loads(session.get_modelmeta().custom_metadata_map[META_KEY])
+        if list(map(str, meta["classes"])) != list(map(str, classes)):
+            raise ValueError(f"ONNX classes {meta['classes']} != {classes}")
+        self._numeric = [n for n, k in zip(names, kinds, strict=True) if k == "numeric"]
+        self._categorical = [n for n, k in zip(names, kinds, strict=True) if k == "categorical"]
+        self._fill = meta["categorical_fill"] or ""
+        self._run, self._outputs = session.run, [OUTPUT]
+
+    @classmethod
+    def from_bytes(
+        cls,
+        data: bytes,
+        expected_sha256: str,
+        feature_names: Sequence[str],
+        feature_kinds: Sequence[str],
+        classes: Sequence[Any],
+    ) -> OnnxModel:
+        """Verify ``data`` against ``expected_sha256``, then open a single-threaded session."""
+        actual = sha256_bytes(data)
+        if actual != expected_sha256:
+            raise IntegrityError(f"ONNX model sha256 {actual} != recorded {expected_sha256}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+        return cls(session, list(feature_names), list(feature_kinds), list(classes))
+
+    def predict_proba(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """[n_rows, n_classes] float64 probabilities in ``classes`` order.
+
+        ``columns``: numeric float64 1-D arrays (NaN = missing, imputed in the graph);
+        categorical 1-D object arrays of str (NaN/None = missing, replaced here by the training
+        fill value). Unseen categories one-hot to zeros, as sklearn's ``handle_unknown="ignore"``.
+        """
+        feed = {n: np.ascontiguousarray(columns[n], float).reshape(-1, 1) for n in self._numeric}
+        fill = self._fill
+        for name in self._categorical:
+            values = [
+                v if type(v) is str else fill if pd.isna(v) else str(v) for v in columns[name]
+            ]
+            feed[name] = np.array(values, dtype=object).reshape(-1, 1)
+        if next(iter(feed.values())).shape[0] == 0:
+            return np.zeros((0, len(self.classes)))
+        return self._run(self._outputs, feed)[0]

@@ -1,0 +1,220 @@
+"""Traffic capture: what the service scored, and the labels that arrived later, as Parquet.
+
+    <root>/predictions/capture_date=YYYY-MM-DD/model_version=V/part-<time>-<id>.parquet
+        prediction_id, row, timestamp, features (a struct: one field per feature),
+        prediction, probabilities (in the version's class order)
+    <root>/labels/capture_date=YYYY-MM-DD/part-<time>-<id>.parquet
+        prediction_id, row, label, timestamp
+
+``root`` is ``<model store>/<name>/_capture`` unless configured (any pyarrow URI). The
+serving side (``CaptureWriter``) only appends to a bounded queue; a thread writes.
+``sparc_ray.data.captured`` reads it back for the drift report and retraining.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import posixpath
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sparc_ray.registry import storage
+
+logger = logging.getLogger(__name__)
+CAPTURE_DIR = "_capture"
+PREDICTIONS, LABELS = "predictions", "labels"
+PARTITIONING = "hive"
+
+
+def capture_root(store: str, name: str) -> str:
+    return storage.join(store, name, CAPTURE_DIR)
+
+
+def _today(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+class CaptureWriter:
+    """Sampled, asynchronous, bounded capture. ``offer_*`` never block and never raise: when
+    more than ``max_queued_rows`` wait, or a write fails, rows are dropped and reported to
+    ``on_drop(n_rows, reason)``; the next flush tries the sink again. ``on_write(n_rows,
+    version)`` reports what was written (``"none"`` for labels)."""
+
+    def __init__(
+        self,
+        root: str,
+        rate: float,
+        flush_s: float = 2.0,
+        max_queued_rows: int = 100_000,
+        on_drop: Callable[[int, str], None] = lambda n, reason: None,
+        on_write: Callable[[int, str], None] = lambda n, version: None,
+    ) -> None:
+        self.root, self.rate, self.flush_s = root, rate, flush_s
+        self.max_queued_rows, self.on_drop, self.on_write = max_queued_rows, on_drop, on_write
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queued_rows = 0
+        self._lock = threading.RLock()  # the queue's row count and the counters
+        self._rng = np.random.default_rng()
+        self._stop = threading.Event()
+        self._last_error_log = 0.0
+        self.written = self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
+        self._thread.start()
+
+    # -- request side (the Postprocessor's background loop) ----------------------------------
+    def offer_predictions(
+        self,
+        version: str,
+        items: list[dict[str, Any]],
+        columns: dict[str, np.ndarray],
+        labels: list,
+        proba: np.ndarray,
+    ) -> None:
+        """One scored group: ``items`` hold each request's ``prediction_id`` and ``n_rows``;
+        ``columns`` / ``labels`` / ``proba`` stack their rows. Requests are sampled whole."""
+        try:
+            sizes = np.fromiter((i["n_rows"] for i in items), int, len(items))
+            keep = self._rng.random(len(items)) < self.rate
+            if not keep.any():
+                return
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            rows = np.concatenate(
+                [np.arange(s, s + n) for s, n in zip(starts[keep], sizes[keep], strict=True)]
+            )
+            ids = np.repeat([i["prediction_id"] for i in items], sizes)[rows]
+            within = np.concatenate([np.arange(n) for n in sizes[keep]])
+            record = {
+                "prediction_id": ids,
+                "row": within,
+                "timestamp": time.time(),
+                "features": {n: c[rows] for n, c in columns.items()},
+                "prediction": [labels[r] for r in rows],
+                "probabilities": proba[rows],
+            }
+            self._put((PREDICTIONS, version, record), len(rows))
+        except Exception:  # capture never fails a prediction
+            logger.exception("capture: could not queue a batch")
+
+    def offer_labels(self, items: list[dict[str, Any]]) -> None:
+        """``/feedback`` items (``prediction_id``, ``row``, ``label``), never sampled: labels
+        are few, and each one is worth keeping."""
+        labelled = [i for i in items if i.get("prediction_id") is not None and "label" in i]
+        if labelled:
+            record = {
+                "prediction_id": [str(i["prediction_id"]) for i in labelled],
+                "row": [int(i.get("row", 0)) for i in labelled],
+                "label": [str(i["label"]) for i in labelled],
+                "timestamp": time.time(),
+            }
+            self._put((LABELS, None, record), len(labelled))
+
+    def _put(self, entry: tuple, n_rows: int) -> None:
+        with self._lock:
+            if self._queued_rows + n_rows > self.max_queued_rows:
+                self._drop(n_rows, "queue_full")
+                return
+            self._queued_rows += n_rows
+        self._queue.put((entry, n_rows))
+
+    def _drop(self, n_rows: int, reason: str) -> None:
+        with self._lock:
+            self.dropped += n_rows
+        try:
+            self.on_drop(n_rows, reason)
+        except Exception:
+            logger.exception("capture: drop callback failed")
+
+    # -- writer thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            self.flush()
+        self.flush()
+
+    def flush(self) -> None:
+        """Write everything queued, one file per dataset partition."""
+        batches: dict[tuple, list] = {}
+        while True:
+            try:
+                (kind, version, record), n_rows = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            with self._lock:
+                self._queued_rows -= n_rows
+            key = (kind, version, _today(record["timestamp"]))
+            batches.setdefault(key, []).append((record, n_rows))
+        for (kind, version, day), records in batches.items():
+            n_rows = sum(n for _, n in records)
+            try:
+                table = _table(kind, [r for r, _ in records])
+                self._write(kind, version, day, table)
+                self.written += n_rows
+                self.on_write(n_rows, version or "none")
+            except Exception as exc:
+                self._drop(n_rows, "write_failed")
+                if time.monotonic() - self._last_error_log > 30:
+                    self._last_error_log = time.monotonic()
+                    logger.warning(
+                        "capture: %d rows dropped, sink %s failed: %s", n_rows, self.root, exc
+                    )
+
+    def _write(self, kind: str, version: str | None, day: str, table: pa.Table) -> None:
+        parts = [kind, f"capture_date={day}"] + ([f"model_version={version}"] if version else [])
+        fs, root = storage.open_fs(self.root)
+        directory = posixpath.join(root, *parts)
+        fs.create_dir(directory, recursive=True)
+        name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+        if storage.is_local(fs):  # readers never see a half-written file
+            tmp = posixpath.join(directory, f".{name}.tmp")
+            pq.write_table(table, tmp, filesystem=fs)
+            fs.move(tmp, posixpath.join(directory, name))
+        else:
+            pq.write_table(table, posixpath.join(directory, name), filesystem=fs)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _table(kind: str, records: list[dict[str, Any]]) -> pa.Table:
+    """One table from the records of one partition, each column built once."""
+
+    def joined(key: str) -> np.ndarray:
+        return np.concatenate([np.asarray(r[key]) for r in records])
+
+    stamps = np.concatenate([np.full(len(r["prediction_id"]), r["timestamp"]) for r in records])
+    common = {
+        "prediction_id": pa.array(joined("prediction_id").astype(str), pa.string()),
+        "row": pa.array(joined("row"), pa.int32()),
+    }
+    if kind == LABELS:
+        label = pa.array(joined("label").astype(str), pa.string())
+        return pa.table({**common, "label": label, "timestamp": pa.array(stamps)})
+    names = list(records[0]["features"])
+    features = []
+    for name in names:
+        values = np.concatenate([r["features"][name] for r in records])
+        numeric = values.dtype.kind == "f"
+        features.append(
+            pa.array(values, pa.float64() if numeric else pa.string(), from_pandas=True)
+        )
+    proba = np.concatenate([r["probabilities"] for r in records])
+    return pa.table(
+        {
+            **common,
+            "timestamp": pa.array(stamps),
+            "features": pa.StructArray.from_arrays(features, names),
+            "prediction": pa.array(joined("prediction").astype(str), pa.string()),
+            "probabilities": pa.FixedSizeListArray.from_arrays(
+                pa.array(proba.ravel(), pa.float64()), proba.shape[1]
+            ),
+        }
+    )

@@ -1,0 +1,216 @@
+"""Drift report: what the service captured against what the version was trained on, as one
+self-contained HTML page (plots embedded as PNG), readable offline.
+
+    sparc-ray report drift --store model_store --name loans [--since 24h] --out report.html
+
+Per feature: PSI of the captured rows against the version's reference buckets (the training
+rows' deciles / categories, ``sparc_ray.monitoring.drift``), and a two-sample chi-square test of
+homogeneity between the training rows and the captured rows over the same buckets (the
+reference holds bucket shares of ``train_rows`` rows, so both samples are counts). Also the
+predicted-class mix, and accuracy where ``/feedback`` labels were captured.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sparc_ray.data.captured import parse_since, read_labels, read_predictions
+from sparc_ray.monitoring.capture import capture_root
+from sparc_ray.monitoring.drift import categorical_counts, numeric_counts, psi
+from sparc_ray.registry.metadata import DriftReference
+from sparc_ray.registry.store import ModelRegistry, RegistryError
+
+TOP_PLOTS = 6  # features plotted, most drifted first
+
+
+@dataclass
+class FeatureDrift:
+    name: str
+    kind: str
+    psi: float
+    p_value: float
+    buckets: list[str]
+    reference: np.ndarray  # shares
+    current: np.ndarray  # shares
+
+
+def _chi2_p(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:
+    from scipy.stats import chi2_contingency
+
+    table = np.vstack([reference_counts, current_counts])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return 1.0
+    return float(chi2_contingency(table)[1])
+
+
+def feature_drift(rows: pd.DataFrame, reference: DriftReference, train_rows: int) -> list:
+    """One ``FeatureDrift`` per feature, most drifted (PSI) first."""
+    out = []
+    for name, ref in reference.features.items():
+        if name not in rows:
+            continue
+        if ref.kind == "numeric":
+            edges = np.asarray(ref.edges, float)
+            counts = numeric_counts(rows[name].to_numpy(dtype=float, na_value=np.nan), edges)
+            bounds = [f"{e:.3g}" for e in edges]
+            buckets = [f"<{bounds[0]}" if bounds else "all"]
+            buckets += [f"{a}-{b}" for a, b in itertools.pairwise(bounds)]
+            buckets += ([f">={bounds[-1]}"] if bounds else []) + ["missing"]
+        else:
+            counts = categorical_counts(rows[name].to_numpy(dtype=object), ref.categories)
+            buckets = [*ref.categories, "other", "missing"]
+        shares = np.asarray(ref.probs, float)
+        out.append(
+            FeatureDrift(
+                name,
+                ref.kind,
+                psi(shares, counts),
+                _chi2_p(np.round(shares * train_rows), counts),
+                buckets,
+                shares,
+                counts / max(counts.sum(), 1),
+            )
+        )
+    return sorted(out, key=lambda f: -f.psi)
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _bars(title: str, labels: list[str], reference, current) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 2.8))
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, reference, 0.4, label="training")
+    ax.bar(x + 0.2, current, 0.4, label="captured")
+    ax.set_xticks(x, labels, rotation=45, ha="right", fontsize=7)
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel("share")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _verdict(value: float) -> str:
+    return "significant" if value > 0.25 else "moderate" if value > 0.1 else "stable"
+
+
+def build_report(
+    store: str, name: str, since: float | None = None, version: str | None = None
+) -> dict[str, Any]:
+    """The report's figures (also what the HTML shows)."""
+    registry = ModelRegistry(store)
+    version = registry.resolve(name, version or "production")
+    meta = registry.metadata(name, version)
+    if meta.reference is None:
+        raise RegistryError(f"{name}/{version} has no reference distributions to compare with")
+    root = capture_root(store, name)
+    rows = read_predictions(root, since, version)
+    if rows.empty:
+        raise RegistryError(f"no captured rows of {name}/{version} in {root}")
+    reference = meta.reference
+    train_rows = (meta.training_data and meta.training_data.train_rows) or 1000
+    features = feature_drift(rows, reference, train_rows)
+    classes = [str(c) for c in reference.predictions.classes]
+    mix = rows["prediction"].astype(str).value_counts(normalize=True)
+    current_mix = np.array([mix.get(c, 0.0) for c in classes])
+    labels = read_labels(root)
+    joined = rows.merge(labels[["prediction_id", "row", "label"]], on=["prediction_id", "row"])
+    holdout = meta.metrics and meta.metrics.holdout
+    return {
+        "model": name,
+        "version": version,
+        "rows": len(rows),
+        "first": float(rows["timestamp"].min()),
+        "last": float(rows["timestamp"].max()),
+        "features": features,
+        "predictions": {
+            "classes": classes,
+            "reference": np.asarray(reference.predictions.probs, float),
+            "current": current_mix,
+            "psi": psi(reference.predictions.probs, current_mix * len(rows)),
+        },
+        "labelled": len(joined),
+        "accuracy": float((joined["prediction"] == joined["label"]).mean())
+        if len(joined)
+        else None,
+        "holdout_accuracy": holdout.accuracy if holdout else None,
+    }
+
+
+def render_html(report: dict[str, Any]) -> str:
+    def when(ts: float) -> str:
+        return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    esc = html.escape
+    rows = "".join(
+        f"<tr class='{_verdict(f.psi)}'><td>{esc(f.name)}</td><td>{f.kind}</td>"
+        f"<td>{f.psi:.3f}</td><td>{_verdict(f.psi)}</td><td>{f.p_value:.3g}</td></tr>"
+        for f in report["features"]
+    )
+    plots = "".join(
+        f"<h3>{esc(f.name)} (PSI {f.psi:.3f})</h3><img alt='{esc(f.name)}' "
+        f"src='data:image/png;base64,{_bars(f.name, f.buckets, f.reference, f.current)}'>"
+        for f in report["features"][:TOP_PLOTS]
+    )
+    p = report["predictions"]
+    mix = _bars("predicted classes", p["classes"], p["reference"], p["current"])
+    acc = report["accuracy"]
+    accuracy = (
+        f"{acc:.3f} over {report['labelled']:,} labelled rows (holdout at training: "
+        f"{report['holdout_accuracy']:.3f})"
+        if acc is not None and report["holdout_accuracy"] is not None
+        else f"{acc:.3f} over {report['labelled']:,} labelled rows"
+        if acc is not None
+        else "no labels captured yet"
+    )
+    top = report["features"][0] if report["features"] else None
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Drift report: {esc(report["model"])} {esc(report["version"])}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 1000px; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
+tr.significant {{ background: #f8d0d0; }} tr.moderate {{ background: #fbecc5; }}
+</style></head><body>
+<h1>Drift report: {esc(report["model"])} / {esc(report["version"])}</h1>
+<p id="summary">{report["rows"]:,} captured rows from {when(report["first"])} to
+{when(report["last"])}. Most drifted feature:
+<b id="top-feature">{esc(top.name) if top else "-"}</b> (PSI {top.psi if top else 0:.3f}).
+Predicted-class mix PSI {p["psi"]:.3f}. Accuracy: {accuracy}.</p>
+<p>PSI &lt; 0.1 stable, 0.1-0.25 moderate, &gt; 0.25 significant. p: two-sample chi-square
+test (training rows vs captured rows, same buckets).</p>
+<table id="features"><tr><th>feature</th><th>kind</th><th>PSI</th><th>verdict</th>
+<th>p</th></tr>{rows}</table>
+<h2>Predicted classes</h2><img alt="predicted classes" src="data:image/png;base64,{mix}">
+<h2>Most drifted features</h2>{plots}
+</body></html>
+"""
+
+
+def write_report(
+    store: str, name: str, out: str, since: str | None = None, version: str | None = None
+) -> dict[str, Any]:
+    report = build_report(store, name, parse_since(since), version)
+    with open(out, "w", encoding="utf-8") as fh:
+        fh.write(render_html(report))
+    return report

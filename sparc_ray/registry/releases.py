@@ -1,0 +1,214 @@
+"""Releases: a candidate version served beside ``production`` and the policy that decides it.
+
+The registry holds the whole release state, next to the versions::
+
+    <store>/<name>/production       the promoted version (ModelRegistry.promote / rollback)
+    <store>/<name>/candidate.json   the release in progress: version, mode, weight, policy
+    <store>/<name>/releases.json    every release started and how it ended (newest last)
+
+``canary`` sends ``weight`` percent of requests to the candidate; ``shadow`` scores a copy of
+``weight`` percent of production's requests with it, off the request path. Serving reads
+these records and nothing else; the Postprocessor applies the policy and ends the release
+(promoted or rolled back) through ``finish_release``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sparc_ray.registry.metadata import ModelMetadata
+from sparc_ray.registry.store import ModelRegistry, RegistryError
+
+CANDIDATE_FILE = "candidate.json"
+RELEASE_LOG = "releases.json"
+MAX_LOG_ENTRIES = 500
+Decision = Literal["promoted", "rolled_back", "aborted"]
+
+
+class ReleasePolicy(BaseModel):
+    """When a candidate is promoted or rolled back. A check that has enough evidence and
+    fails rolls back at once; promotion waits until every check has enough and passes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_requests: int = Field(
+        300, ge=1, description="requests the candidate answered (canary) or shadowed"
+    )
+    min_feedback_rows: int = Field(
+        50, ge=0, description="labelled rows per version before accuracy counts; 0: none needed"
+    )
+    max_accuracy_drop: float = Field(0.03, ge=0, le=1, description="production - candidate")
+    max_error_rate_increase: float = Field(0.01, ge=0, le=1, description="server errors")
+    max_p99_ratio: float = Field(1.5, ge=1, description="candidate p99 / production p99")
+    p99_slack_ms: float = Field(5.0, ge=0, description="added to the p99 allowance")
+    min_agreement: float = Field(0.9, ge=0, le=1, description="shadow: same label as production")
+    max_drift_increase: float = Field(0.25, ge=0, description="prediction-mix PSI over production")
+    confidence_z: float = Field(
+        2.33, gt=0, description="a rate check fails only when this many standard errors out"
+    )
+    auto_promote: bool = True
+    auto_rollback: bool = True
+
+
+class Release(BaseModel):
+    """The candidate record (``candidate.json``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    version: str
+    mode: Literal["canary", "shadow"]
+    weight: float = Field(gt=0, le=100, description="percent of requests routed or copied")
+    baseline: str = Field(description="production when the release started")
+    policy: ReleasePolicy = ReleasePolicy()
+    started_at: str
+    started_by: str = "cli"
+
+
+def load_policy(path: str | Path | None) -> ReleasePolicy:
+    """A policy YAML (any subset of the fields; the rest keep their defaults)."""
+    if path is None:
+        return ReleasePolicy()
+    try:
+        return ReleasePolicy.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise RegistryError(f"release policy {path}: {exc}") from exc
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _schema(meta: ModelMetadata) -> list[tuple[str, str]]:
+    return [(f.name, f.kind) for f in meta.features]
+
+
+def current_release(reg: ModelRegistry, name: str) -> Release | None:
+    raw = reg.read_json(name, CANDIDATE_FILE)
+    return Release.model_validate(raw) if raw else None
+
+
+def release_log(reg: ModelRegistry, name: str) -> list[dict[str, Any]]:
+    return reg.read_json(name, RELEASE_LOG) or []
+
+
+def _log(reg: ModelRegistry, name: str, entry: dict[str, Any]) -> None:
+    entries = [*release_log(reg, name), {**entry, "at": _now()}]
+    reg.write_json(name, RELEASE_LOG, entries[-MAX_LOG_ENTRIES:])
+
+
+def start_release(
+    reg: ModelRegistry,
+    name: str,
+    version: str,
+    mode: Literal["canary", "shadow"],
+    weight: float | None = None,
+    policy: ReleasePolicy | None = None,
+    force: bool = False,
+    by: str = "cli",
+    public_key: bytes | None = None,
+) -> Release:
+    """Make ``version`` the candidate. Same rules as a promotion (verified files, and the
+    signature with a ``public_key``; gates passed unless ``force``), plus: production exists,
+    accepts the same features, and no other release is in progress."""
+    meta = reg.verify(name, version, public_key)
+    if not force and not meta.gates.passed:
+        raise RegistryError(
+            f"version {version} failed its gates {meta.gates.failed}; use force to release it"
+        )
+    production = reg.alias(name)
+    if production is None:
+        raise RegistryError(f"model {name!r} has no production version to compare against")
+    if version == production:
+        raise RegistryError(f"{version} is already production")
+    if _schema(meta) != _schema(reg.metadata(name, production)):
+        raise RegistryError(
+            f"{version} does not take the same features as production {production}: "
+            "a candidate must accept every request production accepts"
+        )
+    if (running := current_release(reg, name)) is not None:
+        raise RegistryError(
+            f"release {running.id} ({running.mode} of {running.version}) is in progress; "
+            "abort it first"
+        )
+    release = Release(
+        id=f"r-{uuid.uuid4().hex[:10]}",
+        version=version,
+        mode=mode,
+        weight=weight if weight is not None else (10.0 if mode == "canary" else 100.0),
+        baseline=production,
+        policy=policy or ReleasePolicy(),
+        started_at=_now(),
+        started_by=by,
+    )
+    reg.write_json(name, CANDIDATE_FILE, release.model_dump())
+    _log(reg, name, {"event": "started", **release.model_dump(exclude={"policy"})})
+    return release
+
+
+def finish_release(
+    reg: ModelRegistry,
+    name: str,
+    release_id: str,
+    decision: Decision,
+    reason: str,
+    evidence: dict[str, Any] | None = None,
+) -> bool:
+    """End the release ``release_id`` if it is still the one in progress: ``promoted`` moves
+    production to the candidate (history kept, so ``rollback`` undoes it); ``rolled_back``
+    and ``aborted`` clear the candidate. Returns False when another writer ended it first."""
+    release = current_release(reg, name)
+    if release is None or release.id != release_id:
+        return False
+    if decision == "promoted":
+        reg.promote(name, release.version, force=True)  # gates were checked at start
+    reg.delete_record(name, CANDIDATE_FILE)
+    _log(
+        reg,
+        name,
+        {
+            "event": decision,
+            "id": release.id,
+            "version": release.version,
+            "mode": release.mode,
+            "baseline": release.baseline,
+            "reason": reason,
+            "evidence": evidence or {},
+        },
+    )
+    return True
+
+
+def promote(
+    reg: ModelRegistry,
+    name: str,
+    version: str,
+    force: bool = False,
+    by: str = "cli",
+    public_key: bytes | None = None,
+) -> str | None:
+    """Move production by hand (verified files, and the signature with a ``public_key``);
+    returns the version it replaced. Promoting the candidate ends its release as promoted;
+    promoting anything else aborts the release in progress (its baseline is gone)."""
+    previous, release = reg.alias(name), current_release(reg, name)
+    reg.verify(name, version, public_key)
+    if release is not None and release.version == version:
+        finish_release(reg, name, release.id, "promoted", f"promoted by {by}")
+        return previous
+    reg.promote(name, version, force=force)
+    if release is not None:
+        finish_release(reg, name, release.id, "aborted", f"production moved to {version} by {by}")
+    return previous
+
+
+def rollback(reg: ModelRegistry, name: str, by: str = "cli") -> str:
+    """Re-promote the previous production version; aborts the release in progress."""
+    if (release := current_release(reg, name)) is not None:
+        finish_release(reg, name, release.id, "aborted", f"production rolled back by {by}")
+    return reg.rollback(name)

@@ -1,0 +1,297 @@
+"""The training job: load → validate → Tune search → refit best → gates → registry."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from sparc_ray import __version__
+from sparc_ray.data.loading import (
+    DataError,
+    data_version,
+    fingerprint,
+    is_numeric,
+    load_dataset,
+    normalize_features,
+)
+from sparc_ray.data.validation import DataValidator
+from sparc_ray.inference.labels import labels_from_proba
+from sparc_ray.monitoring.drift import build_reference
+from sparc_ray.registry import releases, signing
+from sparc_ray.registry.metadata import SCHEMA_VERSION
+from sparc_ray.registry.store import ModelRegistry
+from sparc_ray.training import tracking
+from sparc_ray.training.config import (
+    CAPTURE_PREFIX,
+    ConfigError,
+    TrainConfig,
+    load_config,
+)
+from sparc_ray.training.evaluation import apply_gates, metrics_from_proba
+from sparc_ray.training.job_args import add_train_arguments
+from sparc_ray.training.onnx_export import export_onnx
+from sparc_ray.training.report import build_report
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_GATES_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
+@dataclass
+class TrainResult:
+    version: str
+    promoted: bool
+    release: str | None  # the canary / shadow release started, if any
+    gates: dict[str, Any]
+    best: dict[str, Any]
+    holdout: dict[str, Any]
+    experiment_path: str
+    signed_by: str | None = None  # id of the key that signed the version
+
+
+def prepare_data(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.Series, str]:
+    """Load and validate the dataset; raises DataError with every problem found."""
+    if cfg.data.path.startswith(CAPTURE_PREFIX):
+        from sparc_ray.data.captured import load_capture_dataset, parse_since
+
+        try:
+            since = parse_since(cfg.data.since)
+        except ValueError as exc:
+            raise DataError(str(exc)) from exc
+        location = cfg.data.path[len(CAPTURE_PREFIX) :]
+        df, default_target = load_capture_dataset(location, since, cfg.data.with_training_data)
+    else:
+        df, default_target = load_dataset(cfg.data.path)
+    target = cfg.data.target or default_target
+    validator = DataValidator(target=target, n_folds=cfg.cv.n_folds, test_size=cfg.data.test_size)
+    result = validator.validate_dataframe(df)
+    if not result["is_valid"]:
+        raise DataError("invalid training data:\n  - " + "\n  - ".join(result["errors"]))
+    y = df[target]
+    if not is_numeric(y):  # string / categorical labels as plain Python strings
+        y = y.astype(str).astype(object)
+    return normalize_features(df.drop(columns=[target])), y, target
+
+
+def _library_versions() -> dict[str, str]:
+    import ray
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "sparc_ray": __version__,
+        "ray": ray.__version__,
+        "scikit-learn": sklearn.__version__,
+        "pandas": pd.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def run_training(
+    cfg: TrainConfig,
+    prepared: tuple[pd.DataFrame, pd.Series, str] | None = None,
+    signing_key: signing.Ed25519PrivateKey | None = None,
+    tracking_uri: str | None = None,
+) -> TrainResult:
+    """Run the whole job against the connected Ray cluster; returns what was published
+    (signed with ``signing_key`` when one is given; trials and the version logged to the
+    MLflow store at ``tracking_uri`` when one is given)."""
+    from sparc_ray.training import tuning
+
+    X, y, target = prepared or prepare_data(cfg)
+    seed = cfg.data.seed
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=cfg.data.test_size, stratify=y, random_state=seed
+    )
+    X_train, y_train = X_train.reset_index(drop=True), y_train.reset_index(drop=True)
+    n_folds = cfg.cv.n_folds
+
+    resume_path = None
+    if cfg.resume:
+        resume_path = tuning.latest_experiment(cfg.search.storage_path, cfg.name)
+        if resume_path is None:
+            print(
+                f"[sparc-ray] --resume: no experiment {cfg.name}-* under "
+                f"{cfg.search.storage_path}; starting a new one"
+            )
+    experiment = f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
+    callbacks = [tracking.trial_callback(tracking_uri, cfg.name, n_folds)] if tracking_uri else []
+    tuner = tuning.build_tuner(
+        X_train, y_train, cfg.search, cfg.cv, experiment, resume_path, seed, callbacks=callbacks
+    )
+    search = tuning.run_search(tuner, n_folds)
+    best = search.best
+
+    model = tuning.refit(X_train, y_train, best, cfg.cv)
+    proba = model.predict_proba(X_test)
+    y_test_arr = np.asarray(y_test.tolist())
+    holdout = metrics_from_proba(y_test_arr, proba, model.classes)
+    gates = apply_gates(holdout, cfg.gates)
+    predicted = labels_from_proba(proba, model.classes)
+
+    # metadata.json (sparc_ray.registry.metadata.ModelMetadata); the registry adds the rest
+    metadata = {
+        "schema_version": SCHEMA_VERSION,
+        "model_type": best["model_type"],
+        "params": best["params"],
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "target": target,
+        "classes": model.classes,
+        "features": [f.to_dict() for f in model.schema],
+        "feature_importance": model.get_feature_importance(),
+        "metrics": {
+            "cv": {
+                "mean": best["cv_mean"],
+                "std": best["cv_std"],
+                "n_folds": n_folds,
+                "scoring": cfg.cv.scoring,
+            },
+            "holdout": holdout,
+        },
+        "gates": gates,
+        "training_data": {
+            "source": cfg.data.path,
+            "data_version": data_version(cfg.data.path),
+            "rows": len(X),
+            "train_rows": len(X_train),
+            "holdout_rows": len(X_test),
+            "fingerprint": fingerprint(pd.concat([X, y.rename(target)], axis=1)),
+        },
+        "search": {
+            "experiment_path": search.experiment_path,
+            "trials": len(search.trials),
+            "stopped_early": sum(t["stopped_early"] for t in search.trials),
+            "scheduler": cfg.search.scheduler,
+            "sampler": cfg.search.sampler,
+        },
+        "reference": build_reference(X_train, model.schema, predicted, model.classes),
+        "library_versions": _library_versions(),
+        "input_limits": model.input_limits(),
+    }
+    summary = {k: metadata[k] for k in ("model_type", "params", "metrics", "gates")}
+    summary.update(holdout=holdout, trials=search.trials)
+    files = build_report(
+        summary,
+        y_test_arr,
+        proba,
+        model.classes,
+        model.get_feature_importance(),
+        search.trials,
+        n_folds,
+    )
+    # Compiled inference: ONNX export with a parity check on the holdout (sklearn fallback).
+    onnx_bytes, metadata["onnx"] = export_onnx(model, X_test)
+    if onnx_bytes is not None:
+        files[metadata["onnx"]["file"]] = onnx_bytes
+    registry = ModelRegistry(cfg.registry.store)
+    version = registry.publish(cfg.name, model, metadata, files, signing_key=signing_key)
+    promoted, release = _release(registry, cfg, version, bool(gates["passed"]))
+    if tracking_uri:
+        published = registry.metadata(cfg.name, version).to_dict()
+        tracking.log_version(tracking_uri, cfg.name, published, files)
+    signer = signing_key and signing.key_id(signing.raw_public(signing_key))
+    return TrainResult(
+        version, promoted, release, gates, best, holdout, search.experiment_path, signer
+    )
+
+
+def _release(
+    registry: ModelRegistry, cfg: TrainConfig, version: str, passed: bool
+) -> tuple[bool, str | None]:
+    """Promote, or start a canary / shadow release (the first version of a model has nothing
+    to compare against and is promoted)."""
+    mode = cfg.registry.release
+    if not passed or not cfg.registry.promote:
+        return False, None
+    if mode == "production" or registry.alias(cfg.name) is None:
+        registry.promote(cfg.name, version)
+        return True, None
+    r = releases.start_release(
+        registry,
+        cfg.name,
+        version,
+        mode,
+        weight=cfg.registry.release_weight,
+        policy=releases.load_policy(cfg.registry.release_policy),
+        by="train",
+    )
+    return False, f"{r.mode} at {r.weight:g}% ({r.id})"
+
+
+def print_summary(cfg: TrainConfig, r: TrainResult) -> None:
+    h = r.holdout
+    auc = f"{h['roc_auc']:.4f}" if h["roc_auc"] is not None else "n/a"
+    lines = [
+        "",
+        "=" * 72,
+        f"best config   {r.best['label']}",
+        f"CV {cfg.cv.scoring:<10} {r.best['cv_mean']:.4f} ± {r.best['cv_std']:.4f} "
+        f"({cfg.cv.n_folds} folds)",
+        f"holdout       accuracy {h['accuracy']:.4f}  precision {h['precision']:.4f}  "
+        f"recall {h['recall']:.4f}  f1 {h['f1']:.4f}  roc_auc {auc}",
+        "gates         "
+        + "  ".join(
+            f"{n} {g['value']:.3f}>={g['threshold']:.2f} {'PASS' if g['passed'] else 'FAIL'}"
+            for n, g in r.gates["results"].items()
+        ),
+        f"version       {cfg.name}/{r.version} in {cfg.registry.store}",
+        "signed        "
+        + (f"yes (key {r.signed_by})" if r.signed_by else "NO (a public_key server refuses it)"),
+        f"promoted      {'yes (production)' if r.promoted else 'no'}"
+        + (f"; released as {r.release}" if r.release else ""),
+        f"experiment    {r.experiment_path}",
+        "=" * 72,
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="jobs/train.py", description="Tune, evaluate and publish a classifier."
+    )
+    add_train_arguments(parser)
+    return run_job(parser.parse_args(argv))
+
+
+def run_job(args: argparse.Namespace) -> int:
+    """Validate first (no Ray, no writes on bad input), then train; returns the exit code."""
+    try:
+        cfg = load_config(args)
+        signing_key = signing.load_private_key(getattr(args, "signing_key", None))
+        prepared = prepare_data(cfg)  # fail fast, before starting Ray or writing anything
+        tracking_uri = cfg.mlflow and tracking.ensure_experiment(cfg.mlflow, cfg.name)
+    except (ConfigError, DataError, signing.SigningKeyError, tracking.TrackingError) as exc:
+        print(f"[sparc-ray] error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    import ray
+
+    from sparc_ray.training.tuning import SearchInterrupted
+
+    ray.init(ignore_reinit_error=True)
+    try:
+        result = run_training(cfg, prepared, signing_key, tracking_uri or None)
+    except SearchInterrupted as exc:
+        print(
+            f"[sparc-ray] search interrupted; nothing published. Continue it with the same "
+            f"command plus --resume (experiment {exc}).",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        ray.shutdown()
+    print_summary(cfg, result)
+    if not result.gates["passed"]:
+        print(
+            f"[sparc-ray] gates failed: {', '.join(result.gates['failed'])}; version "
+            f"{result.version} stored, not promoted",
+            file=sys.stderr,
+        )
+        return EXIT_GATES_FAILED
+    return EXIT_OK

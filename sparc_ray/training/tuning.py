@@ -1,0 +1,277 @@
+"""Ray Tune search: one trial per candidate config, its stratified k folds run as Ray tasks.
+
+The training split goes to the object store once; a trial holds no CPU itself: it submits its
+folds as tasks (``cpus_per_fold`` each), reports the running CV mean as each one finishes, and
+so keeps every CPU of the cluster busy until the last fold, instead of one CPU per trial
+running its folds in a row. ``ASHAScheduler`` (time attribute = folds done) decides at its
+rungs, so a trial submits the folds up to its next rung; folds beyond it run ahead only on
+CPUs nobody else waits for, and whatever is pending when a trial stops is cancelled. The
+costliest configurations start first. The final refit is a Ray task with explicit resources.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.fs as pafs
+import ray
+from ray import tune
+from ray.tune.logger import JsonLoggerCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from sparc_ray.registry import storage
+from sparc_ray.training.config import CVConfig, SearchConfig
+from sparc_ray.training.search_space import expand_candidates, order_candidates
+
+if TYPE_CHECKING:  # scikit-learn is imported by the fold and refit tasks, not by trials
+    from sparc_ray.training.estimator import SPARCClassificationModel
+
+METRIC = "cv_mean"
+# A trial holds no CPU (its folds do): a little memory, so that its request is not empty.
+TRIAL_RESOURCES = {"cpu": 0, "memory": 128 * 2**20}
+SPARE_CPU_POLL_S = 0.5  # how often a waiting trial looks for idle CPUs to run folds ahead
+# (X, y, candidate, cv, fold, cpus) -> score; ``cv`` is the model's ``cross_validation``
+# mapping (``CVConfig.model_dump()``: plain data in Tune's experiment and in the model).
+FoldFn = Callable[[pd.DataFrame, pd.Series, dict[str, Any], dict[str, Any], int, float], float]
+
+
+def score_fold(
+    X: pd.DataFrame,
+    y: pd.Series,
+    candidate: dict[str, Any],
+    cv: dict[str, Any],
+    fold: int,
+    cpus: float,
+) -> float:
+    """One candidate's score on one fold (what every fold task runs)."""
+    return _model(candidate, cv, cpus).fold_score(X, y, fold)
+
+
+def _model(candidate: dict[str, Any], cv: dict[str, Any], cpus: float) -> SPARCClassificationModel:
+    from sparc_ray.training.estimator import SPARCClassificationModel
+
+    config = {"model_type": candidate["model_type"], "model": candidate["params"]}
+    n_jobs = max(1, int(cpus))  # threads for a fractional cpus_per_fold: one
+    return SPARCClassificationModel({**config, "cross_validation": cv, "n_jobs": n_jobs})
+
+
+@ray.remote
+def _fold_task(fold_fn: FoldFn, X, y, candidate, cv, fold: int, cpus: float) -> float:
+    return fold_fn(X, y, candidate, cv, fold, cpus)
+
+
+def fold_milestones(n_folds: int, search: SearchConfig) -> list[int]:
+    """Fold counts a trial runs up to before it waits for the scheduler: ASHA's rungs
+    (``grace_period * reduction_factor**k``), then all folds; FIFO: all folds at once."""
+    marks: list[int] = []
+    t: float = search.asha.grace_period
+    if search.scheduler == "asha":
+        while t < n_folds:
+            marks.append(int(t))
+            t *= search.asha.reduction_factor
+    return sorted({*marks, n_folds})
+
+
+def cv_trainable(
+    config: dict[str, Any],
+    data: dict[str, Any],
+    cv: dict[str, Any],
+    cpus: float,
+    milestones: list[int],
+    fold_fn: FoldFn = score_fold,
+) -> None:
+    """Run one candidate's CV as fold tasks, reporting the running mean as each finishes.
+
+    The folds the scheduler needs before its next decision are submitted at once; once past
+    the first rung, folds beyond the next one also run while the cluster has CPUs to spare (so
+    the best configurations do not wait rung by rung at the end of a search); whatever is
+    pending when the trial stops is cancelled."""
+    cand = config["candidate"]
+    # "DEFAULT": not in the trial's placement group (Tune makes trials capture child tasks);
+    # fold tasks take any free CPU of the cluster.
+    task = _fold_task.options(num_cpus=cpus, scheduling_strategy="DEFAULT")
+    n_folds, scores, pending = milestones[-1], [], []
+
+    def submit(count: int) -> None:
+        for _ in range(max(0, min(count, n_folds - len(scores) - len(pending)))):
+            fold = len(scores) + len(pending)
+            pending.append(task.remote(fold_fn, data["X"], data["y"], cand, cv, fold, cpus))
+
+    try:
+        while len(scores) < n_folds:
+            needed = next(m for m in milestones if m > len(scores))
+            submit(needed - len(scores) - len(pending))
+            # Folds beyond the next decision, on CPUs nobody else is waiting for, only once
+            # the trial has passed its first rung: ahead of that, ASHA could not stop it.
+            ahead = milestones[0] <= len(scores) and len(scores) + len(pending) < n_folds
+            if ahead:
+                submit(int(ray.available_resources().get("CPU", 0) // cpus))
+            timeout = SPARE_CPU_POLL_S if ahead else None
+            done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
+            for ref in done:
+                score = float(ray.get(ref))
+                scores.append(score)
+                tune.report(
+                    {
+                        METRIC: float(np.mean(scores)),
+                        "cv_std": float(np.std(scores)),
+                        "folds": len(scores),
+                        "fold_score": score,
+                    }
+                )
+    finally:  # stopped or failed: no fold keeps a CPU busy for nothing
+        for ref in pending:
+            ray.cancel(ref)
+
+
+@ray.remote
+def _refit_task(X: pd.DataFrame, y: pd.Series, best: dict, cv: dict, cpus: int):
+    return _model(best, cv, cpus).fit(X, y)
+
+
+def refit(
+    X: pd.DataFrame, y: pd.Series, best: dict[str, Any], cv: CVConfig
+) -> SPARCClassificationModel:
+    """The best configuration fitted on the whole training split: a Ray task holding as many
+    CPUs as one node can give it now (the largest node's, less what others use, e.g. a Serve
+    app on the same cluster); scikit-learn's threads use exactly those."""
+    node = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
+    cpus = max(1, int(min(node, ray.available_resources().get("CPU", 0))))
+    task = _refit_task.options(num_cpus=cpus)
+    return ray.get(task.remote(X, y, best, cv.model_dump(), cpus))
+
+
+class SearchInterrupted(RuntimeError):
+    """The search stopped before every trial finished (SIGINT); resume it with --resume."""
+
+
+@dataclass
+class SearchResult:
+    best: dict[str, Any]  # the winning candidate plus its CV mean / std
+    trials: list[dict[str, Any]]  # one row per trial, for the report
+    experiment_path: str
+
+
+def latest_experiment(storage_path: str, name: str) -> str | None:
+    """Location of the newest ``<name>-<YYYYmmdd-HHMMSS>`` experiment under ``storage_path``."""
+    fs, root = storage.open_fs(storage_path)
+    pattern = re.compile(rf"{re.escape(name)}-\d{{8}}-\d{{6}}")
+    found = sorted(
+        i.base_name
+        for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        if i.type == pafs.FileType.Directory and pattern.fullmatch(i.base_name)
+    )
+    return storage.join(storage.absolute(storage_path), found[-1]) if found else None
+
+
+def build_tuner(
+    X: pd.DataFrame,
+    y: pd.Series,
+    search: SearchConfig,
+    cv: CVConfig,
+    experiment: str,
+    resume_path: str | None = None,
+    seed: int = 0,
+    fold_fn: FoldFn = score_fold,
+    callbacks: list | None = None,
+) -> tune.Tuner:
+    """The search over ``search.space`` on the connected Ray cluster (or the experiment at
+    ``resume_path``, continued). ``fold_fn`` scores one fold (the scaling simulation replays
+    measured durations through it); ``callbacks`` are extra Tune callbacks (a new search)."""
+    cpus, n_folds = search.cpus_per_fold, cv.n_folds
+    data = {"X": ray.put(X), "y": ray.put(y)}  # once; every fold task reads it from here
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            cv_trainable,
+            data=data,
+            cv=cv.model_dump(),  # plain data, as stored in experiments before typed configs
+            cpus=cpus,
+            milestones=fold_milestones(n_folds, search),
+            fold_fn=fold_fn,
+        ),
+        TRIAL_RESOURCES,
+    )
+    if resume_path is not None:
+        fs, path = storage.open_fs(resume_path)
+        return tune.Tuner.restore(
+            path, trainable=trainable, resume_errored=True, storage_filesystem=fs
+        )
+    candidates = expand_candidates(search.space, search.sampler, search.num_samples, seed)
+    candidates = order_candidates(candidates, seed)
+    scheduler = (
+        ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=n_folds,
+            grace_period=search.asha.grace_period,
+            reduction_factor=search.asha.reduction_factor,
+        )
+        if search.scheduler == "asha"
+        else FIFOScheduler()
+    )
+    fs, root = storage.open_fs(search.storage_path)
+    # Only result.json per trial (what Tuner.restore and the report read): Tune's automatic
+    # CSV and TensorBoard loggers cost driver time on every fold report.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    return tune.Tuner(
+        trainable,
+        param_space={"candidate": tune.grid_search(candidates)},
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode="max",
+            scheduler=scheduler,
+            reuse_actors=True,
+            # Trials only wait on their folds: enough of them to keep every CPU fed.
+            max_concurrent_trials=search.max_concurrent_trials
+            or max(2, int(2 * ray.cluster_resources().get("CPU", 1) / cpus)),
+        ),
+        run_config=tune.RunConfig(
+            name=experiment,
+            storage_path=root,
+            storage_filesystem=fs,
+            verbose=1,
+            callbacks=[JsonLoggerCallback(), *(callbacks or [])],
+        ),
+    )
+
+
+def run_search(tuner: tune.Tuner, n_folds: int) -> SearchResult:
+    """Fit the tuner; the best trial is the best CV mean among trials that ran every fold."""
+    grid = tuner.fit()
+
+    # After SIGINT Tune marks every trial TERMINATED; only a finished (or scheduler-stopped)
+    # trial has reported ``done``. A trial that ran every fold is finished either way (a trial
+    # rerun after --resume can lack the flag).
+    def finished(m: dict) -> bool:
+        return bool(m.get("done")) or m.get("folds", 0) >= n_folds
+
+    if any(r.error is None and not finished(r.metrics or {}) for r in grid):
+        raise SearchInterrupted(grid.experiment_path)
+    trials = []
+    for result in grid:
+        m = result.metrics or {}
+        cand = result.config["candidate"]
+        trials.append(
+            {
+                "trial_id": m.get("trial_id"),
+                "model_type": cand["model_type"],
+                "params": cand["params"],
+                "label": cand["label"],
+                "cv_mean": m.get(METRIC),
+                "cv_std": m.get("cv_std"),
+                "folds": m.get("folds", 0),
+                "stopped_early": m.get("folds", 0) < n_folds and result.error is None,
+                "error": str(result.error) if result.error else None,
+            }
+        )
+    complete = [t for t in trials if t["folds"] == n_folds and t["error"] is None]
+    if not complete:
+        errors = [t["error"] for t in trials if t["error"]]
+        raise RuntimeError(f"no trial completed all {n_folds} folds; errors: {errors[:3]}")
+    best = max(complete, key=lambda t: (t["cv_mean"], -t["cv_std"]))
+    return SearchResult(best=best, trials=trials, experiment_path=grid.experiment_path)
