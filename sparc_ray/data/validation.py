@@ -10,7 +10,9 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from sparc_ray.data.loading import FeatureSpec, is_numeric
-from sparc_ray.inference.input_rules import FeatureCheck, build_columns, check_structure
+from sparc_ray.inference.input_rules import FLOAT32_MAX, FeatureCheck, check_column
+
+MAX_ERRORS = 20  # problems listed for a scoring batch (the first ones, as /predict does)
 
 
 class DataValidator:
@@ -19,9 +21,9 @@ class DataValidator:
     * With ``target`` set, the frame is a training set: it must have the target, at least two
       classes, enough rows per class for ``n_folds``-fold CV plus a ``test_size`` holdout, no
       empty column and no infinite values.
-    * With ``features`` (the schema saved with a model), the frame is a scoring batch, checked
-      by the same rules as an HTTP request (``sparc_ray.inference.input_rules``), naming row and
-      feature.
+    * With ``features`` (the schema saved with a model, and its ``input_limits``), the frame
+      is a scoring batch, checked by the same rules as an HTTP request and a batch-scoring job
+      (``sparc_ray.inference.input_rules``), naming row and feature.
     """
 
     def __init__(
@@ -30,11 +32,13 @@ class DataValidator:
         n_folds: int = 5,
         test_size: float = 0.2,
         features: list[FeatureSpec] | None = None,
+        input_limits: dict[str, float] | None = None,
     ) -> None:
         self.target = target
         self.n_folds = n_folds
         self.test_size = test_size
         self.features = features
+        self.input_limits = input_limits or {}
 
     def validate_dataframe(self, df: pd.DataFrame) -> dict[str, Any]:
         errors: list[str] = []
@@ -95,15 +99,26 @@ class DataValidator:
         return errors
 
     def _check_schema(self, df: pd.DataFrame) -> list[str]:
-        """The serving rules (``sparc_ray.inference.input_rules``), applied to every row."""
-        checks = [FeatureCheck(f.name, f.kind == "numeric") for f in self.features or []]
-        rows = df.astype(object).where(df.notna(), None).to_dict("records")
-        if self.target is not None:
-            rows = [{k: v for k, v in row.items() if k != self.target} for row in rows]
-        details = check_structure(rows, checks) or build_columns(rows, checks)[1]
-        return [
-            f"feature {d['feature']!r}"
-            + (f" row {d['row']}" if d["row"] is not None else "")
-            + f": {d['message']}"
-            for d in details
+        """The serving rules (``sparc_ray.inference.input_rules``), column by column."""
+        checks = [
+            FeatureCheck(f.name, f.kind == "numeric", self.input_limits.get(f.name, FLOAT32_MAX))
+            for f in self.features or []
         ]
+        expected = {c.name for c in checks}
+        given = set(df.columns) - ({self.target} if self.target is not None else set())
+        errors = [f"feature {n!r} row 0: missing feature" for n in sorted(expected - given)]
+        errors += [f"feature {n!r} row 0: unknown feature" for n in sorted(given - expected)]
+        for check in checks:
+            if errors[MAX_ERRORS - 1 :] or check.name not in given:
+                continue
+            reasons = check_column(_values(df[check.name]), check).reasons
+            errors += [f"feature {check.name!r} row {i}: {r}" for i, r in sorted(reasons.items())]
+        return errors[:MAX_ERRORS]
+
+
+def _values(column: pd.Series) -> np.ndarray:
+    """A column as the input rules take it: NumPy numbers as they are (NaN = missing), any
+    other dtype as Python values with None for missing (pandas' NA, NaT, NaN)."""
+    if column.dtype.kind in "fiu":
+        return column.to_numpy()
+    return column.astype(object).where(column.notna(), None).to_numpy()

@@ -1,57 +1,44 @@
-"""The rules for rows to score: one module for the HTTP API, ``DataValidator(features=...)``
-and batch scoring (no Ray, no pandas on the hot path).
+"""The rules for values to score, written once and applied column by column.
 
-A numeric feature takes a JSON number or null (missing); a categorical one a string or null.
-Values the model cannot score are refused here, before they can reach a batch: non-finite
-numbers, integers too large for a float, magnitudes beyond the model's input limit, lone
-UTF-16 surrogates and over-long strings. Bad input raises ``RequestError`` carrying the HTTP
-status and the body ``{"error": ..., "details": [{"row": i, "feature": name, "message": ...}]}``.
+``check_column(values, check)`` takes one feature's values as they arrive (a list of JSON
+values from ``/predict``, a NumPy or pandas column for ``DataValidator``, an Arrow column in
+batch scoring) and returns the column the model takes, the mask of cells it cannot take and
+why, in the same words on every path. The common case (every cell fine) is vectorised; the
+reasons of bad cells come from one per-cell function, ``bad_value``.
+
+A numeric feature takes a finite number within the model's input limit (``input_limits`` in
+``metadata.json``); a categorical one a string of at most ``MAX_STRING_CHARS`` characters with
+no lone UTF-16 surrogate. Missing is ``None`` (JSON ``null``, Arrow null, pandas NaN) and is
+always allowed: the pipeline imputes it.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from sparc_ray.registry.metadata import ModelMetadata
 
-MAX_DETAILS = 20
 MAX_STRING_CHARS = 1000
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-class RequestError(Exception):
-    def __init__(self, status: int, error: str, details: list[dict[str, Any]] | None = None):
-        super().__init__(error)
-        self.status, self.error, self.details = status, error, details or []
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.error, "details": self.details}
-
-
-class _NonFinite:
-    """Stands for a NaN / Infinity token so validation can name its row and feature."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-
-def parse_json(raw: bytes, max_bytes: int) -> Any:
-    if len(raw) > max_bytes:
-        raise RequestError(413, f"request body is {len(raw)} bytes; the limit is {max_bytes}")
-    try:
-        return orjson.loads(raw)  # fast path; strict JSON only
-    except orjson.JSONDecodeError:
-        pass
-    try:  # NaN / Infinity tokens (reported with their position later), or the error message
-        return json.loads(raw, parse_constant=_NonFinite)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise RequestError(400, f"request body is not valid JSON: {str(exc)[:200]}") from exc
+TOO_LONG = f"string longer than {MAX_STRING_CHARS} characters"
+_NON_FINITE_TEXT = {
+    "nan": "NaN",
+    "+nan": "NaN",
+    "-nan": "NaN",
+    "inf": "Infinity",
+    "+inf": "Infinity",
+    "infinity": "Infinity",
+    "+infinity": "Infinity",
+    "-inf": "-Infinity",
+    "-infinity": "-Infinity",
+}
 
 
 @dataclass(frozen=True)
@@ -70,52 +57,62 @@ def checks_from_metadata(meta: ModelMetadata) -> list[FeatureCheck]:
     ]
 
 
-@dataclass
-class PredictInput:
-    columns: dict[str, np.ndarray]
-    n_rows: int
-    include_probabilities: bool
+class NonFinite:
+    """A NaN / Infinity token (JSON's, or text that spells one): refused, named as written."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
 
 
-def detail(row: int | None, feature: str | None, message: str) -> dict[str, Any]:
-    return {"row": row, "feature": feature, "message": message}
+class Overflow:
+    """A number literal too large for a float (``1e400``)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
-def _show(value: Any) -> str:
+def number_from_text(text: str) -> float | NonFinite | Overflow | str:
+    """What a cell of text (CSV) stands for: a float, a non-finite token, an overflowing
+    literal, or the text itself when it is no number."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if math.isfinite(number):
+        return number
+    token = _NON_FINITE_TEXT.get(text.strip().lower())
+    return NonFinite(token) if token else Overflow(text)
+
+
+def show(value: Any) -> str:
+    """A value as it may be echoed in an error (escaped, at most 80 characters)."""
     return ascii(value)[:80]
 
 
-def _safe(name: str) -> str:
-    """A client-sent name as it can be echoed in a JSON body (lone surrogates escaped)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return ascii(name)[:200]
-    return name[:200]
-
-
 def bad_value(value: Any, check: FeatureCheck) -> str | None:
-    """Why ``value`` cannot be scored for a feature, or None if it can (None = missing)."""
-    if value is None:
+    """Why ``value`` cannot be scored for a feature, or None if it can (None / NaN: missing)."""
+    if _missing(value):
         return None
-    if isinstance(value, _NonFinite):
+    if isinstance(value, NonFinite):
         return f"non-finite number {value.token} is not allowed"
+    if isinstance(value, Overflow):
+        return "number out of range (overflows to inf)"
     if check.numeric:
         if type(value) is not int and type(value) is not float:
-            return f"expected a number, got {type(value).__name__} {_show(value)}"
+            return f"expected a number, got {type(value).__name__} {show(value)}"
         try:
             number = float(value)
         except OverflowError:
             return "number out of range (too large for a float)"
-        if not math.isfinite(number):
-            return "number out of range (overflows to inf)"
+        if math.isinf(number):
+            return f"non-finite number {'-' if number < 0 else ''}Infinity is not allowed"
         if abs(number) > check.limit:
             return f"number out of range: |value| must be <= {check.limit:.3g} for this model"
         return None
     if type(value) is not str:
-        return f"expected a string category, got {type(value).__name__} {_show(value)}"
+        return f"expected a string category, got {type(value).__name__} {show(value)}"
     if len(value) > MAX_STRING_CHARS:
-        return f"string longer than {MAX_STRING_CHARS} characters"
+        return TOO_LONG
     if not value.isascii():
         try:
             value.encode("utf-8")
@@ -124,104 +121,107 @@ def bad_value(value: Any, check: FeatureCheck) -> str | None:
     return None
 
 
-def _numeric_fast(rows: list[dict[str, Any]], numeric: list[FeatureCheck]) -> np.ndarray | None:
-    """All numeric features at once, one row of the result per feature, when every value is a
-    plain finite number within its feature's limit (the common case); else None."""
-    names = [f.name for f in numeric]
-    values = [row[n] for n in names for row in rows]
-    if not set(map(type, values)) <= {float, int}:
-        return None
-    try:
-        matrix = np.array(values, dtype=np.float64).reshape(len(names), len(rows))
-    except OverflowError:
-        return None
-    limits = np.fromiter((f.limit for f in numeric), np.float64, len(numeric))
-    if not np.isfinite(matrix).all() or (np.abs(matrix).max(axis=1) > limits).any():
-        return None
-    return matrix
+@dataclass(frozen=True)
+class CheckedColumn:
+    """One feature's column as the model takes it (float64 or object, NaN = missing, NaN
+    where a cell is bad), the mask of bad cells, and why each one is bad (row -> reason)."""
+
+    values: np.ndarray
+    bad: np.ndarray
+    reasons: dict[int, str] = field(default_factory=dict)
 
 
-def _categorical_fast(values: list[Any]) -> bool:
-    return all(type(v) is str and v.isascii() and len(v) <= MAX_STRING_CHARS for v in values)
+def check_column(
+    values: Sequence[Any] | np.ndarray | pa.Array | pa.ChunkedArray, check: FeatureCheck
+) -> CheckedColumn:
+    """Check one feature's values: JSON values, a NumPy / pandas column, or an Arrow column."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return _from_arrow(values, check)
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        if check.numeric:
+            return _numbers(values.astype(np.float64, copy=False), check)
+        values = values.tolist()  # numbers in a categorical column: each one is refused
+    return _from_python(values if isinstance(values, list) else list(values), check)
 
 
-def build_columns(
-    rows: list[dict[str, Any]], features: list[FeatureCheck]
-) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
-    """One array per feature in the model's order (numeric float64 with NaN for missing,
-    categorical object with NaN for missing), and the problems found (row, feature)."""
-    numeric = [f for f in features if f.numeric]
-    matrix = _numeric_fast(rows, numeric) if numeric else None
-    fast = {f.name: matrix[i] for i, f in enumerate(numeric)} if matrix is not None else {}
-    columns: dict[str, np.ndarray] = {}
-    details: list[dict[str, Any]] = []
-    for f in features:
-        if f.name in fast:
-            columns[f.name] = fast[f.name]
-            continue
-        values = [row[f.name] for row in rows]
-        if not f.numeric and _categorical_fast(values):
-            columns[f.name] = np.array(values, dtype=object)
-            continue
-        for i, v in enumerate(values):
-            if problem := bad_value(v, f):
-                details.append(detail(i, f.name, problem))
-        if len(details) >= MAX_DETAILS:
-            break
-        if not details:  # once a problem is found no column is needed, only the details
-            dtype = np.float64 if f.numeric else object
-            columns[f.name] = np.array([np.nan if v is None else v for v in values], dtype)
-    return columns, details[:MAX_DETAILS]
+def _numbers(floats: np.ndarray, check: FeatureCheck, raw: Any = None) -> CheckedColumn:
+    """float64 values (NaN = missing): bad when infinite or beyond the limit. ``raw`` gives
+    each bad cell's original value for its reason (default: the float itself)."""
+    with np.errstate(invalid="ignore"):
+        bad = np.isinf(floats) | (np.abs(floats) > check.limit)
+    if not bad.any():
+        return CheckedColumn(floats, bad)
+    index = np.flatnonzero(bad)
+    reasons = {
+        int(i): bad_value(raw(int(i)) if raw else float(floats[i]), check) or "cannot be scored"
+        for i in index
+    }
+    return CheckedColumn(np.where(bad, np.nan, floats), bad, reasons)
 
 
-def check_structure(rows: list[Any], features: list[FeatureCheck]) -> list[dict[str, Any]]:
-    """Rows that are not objects, or miss / add features."""
-    expected = {f.name for f in features}
-    details: list[dict[str, Any]] = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            details.append(detail(i, None, "each instance must be a JSON object"))
-        elif row.keys() != expected:
-            details += [detail(i, n, "missing feature") for n in sorted(expected - row.keys())]
-            details += [
-                detail(i, _safe(n), "unknown feature") for n in sorted(row.keys() - expected)
-            ]
-        if len(details) >= MAX_DETAILS:
-            break
-    return details[:MAX_DETAILS]
+def _from_python(values: list[Any], check: FeatureCheck) -> CheckedColumn:
+    kinds = set(map(type, values))
+    if check.numeric and kinds <= {float, int, type(None)}:
+        try:
+            floats = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        except OverflowError:  # an integer too large for a float: the slow path names it
+            pass
+        else:
+            return _numbers(floats, check, raw=values.__getitem__)
+    if not check.numeric and kinds <= {str} and _plain_strings(values):
+        return CheckedColumn(np.array(values, dtype=object), np.zeros(len(values), bool))
+    reasons = {i: r for i, v in enumerate(values) if (r := bad_value(v, check))}
+    bad = np.zeros(len(values), bool)
+    bad[list(reasons)] = True
+    kept = [np.nan if bad[i] or _missing(v) else v for i, v in enumerate(values)]
+    return CheckedColumn(np.array(kept, np.float64 if check.numeric else object), bad, reasons)
 
 
-def parse_predict(body: Any, features: list[FeatureCheck], max_instances: int) -> PredictInput:
-    """Check the /predict body and return one array per feature, in the model's order."""
-    if not isinstance(body, dict):
-        raise RequestError(400, "request body must be a JSON object with an 'instances' list")
-    unknown_keys = sorted(set(body) - {"instances", "include_probabilities"})
-    if unknown_keys:
-        raise RequestError(
-            422,
-            "unknown request fields",
-            [detail(None, _safe(k), "unknown field") for k in unknown_keys[:MAX_DETAILS]],
-        )
-    include = body.get("include_probabilities", False)
-    if not isinstance(include, bool):
-        raise RequestError(
-            422, "invalid request", [detail(None, "include_probabilities", "must be true or false")]
-        )
-    rows = body.get("instances")
-    if not isinstance(rows, list) or not rows:
-        raise RequestError(
-            422,
-            "'instances' must be a non-empty list of objects",
-            [detail(None, "instances", "missing, empty or not a list")],
-        )
-    if len(rows) > max_instances:
-        raise RequestError(
-            413,
-            f"{len(rows)} instances; the limit is {max_instances} per request (split it)",
-        )
-    if details := check_structure(rows, features):
-        raise RequestError(422, "instances do not match the model's features", details)
-    columns, details = build_columns(rows, features)
-    if details:
-        raise RequestError(422, "invalid feature values", details)
-    return PredictInput(columns, len(rows), include)
+def _missing(value: Any) -> bool:
+    return value is None or (type(value) is float and math.isnan(value))
+
+
+def _plain_strings(values: list[str]) -> bool:
+    return all(v.isascii() and len(v) <= MAX_STRING_CHARS for v in values)
+
+
+def _from_arrow(column: pa.Array | pa.ChunkedArray, check: FeatureCheck) -> CheckedColumn:
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column, kind = column.cast(kind.value_type), kind.value_type
+    stringy = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+    if check.numeric and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        floats = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        present = ~np.asarray(column.is_null(), bool)
+        nan = present & np.isnan(floats)
+        checked = _numbers(np.where(present, floats, np.nan), check)
+        if not nan.any():
+            return checked
+        why = bad_value(NonFinite("NaN"), check) or ""
+        reasons = {**checked.reasons, **{int(i): why for i in np.flatnonzero(nan)}}
+        return CheckedColumn(checked.values, checked.bad | nan, reasons)
+    if check.numeric and stringy:
+        try:
+            floats = pc.cast(column, pa.float64())
+        except pa.ArrowInvalid:  # a cell that is no number: read each cell as text
+            return _from_python([_cell(v) for v in column.to_pylist()], check)
+        checked = check_column(floats, check)
+        if not checked.bad.any():
+            return checked
+        text = column.to_pylist()
+        reasons = {i: bad_value(_cell(text[i]), check) or "" for i in checked.reasons}
+        return CheckedColumn(checked.values, checked.bad, reasons)
+    if not check.numeric and stringy:
+        column = pc.cast(column, pa.string())
+        too_long = pc.fill_null(pc.greater(pc.utf8_length(column), MAX_STRING_CHARS), False)
+        bad = np.asarray(too_long, bool)
+        values = column.to_numpy(zero_copy_only=False)
+        values[np.asarray(column.is_null(), bool) | bad] = np.nan
+        reasons = {int(i): TOO_LONG for i in np.flatnonzero(bad)}
+        return CheckedColumn(values, bad, reasons)
+    return _from_python(column.to_pylist(), check)  # e.g. booleans, or numbers as categories
+
+
+def _cell(value: Any) -> Any:
+    """A text cell as the number it spells (or the text); other values unchanged."""
+    return number_from_text(value) if isinstance(value, str) else value

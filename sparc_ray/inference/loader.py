@@ -81,11 +81,10 @@ class RegistryLoader:
     """Load a version verified, and read the registry's release records.
 
     With a ``public_key`` (raw Ed25519 bytes) a version loads only if its signature verifies,
-    and every file is checked against the signed digests (``sparc_ray.registry.signing``). A
-    version with
-    a parity-checked ONNX export is served by onnxruntime: no pickle is read. Otherwise the
-    scikit-learn pipeline serves (``engine_reason`` says why), and only from a signed version:
-    unpickling runs code, so without a public key the fallback is refused.
+    and every file is checked against the signed digests (``sparc_ray.registry.signing``).
+    A version with a parity-checked ONNX export is served by onnxruntime: no pickle is read.
+    Otherwise the scikit-learn pipeline serves (``engine_reason`` says why), and only from a
+    signed version: unpickling runs code, so without a public key the fallback is refused.
     """
 
     def __init__(self, store: str, name: str, public_key: bytes | None = None) -> None:

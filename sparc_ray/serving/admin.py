@@ -1,29 +1,30 @@
-"""The admin side of the HTTP API: what ``/reload-model`` accepts and does, what ``/health``
-says. Both go through the registry; nothing here holds version state."""
+"""The admin side of the HTTP API: what ``/reload-model`` accepts and does, what ``/health``,
+``/model`` and ``/metrics`` say. Both go through the registry; nothing here holds version
+state, and every function takes what it reads."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psutil
+from fastapi.responses import Response
 
-from sparc_ray.inference.input_rules import RequestError, detail, parse_json
 from sparc_ray.inference.loader import ModelLoader
 from sparc_ray.registry import releases
 from sparc_ray.registry.artifacts import IntegrityError
 from sparc_ray.registry.metadata import ModelMetadata
-from sparc_ray.registry.store import ALIAS, RegistryError
-from sparc_ray.serving.model import VersionUnavailable
-from sparc_ray.serving.responses import now_iso
-from sparc_ray.serving.routing import ReleaseView
+from sparc_ray.registry.store import ALIAS, VERSION_RE, RegistryError, check_name
+from sparc_ray.serving.messages import VersionUnavailable
+from sparc_ray.serving.requests import RequestError, detail, parse_json
+from sparc_ray.serving.responses import error_response, now_iso
+from sparc_ray.serving.routing import ReleaseView, ReleaseWatcher
 
-MAX_ADMIN_BODY = 10_000
-HEALTH_WAIT_S = 5.0  # per call /health makes
-RELOAD_WAIT_S = 20.0  # /reload-model answers well within the proxy's request_timeout_s (30)
+# A version's metadata as its Model replica describes it, within a time limit.
+Describe = Callable[[str, float], Awaitable[dict[str, Any]]]
 
 
 def _invalid(field: str, message: str) -> RequestError:
@@ -39,8 +40,8 @@ class ReloadRequest:
     force: bool = False
 
     @classmethod
-    def parse(cls, raw: bytes) -> ReloadRequest:
-        body = parse_json(raw, MAX_ADMIN_BODY) if raw.strip() else {}
+    def parse(cls, raw: bytes, max_bytes: int) -> ReloadRequest:
+        body = parse_json(raw, max_bytes) if raw.strip() else {}
         if not isinstance(body, dict):
             raise RequestError(422, "the body must be a JSON object", [detail(None, None, "")])
         for key in set(body) - {"version", "force"}:
@@ -78,17 +79,21 @@ def promote_for_reload(loader: ModelLoader, ask: ReloadRequest) -> str | None:
 
 
 def health_body(
-    validator: Any,
+    *,
     view: ReleaseView,
     answering: str | None,
     error: str | None,
     evidence: dict[str, Any],
+    loader: ModelLoader,
+    unavailable: Mapping[str, str],
+    uptime_s: float,
 ) -> dict[str, Any]:
-    """``/health``: whether a version answers, and the registry's release state."""
-    log = releases.release_log(validator.loader.registry, validator.name)
+    """``/health``: whether a version answers, and the registry's release state (reads the
+    release log: blocking I/O)."""
+    log = releases.release_log(loader.registry, loader.name)
     decisions = [e for e in log if e["event"] != "started"]
     release = view.release.model_dump() if view.release else None
-    store = str(validator.loader.registry.store)
+    store = str(loader.registry.store)
     return {
         "status": "healthy" if answering else "unhealthy",
         "model_loaded": answering is not None,
@@ -100,12 +105,29 @@ def health_body(
         "last_release_decision": decisions[-1] if decisions else None,
         "errors": {
             "load": redact(error, store),
-            "unavailable": {v: redact(r, store) for v, r in validator.unavailable.items()} or None,
+            "unavailable": {v: redact(r, store) for v, r in unavailable.items()} or None,
             "registry": redact(view.error, store),
         },
         "timestamp": now_iso(),
-        "uptime_seconds": time.time() - validator.started,
+        "uptime_seconds": uptime_s,
     }
+
+
+async def check_version(
+    version: str, metadata: Callable[[str], Awaitable[ModelMetadata]], store: str
+) -> Response | None:
+    """``/model?version=``: None if the version exists and verifies, else the error to send
+    (422 for a malformed id, 404 for an unknown one, 503 for a refused one)."""
+    try:
+        await metadata(check_name(version))
+    except RegistryError as exc:
+        status = 404 if VERSION_RE.match(version) else 422
+        return error_response(
+            status, "unknown version", [(None, "version", redact(str(exc), store))]
+        )
+    except IntegrityError as exc:  # e.g. unsigned, or changed after it was signed
+        return error_response(503, "version refused", [(None, "version", redact(str(exc), store))])
+    return None
 
 
 def redact(text: str | None, store: str) -> str | None:
@@ -143,15 +165,25 @@ def reload_state(view: ReleaseView, previous: str | None) -> dict[str, Any]:
     }
 
 
-def metrics_body(validator: Any, monitoring: dict[str, Any], admin: bool) -> dict[str, Any]:
+def metrics_body(
+    *,
+    name: str,
+    serving: str | None,
+    uptime_s: float,
+    requests: dict[str, Any],
+    monitoring: dict[str, Any],
+    internal_errors: Mapping[str, int],
+    admin: bool,
+) -> dict[str, Any]:
     """``GET /metrics``: this ingress replica's request summary and monitoring; the node's
     CPU / memory / disk only for the admin token."""
     body = {
-        "uptime_seconds": time.time() - validator.started,
-        "model_name": validator.name,
-        "model_version": validator.watcher.view.serving,
-        "prediction_metrics": validator.summary.summary(),
+        "uptime_seconds": uptime_s,
+        "model_name": name,
+        "model_version": serving,
+        "prediction_metrics": requests,
         "monitoring": monitoring,
+        "internal_errors": dict(internal_errors),
     }
     if admin:
         body["system_metrics"] = {
@@ -163,40 +195,73 @@ def metrics_body(validator: Any, monitoring: dict[str, Any], admin: bool) -> dic
     return body
 
 
-async def health_response(validator: Any) -> tuple[int, dict[str, Any]]:
+async def health_response(
+    *,
+    view: ReleaseView,
+    last_good: str | None,
+    describe: Describe,
+    release_status: Callable[[], Awaitable[dict[str, Any]]],
+    loader: ModelLoader,
+    unavailable: Mapping[str, str],
+    uptime_s: float,
+    wait_s: float,
+) -> tuple[int, dict[str, Any]]:
     """``/health``: 200 when the serving version (or the last one that answered here)
     answers a metadata call, with the registry's release state and the live evidence."""
-    view = validator.watcher.view
-    answering, error = None, None
-    for version in dict.fromkeys(filter(None, (view.serving, validator.last_good))):
-        try:
-            await validator.describe(version, HEALTH_WAIT_S)
-            answering = version
-            break
-        except Exception as exc:
-            error = error or f"{version}: {getattr(exc, 'reason', None) or exc!r}"
+    answering, error = await answering_version((view.serving, last_good), describe, wait_s)
     try:
-        evidence = await asyncio.wait_for(validator.post.release_status.remote(), HEALTH_WAIT_S)
+        evidence = await asyncio.wait_for(release_status(), wait_s)
     except Exception as exc:
         evidence = {"error": repr(exc)}
     if view.serving is None:
         error = view.error or "no version is promoted yet"
-    body = await asyncio.to_thread(health_body, validator, view, answering, error, evidence)
+    body = await asyncio.to_thread(
+        health_body,
+        view=view,
+        answering=answering,
+        error=error,
+        evidence=evidence,
+        loader=loader,
+        unavailable=unavailable,
+        uptime_s=uptime_s,
+    )
     return (200 if answering else 503), body
 
 
-async def reload_response(validator: Any, previous: str | None) -> tuple[int, dict[str, Any]]:
+async def answering_version(
+    candidates: tuple[str | None, ...], describe: Describe, wait_s: float
+) -> tuple[str | None, str | None]:
+    """The first of ``candidates`` (the serving version, then the last that answered) whose
+    Model replica answers a metadata call, and the first error seen on the way."""
+    error = None
+    for version in dict.fromkeys(filter(None, candidates)):
+        try:
+            await describe(version, wait_s)
+            return version, error
+        except Exception as exc:
+            error = error or f"{version}: {getattr(exc, 'reason', None) or exc!r}"
+    return None, error
+
+
+async def reload_response(
+    *,
+    watcher: ReleaseWatcher,
+    describe: Describe,
+    previous: str | None,
+    poll_interval_s: float,
+    wait_s: float,
+) -> tuple[int, dict[str, Any]]:
     """After a promotion (or none): the state every replica routes by, once they all do
     (each re-reads the registry within ``poll_interval_s``), and whether it loads."""
-    settled = asyncio.create_task(asyncio.sleep(validator.settings.poll_interval_s + 0.25))
-    view = await validator.watcher.refresh(force=True)
+    settled = asyncio.create_task(asyncio.sleep(poll_interval_s + 0.25))
+    view = await watcher.refresh(force=True)
     state = reload_state(view, previous)
     status, body = 200, {"status": "ok", **state, "engine": None}
     if view.serving is not None:
         try:
-            meta = await validator.describe(view.serving, RELOAD_WAIT_S)
+            meta = await describe(view.serving, wait_s)
             body["engine"] = meta["serving"]["engine"]
-        except asyncio.TimeoutError:  # still loading: the replicas finish on their own
+        except TimeoutError:  # still loading: the replicas finish on their own
             status, body = 202, {"status": "loading", **state}
         except VersionUnavailable as exc:
             status = 409

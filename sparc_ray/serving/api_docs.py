@@ -1,8 +1,23 @@
-"""OpenAPI descriptions and examples for the HTTP API (served at /docs and /openapi.json)."""
+"""OpenAPI descriptions and examples for the HTTP API (served at /docs and /openapi.json),
+and ``route``: each endpoint's method, path, summary and description in one table."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from fastapi import FastAPI
+
+from sparc_ray.serving.api_schemas import (
+    ADMIN_TOKEN,
+    ADMIN_TOKEN_OPTIONAL,
+    FEEDBACK_REQUEST,
+    FEEDBACK_TOKEN,
+    PREDICT_REQUEST,
+    PREDICT_RESPONSE,
+    errors,
+    json_content,
+)
 
 DOCS = """
 Predictions from the model promoted in the sparc-ray registry.
@@ -11,129 +26,25 @@ Predictions from the model promoted in the sparc-ray registry.
 * Errors are JSON `{"error", "details": [{"row", "feature", "message"}]}` with status
   400 (not JSON), 413 (body or row count over the limit), 422 (rows do not match the
   model's features), 503 (no model loaded). A 500 carries an `error_id` found in the logs.
-* `POST /reload-model` needs the release-control token and `POST /feedback` the feedback
+* `POST /reload-model` needs the admin token and `POST /feedback` the feedback
   token (`Authorization: Bearer <token>`, each at least 32 characters); with no token
   configured they answer 403.
 """
 
-ERROR_BODY = {
-    "type": "object",
-    "required": ["error", "details"],
-    "properties": {
-        "error": {"type": "string"},
-        "details": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["row", "feature", "message"],
-                "properties": {
-                    "row": {"type": ["integer", "null"]},
-                    "feature": {"type": ["string", "null"]},
-                    "message": {"type": "string"},
-                },
-            },
-        },
-        "prediction_id": {"type": "string"},
-        "error_id": {"type": "string", "description": "500 only: the id in the log line"},
-    },
-}
-RELEASE_TOKEN = [{"releaseToken": []}]  # release control: /reload-model
-RELEASE_TOKEN_OPTIONAL = [{}, {"releaseToken": []}]  # more detail with the release token
-FEEDBACK_TOKEN = [{"feedbackToken": []}]
-
-
-def _json(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
-    content: dict[str, Any] = {"schema": schema}
-    if example is not None:
-        content["example"] = example
-    return {"content": {"application/json": content}}
-
-
-def _errors(*codes: int) -> dict[str, Any]:
-    text = {
-        400: "Body is not JSON (or nested too deep), or a malformed Content-Length",
-        401: "Wrong bearer token",
-        403: "Endpoint disabled",
-        404: "Unknown version",
-        409: "Version refused (failed gates, sha256 or signature mismatch) or not loadable; "
-        "production is unchanged or the previous version keeps serving",
-        413: "Body (counted as it streams) or instance count over the limit",
-        415: "Content-Type is not JSON",
-        422: "Invalid input: rows, fields or parameters (the details name each)",
-        503: "No model loaded",
-    }
-    return {str(c): {"description": text[c], **_json(ERROR_BODY)} for c in codes}
-
-
-PREDICT_REQUEST = {
-    "type": "object",
-    "required": ["instances"],
-    "additionalProperties": False,
-    "properties": {
-        "instances": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "additionalProperties": {"type": ["number", "string", "null"]},
-            },
-            "description": "Rows: every feature of GET /model, by name. null = missing "
-            "(imputed). Numbers for numeric features, strings for categorical.",
-        },
-        "include_probabilities": {"type": "boolean", "default": False},
-    },
-}
-PREDICT_RESPONSE = {
-    "type": "object",
-    "required": [
-        "predictions",
-        "probabilities",
-        "classes",
-        "model_name",
-        "model_version",
-        "prediction_id",
-        "timestamp",
-        "processing_time_ms",
-    ],
-    "properties": {
-        "predictions": {"type": "array", "items": {}},
-        "probabilities": {
-            "type": ["array", "null"],
-            "items": {"type": "array", "items": {"type": "number"}},
-            "description": "One list per row, in `classes` order",
-        },
-        "classes": {"type": "array", "items": {}},
-        "model_name": {"type": "string"},
-        "model_version": {"type": "string"},
-        "prediction_id": {"type": "string"},
-        "timestamp": {"type": "string", "format": "date-time"},
-        "processing_time_ms": {"type": "number"},
-    },
-}
-FEEDBACK_ITEM = {
-    "type": "object",
-    "required": ["prediction_id", "label"],
-    "properties": {
-        "prediction_id": {"type": "string", "description": "from the /predict response"},
-        "row": {"type": "integer", "minimum": 0, "default": 0, "description": "row index"},
-        "label": {"description": "the true class of that row"},
-    },
-}
-FEEDBACK_REQUEST = {
-    "oneOf": [FEEDBACK_ITEM, {"type": "array", "minItems": 1, "items": FEEDBACK_ITEM}]
-}
 _EXAMPLE_ROW = {"mean radius": 14.1, "mean texture": 19.3, "...": "every other feature"}
 
 OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
     "predict": {
         "requestBody": {
             "required": True,
-            **_json(PREDICT_REQUEST, {"instances": [_EXAMPLE_ROW], "include_probabilities": True}),
+            **json_content(
+                PREDICT_REQUEST, {"instances": [_EXAMPLE_ROW], "include_probabilities": True}
+            ),
         },
         "responses": {
             "200": {
                 "description": "Predictions",
-                **_json(
+                **json_content(
                     PREDICT_RESPONSE,
                     {
                         "predictions": ["benign"],
@@ -158,14 +69,14 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
                     }
                 },
             },
-            **_errors(400, 413, 415, 422, 503),
+            **errors(400, 413, 415, 422, 503),
         },
     },
     "health": {
         "responses": {
             "200": {
                 "description": "A model is loaded",
-                **_json(
+                **json_content(
                     {"type": "object"},
                     {
                         "status": "healthy",
@@ -203,23 +114,23 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
                     },
                 ),
             },
-            **_errors(503),
+            **errors(503),
         }
     },
     "model": {
-        "security": RELEASE_TOKEN_OPTIONAL,
+        "security": ADMIN_TOKEN_OPTIONAL,
         "responses": {
             "200": {
                 "description": "The served version (or ?version=): name, version, created_at, "
                 "model_type, target, classes, each feature's name / kind / categories and the "
-                "engine. With the release-control token: the whole metadata.json (drift "
+                "engine. With the admin token: the whole metadata.json (drift "
                 "references with ?full=true), `serving` saying why sklearn serves if it does"
             },
-            **_errors(404, 422, 503),
+            **errors(404, 422, 503),
         },
     },
     "metrics": {
-        "security": RELEASE_TOKEN_OPTIONAL,
+        "security": ADMIN_TOKEN_OPTIONAL,
         "responses": {
             "200": {
                 "description": (
@@ -233,10 +144,10 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
         },
     },
     "reload": {
-        "security": RELEASE_TOKEN,
+        "security": ADMIN_TOKEN,
         "requestBody": {
             "required": False,
-            **_json(
+            **json_content(
                 {
                     "type": "object",
                     "additionalProperties": False,
@@ -259,7 +170,7 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
         "responses": {
             "200": {
                 "description": "production moved (or re-read); every replica routes by it",
-                **_json(
+                **json_content(
                     {"type": "object"},
                     {
                         "status": "ok",
@@ -273,20 +184,15 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
                 ),
             },
             "202": {"description": "production moved; the version is still loading"},
-            **_errors(400, 401, 403, 404, 409, 413, 415, 422),
+            **errors(400, 401, 403, 404, 409, 413, 415, 422),
         },
     },
     "feedback": {
         "security": FEEDBACK_TOKEN,
         "requestBody": {
             "required": True,
-            **_json(
-                {
-                    "oneOf": [
-                        FEEDBACK_ITEM,
-                        {"type": "array", "minItems": 1, "items": FEEDBACK_ITEM},
-                    ]
-                },
+            **json_content(
+                FEEDBACK_REQUEST,
                 [
                     {
                         "prediction_id": "0f0b6c1e-3f55-4b8e-9d43-3f3f1f6f2a10",
@@ -299,12 +205,35 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
         "responses": {
             "200": {
                 "description": "Matched labels and rolling accuracy",
-                **_json(
+                **json_content(
                     {"type": "object"},
                     {"matched": 1, "unknown": [], "invalid": [], "accuracy": 0.97, "labelled": 250},
                 ),
             },
-            **_errors(400, 401, 403, 413, 415, 422),
+            **errors(400, 401, 403, 413, 415, 422),
         },
     },
 }
+
+
+ENDPOINTS: dict[str, tuple[str, str, str]] = {  # operation id -> (method, path, summary)
+    "predict": ("post", "/predict", "Predict labels (and probabilities) for rows"),
+    "health": ("get", "/health", "Liveness / readiness"),
+    "model": ("get", "/model", "Metadata of a served version"),
+    "metrics": ("get", "/metrics", "JSON summary of this ingress replica and the node"),
+    "reload": (
+        "post",
+        "/reload-model",
+        "Promote a version to production (or re-read the registry)",
+    ),
+    "feedback": ("post", "/feedback", "Ground-truth labels for earlier predictions"),
+}
+
+
+def route(api: FastAPI, operation: str) -> Callable[[Any], Any]:
+    """The FastAPI route decorator of one operation, described as above."""
+    method, path, summary = ENDPOINTS[operation]
+    add = getattr(api, method)
+    return add(
+        path, operation_id=operation, summary=summary, openapi_extra=OPENAPI_EXTRA[operation]
+    )

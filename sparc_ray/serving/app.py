@@ -9,8 +9,8 @@ to validate ``args:``.)
 
 Which version answers comes from the registry's release records (``sparc_ray.registry.releases``);
 a pin, if any, is the Validator's ``user_config.model_version``. Resources, autoscaling and
-each deployment's typed settings (``user_config``, see ``sparc_ray.serving.settings``) come
-from serve_config.yaml's ``deployments:``.
+each deployment's typed settings (``user_config``) have their defaults in
+``sparc_ray.serving.settings``; serve_config.yaml's ``deployments:`` may override them.
 """
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,9 +19,10 @@ from ray.serve import Application
 from sparc_ray.inference.loader import RegistryLoader
 from sparc_ray.registry import storage
 from sparc_ray.registry.signing import public_key_bytes
+from sparc_ray.serving.auth import Tokens
 from sparc_ray.serving.model import Model
 from sparc_ray.serving.postprocessor import Postprocessor
-from sparc_ray.serving.responses import Tokens
+from sparc_ray.serving.settings import DEPLOYMENT_OPTIONS
 from sparc_ray.serving.validator import Validator
 
 
@@ -32,8 +33,8 @@ class AppArgs(BaseModel):
     model_name: str = Field(..., description="model name in the registry")
     admin_token_env: str = Field(
         "SPARC_ADMIN_TOKEN",
-        description="env var with the bearer token for release control (/reload-model) and "
-        "the full /model and /metrics",
+        description="env var with the admin bearer token: /reload-model, and the full /model "
+        "and /metrics",
     )
     feedback_token_env: str = Field(
         "SPARC_FEEDBACK_TOKEN", description="env var with the bearer token for /feedback"
@@ -51,6 +52,8 @@ def build_app(args: AppArgs) -> Application:
     # Read here, at deploy time: a missing or malformed key fails the deploy, loudly.
     public_key = public_key_bytes(args.public_key) if args.public_key else None
     loader = RegistryLoader(store, args.model_name, public_key)
-    model = Model.bind(loader)
-    tokens = Tokens(release_env=args.admin_token_env, feedback_env=args.feedback_token_env)
-    return Validator.bind(model, Postprocessor.bind(model, loader), loader, tokens)
+    tokens = Tokens(admin_env=args.admin_token_env, feedback_env=args.feedback_token_env)
+    # Resources default to DEPLOYMENT_OPTIONS; serve_config.yaml's deployments: override them.
+    model = Model.options(**DEPLOYMENT_OPTIONS["Model"]).bind(loader)
+    post = Postprocessor.options(**DEPLOYMENT_OPTIONS["Postprocessor"]).bind(model, loader)
+    return Validator.options(**DEPLOYMENT_OPTIONS["Validator"]).bind(model, post, loader, tokens)

@@ -11,7 +11,6 @@ loaded, the last version that answered here serves instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,18 +19,30 @@ from typing import Any
 import numpy as np
 from ray.serve.handle import DeploymentHandle
 
-from sparc_ray.inference.input_rules import (
-    FeatureCheck,
-    PredictInput,
-    RequestError,
-    checks_from_metadata,
-    detail,
-)
+from sparc_ray.inference.columns import Columns, concat, take
+from sparc_ray.inference.input_rules import FeatureCheck, checks_from_metadata
 from sparc_ray.inference.loader import ModelLoader
 from sparc_ray.registry.metadata import ModelMetadata
-from sparc_ray.serving.model import NoModelError, Scored, VersionUnavailable
+from sparc_ray.serving.messages import (
+    NoModelError,
+    RequestMeta,
+    Scored,
+    ScoredGroup,
+    VersionUnavailable,
+)
+from sparc_ray.serving.requests import PredictInput, RequestError, detail
+from sparc_ray.serving.tasks import Failures
 
-Call = Callable[[str, dict[str, np.ndarray], list[int]], Awaitable[Scored]]
+Call = Callable[[str, Columns, list[int]], Awaitable[Scored]]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One validated request waiting in the Validator's micro-batch."""
+
+    prediction_id: str
+    data: PredictInput
+    version: str
 
 
 @dataclass
@@ -41,7 +52,7 @@ class Group:
     version: str
     indices: list[int]
     proba: np.ndarray
-    columns: dict[str, np.ndarray]
+    columns: Columns
     model_ms: float
 
 
@@ -53,51 +64,45 @@ class BatchOutcome:
     unavailable: dict[str, str] = field(default_factory=dict)  # version -> reason
 
 
-def stack(inputs: list[PredictInput]) -> dict[str, np.ndarray]:
-    first = inputs[0].columns
-    if len(inputs) == 1:
-        return first
-    return {n: np.concatenate([j.columns[n] for j in inputs]) for n in first}
-
-
-def _rows(columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
-    return {n: c[keep] for n, c in columns.items()}
-
-
 class VersionCatalog:
     """Per version: a Model handle naming it (multiplexed id) and its metadata / input checks
     (read once from the registry; a version never changes)."""
 
-    MAX_CACHED = 16
-    RETRY_FAILED_S = 5.0  # a version whose metadata failed is read again after this long
-
-    def __init__(self, model: DeploymentHandle, loader: ModelLoader) -> None:
-        self.model, self.loader = model, loader
+    def __init__(
+        self,
+        model: DeploymentHandle,
+        loader: ModelLoader,
+        failures: Failures,
+        max_cached: int = 16,
+        retry_refused_s: float = 5.0,
+    ) -> None:
+        self.model, self.loader, self.failures = model, loader, failures
+        self.max_cached, self.retry_refused_s = max_cached, retry_refused_s
         self._handles: dict[str, DeploymentHandle] = {}
         self._meta: dict[str, tuple[ModelMetadata, list[FeatureCheck]]] = {}
-        self._failed: dict[str, tuple[float, Exception]] = {}
+        self._failed: dict[str, tuple[float, Exception | None]] = {}
 
     def handle(self, version: str) -> DeploymentHandle:
         if version not in self._handles:
-            if len(self._handles) >= self.MAX_CACHED:
+            if len(self._handles) >= self.max_cached:
                 self._handles.clear()
             self._handles[version] = self.model.options(multiplexed_model_id=version)
         return self._handles[version]
 
-    async def score(self, version: str, columns: dict, sizes: list[int]) -> Scored:
+    async def score(self, version: str, columns: Columns, sizes: list[int]) -> Scored:
         return await self.handle(version).predict.remote(columns, sizes)
 
     async def _load(self, version: str) -> tuple[ModelMetadata, list[FeatureCheck]]:
         if version not in self._meta:
-            if len(self._meta) >= self.MAX_CACHED:
+            if len(self._meta) >= self.max_cached:
                 self._meta.clear()
             failed_at, error = self._failed.get(version, (0.0, None))
-            if error is not None and time.monotonic() - failed_at < self.RETRY_FAILED_S:
+            if error is not None and time.monotonic() - failed_at < self.retry_refused_s:
                 raise error  # no registry read per request for a version that is refused
             try:
                 meta = await asyncio.to_thread(self.loader.load_metadata, version)
             except Exception as exc:
-                if len(self._failed) >= self.MAX_CACHED:
+                if len(self._failed) >= self.max_cached:
                     self._failed.clear()
                 self._failed[version] = (time.monotonic(), exc)
                 raise
@@ -127,8 +132,10 @@ class VersionCatalog:
             reason = f"{type(exc).__name__}: {exc}"
         for other in dict.fromkeys(filter(None, fallbacks)):
             if other != version:
-                with contextlib.suppress(Exception):
+                try:
                     return other, await self.checks(other), reason
+                except Exception as exc:
+                    self.failures.record("fallback_metadata", exc)
         raise NoModelError(f"version {version}: {reason}")
 
 
@@ -165,7 +172,7 @@ class Dispatcher:
     ) -> set[int]:
         """Score ``idx`` with ``version``; returns the request indices answered."""
         part = [inputs[i] for i in idx]
-        columns = stack(part)
+        columns = concat([j.columns for j in part])
         start = time.perf_counter()
         try:
             scored = await self.call(version, columns, [j.n_rows for j in part])
@@ -191,7 +198,7 @@ class Dispatcher:
             )
             proba, kept = scored.proba, columns
             if not keep.all():
-                proba, kept = proba[keep], _rows(columns, keep)
+                proba, kept = proba[keep], take(columns, keep)
             out.groups.append(Group(scored.version, [idx[k] for k in ok], proba, kept, model_ms))
         failed = [idx[k] for k in scored.failed]
         if failed and version != serving:  # the candidate failed them: production tries
@@ -202,31 +209,28 @@ class Dispatcher:
             out.failures[idx[k]] = RequestError(
                 422,
                 "the model cannot score this input",
-                [detail(failure["row"], None, failure["message"][:300])],
+                [detail(failure.row, None, failure.message[:300])],
             )
         return answered
 
 
-def post_groups(outcome: BatchOutcome, jobs: list[tuple]) -> list[dict[str, Any]]:
-    """What the Postprocessor gets per answering version; ``jobs`` are the batch's
-    ``(prediction_id, PredictInput, version)``."""
-    return [
-        {
-            "version": g.version,
-            "items": [
-                {
-                    "prediction_id": jobs[i][0],
-                    "n_rows": jobs[i][1].n_rows,
-                    "include_probabilities": jobs[i][1].include_probabilities,
-                }
+def post_groups(outcome: BatchOutcome, jobs: list[Job]) -> tuple[ScoredGroup, ...]:
+    """What the Postprocessor gets per answering version."""
+    return tuple(
+        ScoredGroup(
+            g.version,
+            tuple(
+                RequestMeta(
+                    jobs[i].prediction_id, jobs[i].data.n_rows, jobs[i].data.include_probabilities
+                )
                 for i in g.indices
-            ],
-            "proba": g.proba,
-            "columns": g.columns,
-            "model_ms": g.model_ms,
-        }
+            ),
+            g.proba,
+            g.columns,
+            g.model_ms,
+        )
         for g in outcome.groups
-    ]
+    )
 
 
 def answers_from(outcome: BatchOutcome, bodies: list[list[dict[str, Any]]], n: int) -> list:

@@ -8,10 +8,7 @@ directory) and ends them; ``python -m sparc_ray.serving.fastpath stop`` does it 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-import logging.handlers
 import os
 import signal
 import socket
@@ -33,22 +30,6 @@ def read_env(path: str | Path) -> dict[str, str]:
             key, _, value = line.partition("=")
             env[key.strip()] = value.strip()
     return env
-
-
-async def flush_logs_forever(interval_s: float = 1.0) -> None:
-    """Flush Serve's buffered log handlers every ``interval_s``.
-
-    Throughput-optimized mode buffers up to 1,000 request-path log records per replica and
-    writes them only when the buffer is full or on an ERROR; at low traffic a log line could
-    wait for hours. A replica runs this as a background task so its logs lag by a second at
-    most, at the cost of one write per second."""
-    serve_logger = logging.getLogger("ray.serve")
-    while True:
-        await asyncio.sleep(interval_s)
-        for handler in serve_logger.handlers:
-            if isinstance(handler, logging.handlers.MemoryHandler):
-                with contextlib.suppress(Exception):
-                    handler.flush()
 
 
 def _socket_pid(sock_path: Path) -> int | None:

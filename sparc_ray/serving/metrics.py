@@ -19,6 +19,8 @@ ray_ml_shadow_agreement                 Post       shadow: share of rows labelle
 ray_ml_release_decisions_total          Post       policy decisions, label ``decision``
 ray_ml_captured_rows_total              Post       rows written by the traffic capture
 ray_ml_capture_dropped_total            Post       rows the capture dropped, ``reason``
+ray_ml_internal_errors_total            all        failures kept off the request path,
+                                                   ``where`` (logged too)
 ======================================  =========  =======================================
 
 Every series carries ``model_name`` and ``model_version`` (the version that answered, or
@@ -41,6 +43,14 @@ LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 VERSIONED = ("model_name", "model_version")
 ROLES = (*VERSIONED, "role")
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
+
+
+def internal_errors() -> metrics.Counter:
+    return metrics.Counter(
+        "ml_internal_errors",
+        description="Failures kept off the request path (metrics, monitoring, preloads).",
+        tag_keys=("where",),
+    )
 
 
 def predictions() -> metrics.Counter:

@@ -5,7 +5,7 @@ version's own request schema, so client generators and fuzzers get the real cont
 (or null = missing) within the version's input limits for numeric features, strings (or
 null) for categorical ones, with the training categories as examples (an unseen category
 is accepted: the model treats it as none of the known ones). Bearer schemes guard the
-release-control and feedback operations; a link leads from a prediction to its feedback.
+admin and feedback operations; a link leads from a prediction to its feedback.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from fastapi.openapi.utils import get_openapi
 
 from sparc_ray.inference.input_rules import FLOAT32_MAX, MAX_STRING_CHARS
 from sparc_ray.registry.metadata import ModelMetadata
-from sparc_ray.serving.api_docs import ERROR_BODY
+from sparc_ray.serving.api_schemas import ERROR_BODY
 
 SECURITY_SCHEMES = {
-    "releaseToken": {
+    "adminToken": {
         "type": "http",
         "scheme": "bearer",
-        "description": "The release-control token (serve_config.yaml: admin_token_env): "
+        "description": "The admin token (serve_config.yaml: admin_token_env): "
         "/reload-model, and the full /model and /metrics; with none configured, 403",
     },
     "feedbackToken": {

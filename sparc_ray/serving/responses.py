@@ -1,23 +1,19 @@
-"""HTTP plumbing of the API: capped request bodies, JSON responses and errors, the
-bearer tokens."""
+"""HTTP plumbing of the API: capped request bodies, JSON responses and errors, and the
+``/predict`` response bodies."""
 
 import datetime as dt
-import hmac
-import logging
-import os
-from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from sparc_ray.inference.input_rules import RequestError
+from sparc_ray.serving.messages import RequestMeta
+from sparc_ray.serving.requests import RequestError
 
 JSON_TYPES = {"application/json", "text/json"}
-MIN_TOKEN_CHARS = 32  # e.g. `openssl rand -hex 16`; secrets.token_urlsafe(32) gives 43
-logger = logging.getLogger("ray.serve")
 
 
 def json_response(status: int, body: Any) -> Response:
@@ -35,54 +31,7 @@ def error_response(status: int, error: str, details: list[tuple] = (), **extra: 
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
-
-
-@dataclass(frozen=True)
-class Tokens:
-    """The env vars holding the bearer tokens: release control (``/reload-model``, the full
-    ``/model`` and ``/metrics``) and ``/feedback``. Each token opens only its own endpoints."""
-
-    release_env: str = "SPARC_ADMIN_TOKEN"
-    feedback_env: str = "SPARC_FEEDBACK_TOKEN"
-
-    def read(self) -> tuple["BearerToken", "BearerToken"]:
-        release = BearerToken(self.release_env, "release-control")
-        feedback = BearerToken(self.feedback_env, "feedback")
-        if release.token and release.token == feedback.token:
-            problem = "must differ from the release-control token"
-            feedback = BearerToken(self.feedback_env, "feedback", problem)
-        return release, feedback
-
-
-class BearerToken:
-    """One endpoint group's token, read from ``env``. A missing token, one shorter than
-    ``MIN_TOKEN_CHARS`` or one refused for another ``problem`` disables the group: 403 saying
-    why (and an error in the log), never a weak check."""
-
-    def __init__(self, env: str, purpose: str, problem: str | None = None) -> None:
-        value = os.environ.get(env) or ""
-        if not value:
-            problem = f"no {purpose} token is configured (${env})"
-        elif len(value) < MIN_TOKEN_CHARS:
-            problem = f"the {purpose} token (${env}) is shorter than {MIN_TOKEN_CHARS} characters"
-        elif problem:
-            problem = f"the {purpose} token (${env}) {problem}"
-        self.token = None if problem else value
-        self.problem = problem
-        if problem and value:
-            logger.error("endpoint disabled: %s", problem)
-
-    def check(self, header: str | None) -> Response | None:
-        """None if ``header`` carries the token; else the 403 (disabled) or 401 to send."""
-        if self.token is None:
-            return error_response(403, f"endpoint disabled: {self.problem}")
-        if not hmac.compare_digest((header or "").encode(), f"Bearer {self.token}".encode()):
-            return error_response(401, "missing or wrong bearer token")
-        return None
-
-    def allows(self, header: str | None) -> bool:
-        return self.check(header) is None
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -114,3 +63,25 @@ async def invalid_parameters(request: Request, exc: RequestValidationError) -> R
         for e in exc.errors()[:20]
     ]
     return error_response(422, "invalid request parameters", details)
+
+
+def shape_responses(
+    requests: tuple[RequestMeta, ...], proba: np.ndarray, labels: list, classes: list, version: str
+) -> list[dict[str, Any]]:
+    """One ``/predict`` body per request (the seed's fields); ``proba`` and ``labels`` stack
+    the requests' rows in request order."""
+    out, start = [], 0
+    for request in requests:
+        end = start + request.n_rows
+        out.append(
+            {
+                "predictions": labels[start:end],
+                "probabilities": proba[start:end].round(6).tolist()
+                if request.include_probabilities
+                else None,
+                "classes": classes,
+                "model_version": version,
+            }
+        )
+        start = end
+    return out

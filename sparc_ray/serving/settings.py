@@ -5,6 +5,11 @@ Each deployment takes its settings as Serve's ``user_config`` (``serve_config.ya
 broken rule fails the deploy with the message in ``serve status``; a valid change is applied
 in place, without restarting replicas. With one batching stage (the Validator's) no rule
 spans two deployments.
+
+``DEPLOYMENT_OPTIONS`` are the deployments' Serve options when the app is built without a
+config file (``serve run sparc_ray.serving.app:build_app``); ``serve_config.yaml`` states the
+same values and may override them. The few values Serve reads from a decorator at import
+time (``MAX_VERSIONS_PER_REPLICA``, ``MAX_CONCURRENT_BATCHES``) are constants here.
 """
 
 from __future__ import annotations
@@ -14,6 +19,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sparc_ray.registry.store import VERSION_RE
+
+MAX_VERSIONS_PER_REPLICA = 3  # Model: production, candidate, and the one being replaced
+MAX_CONCURRENT_BATCHES = 4  # Validator: Model calls in flight while earlier batches finish
+DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
+    "Validator": {"ray_actor_options": {"num_cpus": 0.125}},
+    "Model": {"ray_actor_options": {"num_cpus": 0.375}},
+    "Postprocessor": {"ray_actor_options": {"num_cpus": 0.25}},
+}
 
 
 class _Settings(BaseModel):
@@ -40,6 +53,21 @@ class ValidatorSettings(_Settings):
         le=1,
         description="how long a batch waits for more requests while another batch is in "
         "flight; with nothing in flight a request is sent at once",
+    )
+
+    health_wait_s: float = Field(5.0, gt=0, description="per call /health makes to a replica")
+    reload_wait_s: float = Field(
+        20.0,
+        gt=0,
+        description="how long /reload-model waits for the new version to load (keep it under "
+        "the proxy's request_timeout_s)",
+    )
+    max_admin_body_bytes: int = Field(10_000, ge=100, description="/reload-model body cap")
+    versions_cached: int = Field(
+        16, ge=2, description="versions whose metadata and Model handle a replica keeps"
+    )
+    retry_refused_s: float = Field(
+        5.0, ge=0, description="a version whose metadata was refused is read again after this"
     )
 
     @field_validator("model_version")
@@ -75,6 +103,22 @@ class PostprocessorSettings(_Settings):
         100_000, ge=1, description="predicted rows remembered for /feedback (oldest go first)"
     )
     accuracy_window: int = Field(1000, ge=1, description="labelled rows in the rolling accuracy")
+    versions_tracked: int = Field(
+        4, ge=2, description="versions whose drift and accuracy windows are kept"
+    )
+    monitor_every_s: float = Field(
+        0.2, gt=0, description="how often queued batches are folded into the monitoring state"
+    )
+    drift_every_s: float = Field(1.0, gt=0, description="PSI is recomputed at most this often")
+    gauge_refresh_s: float = Field(
+        5.0, gt=0, description="gauges are re-set this often (Ray drops stale ones)"
+    )
+    release_every_s: float = Field(
+        1.0, gt=0, description="how often the release records are read and the policy applied"
+    )
+    max_queued_batches: int = Field(
+        10_000, ge=1, description="batches waiting for monitoring; beyond it, batches are dropped"
+    )
     capture_rate: float = Field(
         0.0,
         ge=0,

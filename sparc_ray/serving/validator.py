@@ -1,13 +1,13 @@
 """Validator deployment: the FastAPI ingress.
 
 It routes each request to a version (production, or the canary's share; see
-``sparc_ray.serving.routing``), checks it against that version's feature schema,
-micro-batches concurrent requests (``@serve.batch``) so that one Model call per version and
-one Postprocessor call serve many HTTP requests, and answers with the seed's response fields.
+``sparc_ray.serving.routing``), checks it against that version's features
+(``serving.requests``, the shared input rules), micro-batches concurrent requests
+(``@serve.batch``) so that one Model call per version and one Postprocessor call serve many
+HTTP requests (``serving.dispatch``), and answers with the seed's response fields.
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -21,48 +21,36 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from sparc_ray import __version__
-from sparc_ray.inference.input_rules import PredictInput, RequestError, parse_json, parse_predict
 from sparc_ray.inference.labels import labels_from_proba
 from sparc_ray.inference.loader import ModelLoader
-from sparc_ray.registry.artifacts import IntegrityError
-from sparc_ray.registry.store import VERSION_RE, RegistryError, check_name
-from sparc_ray.serving import metrics
-from sparc_ray.serving.admin import (
-    MAX_ADMIN_BODY,
-    RELOAD_WAIT_S,
-    ReloadRequest,
-    health_response,
-    metrics_body,
-    promote_for_reload,
-    public_metadata,
-    redact,
-    reload_response,
-)
-from sparc_ray.serving.api_docs import DOCS, OPENAPI_EXTRA
-from sparc_ray.serving.dispatch import Dispatcher, VersionCatalog, answers_from, post_groups
-from sparc_ray.serving.fastpath import flush_logs_forever
-from sparc_ray.serving.model import NoModelError, VersionUnavailable
+from sparc_ray.serving import admin, metrics
+from sparc_ray.serving.api_docs import DOCS, route
+from sparc_ray.serving.auth import Tokens
+from sparc_ray.serving.dispatch import Dispatcher, Job, VersionCatalog, answers_from, post_groups
+from sparc_ray.serving.messages import NoModelError, PostBatch, VersionUnavailable
 from sparc_ray.serving.openapi import OpenAPIDocument
-from sparc_ray.serving.postprocessor import shape_responses
+from sparc_ray.serving.requests import RequestError, parse_feedback, parse_json, parse_predict
 from sparc_ray.serving.responses import (
-    Tokens,
     error_response,
     invalid_parameters,
     json_response,
     now_iso,
     read_body,
+    shape_responses,
 )
 from sparc_ray.serving.routing import ROUTE_KEY_HEADER, ReleaseWatcher
-from sparc_ray.serving.settings import ValidatorSettings
+from sparc_ray.serving.settings import MAX_CONCURRENT_BATCHES, ValidatorSettings
+from sparc_ray.serving.tasks import BackgroundTasks, Failures, flush_logs_forever
 
 logger = logging.getLogger("ray.serve")
 # FastAPIOffline: /docs and /redoc load Swagger UI / ReDoc from the app, not from a CDN.
 api = FastAPIOffline(title="sparc-ray model API", version=__version__, description=DOCS)
 api.add_exception_handler(RequestValidationError, invalid_parameters)
 CLIENT_ERRORS = {400: "bad_request", 413: "payload_too_large", 415: "unsupported_media_type"}
+DEFAULTS = ValidatorSettings()
 
 
-@serve.deployment(name="Validator", ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(name="Validator")
 @serve.ingress(api)
 class Validator:
     async def __init__(
@@ -73,12 +61,13 @@ class Validator:
         tokens: Tokens | None = None,
     ) -> None:
         self.model, self.post, self.loader = model, post, loader
-        self.name = loader.name
-        self.release_token, self.feedback_token = (tokens or Tokens()).read()
+        self.name, self.store = loader.name, str(loader.registry.store)
+        self.admin_token, self.feedback_token = (tokens or Tokens()).read()
         self.started = time.time()
         self.settings = ValidatorSettings()
+        self.failures = Failures()
         self.watcher = ReleaseWatcher(loader, self.settings.poll_interval_s)
-        self.versions = VersionCatalog(model, loader)
+        self.versions = VersionCatalog(model, loader, self.failures)
         self.dispatcher = Dispatcher(self.versions.score)
         self.summary = metrics.LatencySummary()
         self.errors = metrics.prediction_errors()
@@ -87,84 +76,83 @@ class Validator:
         self.unavailable: dict[str, str] = {}  # versions that could not be loaded, and why
         self._in_flight = 0  # micro-batches sent and not yet answered
         self.openapi = OpenAPIDocument(api)  # /openapi.json: the served version's features
-        api.openapi = lambda: self.openapi.render(
+        api.openapi = lambda: self.openapi.render(  # type: ignore[method-assign]
             self.versions.cached_metadata(self.watcher.view.serving), self.settings.max_instances
         )
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._watch_forever()),
-            loop.create_task(flush_logs_forever()),
-        ]
+        self.tasks = BackgroundTasks()
+        self.tasks.start("registry_watch", self._watch_forever())
+        self.tasks.start("log_flush", flush_logs_forever(self.failures))
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
-        self.settings = ValidatorSettings.model_validate(config)
-        self._score.set_max_batch_size(self.settings.batch_max_rows)
-        self.watcher.poll_interval_s = self.settings.poll_interval_s
-        self.watcher.pin(self.settings.model_version)
+        self.settings = s = ValidatorSettings.model_validate(config)
+        self._score.set_max_batch_size(s.batch_max_rows)
+        self.watcher.poll_interval_s = s.poll_interval_s
+        self.watcher.pin(s.model_version)
+        self.versions.max_cached, self.versions.retry_refused_s = (
+            s.versions_cached,
+            s.retry_refused_s,
+        )
 
     async def _watch_forever(self) -> None:
         while True:
             view = await self.watcher.refresh(force=True)
             if view.serving is not None:  # read once, so /openapi.json can describe it
-                with contextlib.suppress(Exception):
+                try:
                     await self.versions.metadata(view.serving)
+                except Exception as exc:  # /health and /predict report it
+                    self.failures.record("serving_metadata", exc)
             await asyncio.sleep(self.settings.poll_interval_s)
+
+    def _describe(self, version: str, wait_s: float) -> Any:
+        return asyncio.wait_for(self.versions.handle(version).metadata.remote(), wait_s)
 
     # -- /predict -------------------------------------------------------------------------
     @serve.batch(
-        max_batch_size=ValidatorSettings().batch_max_rows,  # rows (batch_size_fn), not requests
-        batch_wait_timeout_s=ValidatorSettings().batch_wait_timeout_s,
-        max_concurrent_batches=4,  # keep the Model replicas busy while earlier batches finish
-        batch_size_fn=lambda jobs: sum(j.n_rows for _, j, _ in jobs),
+        max_batch_size=DEFAULTS.batch_max_rows,  # rows (batch_size_fn), not requests
+        batch_wait_timeout_s=DEFAULTS.batch_wait_timeout_s,
+        max_concurrent_batches=MAX_CONCURRENT_BATCHES,
+        batch_size_fn=lambda jobs: sum(j.data.n_rows for j in jobs),
     )
-    async def _score(self, jobs: list[tuple[str, PredictInput, str]]) -> list[Any]:
+    async def _score(self, jobs: list[Job]) -> list[Any]:
         """One Model call per version and one Postprocessor call for a micro-batch of
         validated requests. Returns each request's response body, or the error only it gets."""
         view = self.watcher.view
         self._in_flight += 1
         try:
             outcome = await self.dispatcher.run(
-                [j for _, j, _ in jobs], [v for _, _, v in jobs], view.serving, self.last_good
+                [j.data for j in jobs], [j.version for j in jobs], view.serving, self.last_good
             )
         finally:
             self._in_flight -= 1
         self.unavailable.update(outcome.unavailable)
         if any(g.version == view.serving for g in outcome.groups):
             self.last_good = view.serving
-            self.unavailable.pop(view.serving, None)
+            self.unavailable.pop(view.serving or "", None)
         groups = post_groups(outcome, jobs)
         if not groups and not outcome.server_errors:  # every request failed: nothing to record
             return answers_from(outcome, [], len(jobs))
+        batch = PostBatch(groups, outcome.server_errors, view.serving, bool(view.pinned))
         try:
-            bodies = await self.post.process.remote(
-                groups, outcome.server_errors, bool(view.pinned)
-            )
-        except Exception:  # monitoring must not fail predictions: shape them here
-            logger.exception("Postprocessor call failed; answering without it")
+            bodies = await self.post.process.remote(batch)
+        except Exception as exc:  # monitoring must not fail predictions: shape them here
+            self.failures.record("postprocessor", exc)
             bodies = []
             for g in groups:
-                classes = (await self.versions.metadata(g["version"])).classes
-                labels = labels_from_proba(g["proba"], classes).tolist()
-                bodies.append(
-                    shape_responses(g["items"], g["proba"], labels, classes, g["version"])
-                )
+                classes = (await self.versions.metadata(g.version)).classes
+                labels = labels_from_proba(g.proba, classes).tolist()
+                bodies.append(shape_responses(g.requests, g.proba, labels, classes, g.version))
         return answers_from(outcome, bodies, len(jobs))
 
-    async def _submit(self, prediction_id: str, data: PredictInput, version: str) -> dict:
+    async def _submit(self, job: Job) -> dict[str, Any]:
         # No batch window when nothing is in flight: a lone request goes out at once.
         wait = self.settings.batch_wait_timeout_s if self._in_flight else 0.0
         self._score.set_batch_wait_timeout_s(wait)
-        answer = await self._score((prediction_id, data, version))
+        answer = await self._score(job)
         if isinstance(answer, Exception):
             raise answer
         return answer
 
-    @api.post(
-        "/predict",
-        operation_id="predict",
-        summary="Predict labels (and probabilities) for rows",
-        openapi_extra=OPENAPI_EXTRA["predict"],
-    )
+    @route(api, "predict")
     async def predict(self, request: Request) -> Response:
         start = time.perf_counter()
         prediction_id = str(uuid.uuid4())
@@ -182,21 +170,21 @@ class Validator:
             if refused:
                 self.unavailable[routed] = refused
             data = parse_predict(body, checks, self.settings.max_instances)
-            result = await self._submit(prediction_id, data, version)
+            result = await self._submit(Job(prediction_id, data, version))
             rows, version = data.n_rows, result["model_version"]
-            elapsed = time.perf_counter() - start
+            elapsed_ms = (time.perf_counter() - start) * 1000
             response = {
                 **result,
                 "model_name": self.name,
                 "prediction_id": prediction_id,
                 "timestamp": now_iso(),
-                "processing_time_ms": round(elapsed * 1000, 3),
+                "processing_time_ms": round(elapsed_ms, 3),
             }
             logger.info(
                 "predicted %d rows with %s in %.1f ms",
                 rows,
                 version,
-                elapsed * 1000,
+                elapsed_ms,
                 extra={"prediction_id": prediction_id},
             )
             return json_response(200, response)
@@ -211,7 +199,7 @@ class Validator:
             return json_response(exc.status, {**exc.body(), "prediction_id": prediction_id})
         except (NoModelError, VersionUnavailable) as exc:
             reason, status = "no_model", 503
-            message = redact(str(exc), str(self.loader.registry.store))
+            message = admin.redact(str(exc), self.store)
             return error_response(
                 503, "no model is loaded", [(None, None, message)], prediction_id=prediction_id
             )
@@ -227,116 +215,108 @@ class Validator:
                 500, "internal error", error_id=error_id, prediction_id=prediction_id
             )
         finally:
-            elapsed = time.perf_counter() - start
-            tags = {"model_name": self.name, "model_version": version or "none"}
-            with contextlib.suppress(Exception):  # metrics never fail a prediction
-                self.summary.record(elapsed * 1000, rows, reason is None)
-                if reason is None:
-                    self.latency.observe(elapsed, tags=tags)
-                else:
-                    kind = "client" if status < 500 else "server"
-                    self.errors.inc(tags={**tags, "reason": reason, "kind": kind})
+            self._record(time.perf_counter() - start, rows, version, reason, status)
+
+    def _record(
+        self, elapsed_s: float, rows: int, version: str | None, reason: str | None, status: int
+    ) -> None:
+        tags = {"model_name": self.name, "model_version": version or "none"}
+        try:  # metrics never fail a prediction
+            self.summary.record(elapsed_s * 1000, rows, reason is None)
+            if reason is None:
+                self.latency.observe(elapsed_s, tags=tags)
+            else:
+                kind = "client" if status < 500 else "server"
+                self.errors.inc(tags={**tags, "reason": reason, "kind": kind})
+        except Exception as exc:
+            self.failures.record("request_metrics", exc)
 
     # -- read-only endpoints ------------------------------------------------------------------
-    async def describe(self, version: str, wait_s: float) -> dict[str, Any]:
-        return await asyncio.wait_for(self.versions.handle(version).metadata.remote(), wait_s)
-
-    @api.get(
-        "/health",
-        operation_id="health",
-        summary="Liveness / readiness",
-        openapi_extra=OPENAPI_EXTRA["health"],
-    )
+    @route(api, "health")
     async def health(self) -> Response:
-        status, body = await health_response(self)
+        status, body = await admin.health_response(
+            view=self.watcher.view,
+            last_good=self.last_good,
+            describe=self._describe,
+            release_status=self.post.release_status.remote,
+            loader=self.loader,
+            unavailable=self.unavailable,
+            uptime_s=time.time() - self.started,
+            wait_s=self.settings.health_wait_s,
+        )
         return json_response(status, body)
 
-    @api.get(
-        "/model",
-        operation_id="model",
-        summary="Metadata of a served version",
-        openapi_extra=OPENAPI_EXTRA["model"],
-    )
+    @route(api, "model")
     async def model_info(
         self, request: Request, full: bool = False, version: str | None = None
     ) -> Response:
         """Anyone: what a request needs (``public_metadata``). The admin token: the whole
         metadata.json (``full=true`` adds the drift references)."""
-        if version is not None:  # asked for by name: it must exist (no load for nothing)
-            try:
-                await self.versions.metadata(check_name(version))
-            except RegistryError as exc:
-                status = 404 if VERSION_RE.match(version) else 422
-                message = redact(str(exc), str(self.loader.registry.store))
-                return error_response(status, "unknown version", [(None, "version", message)])
-            except IntegrityError as exc:  # e.g. unsigned, or changed after it was signed
-                message = redact(str(exc), str(self.loader.registry.store))
-                return error_response(503, "version refused", [(None, "version", message)])
+        if version:  # asked for by name: it must exist (no load for nothing)
+            refused = await admin.check_version(version, self.versions.metadata, self.store)
+            if refused:
+                return refused
         version = version or self.watcher.view.serving
         try:
             if version is None:
                 raise NoModelError(self.watcher.view.error or "no version is promoted yet")
-            meta = await self.describe(version, RELOAD_WAIT_S)
-        except (NoModelError, VersionUnavailable, asyncio.TimeoutError) as exc:
-            message = redact(str(exc), str(self.loader.registry.store))
+            meta = await self._describe(version, self.settings.reload_wait_s)
+        except (TimeoutError, NoModelError, VersionUnavailable) as exc:
+            message = admin.redact(str(exc), self.store)
             return error_response(503, "no model is loaded", [(None, "version", message)])
         if not self._is_admin(request):
-            return json_response(200, public_metadata(meta))
+            return json_response(200, admin.public_metadata(meta))
         return json_response(
             200, meta if full else {k: v for k, v in meta.items() if k != "reference"}
         )
 
     def _is_admin(self, request: Request) -> bool:
-        return self.release_token.allows(request.headers.get("authorization"))
+        return self.admin_token.allows(request.headers.get("authorization"))
 
-    @api.get(
-        "/metrics",
-        operation_id="metrics",
-        summary="JSON summary of this ingress replica and the node",
-        openapi_extra=OPENAPI_EXTRA["metrics"],
-    )
+    @route(api, "metrics")
     async def metrics_summary(self, request: Request) -> Response:
         stats = await self.post.stats.remote()
-        return json_response(200, metrics_body(self, stats, self._is_admin(request)))
+        body = admin.metrics_body(
+            name=self.name,
+            serving=self.watcher.view.serving,
+            uptime_s=time.time() - self.started,
+            requests=self.summary.summary(),
+            monitoring=stats,
+            internal_errors=self.failures.counts,
+            admin=self._is_admin(request),
+        )
+        return json_response(200, body)
 
     # -- write endpoints (bearer token) -----------------------------------------------------
-    @api.post(
-        "/reload-model",
-        operation_id="reload",
-        summary="Promote a version to production (or re-read the registry)",
-        openapi_extra=OPENAPI_EXTRA["reload"],
-    )
+    @route(api, "reload")
     async def reload_model(self, request: Request) -> Response:
-        if denied := self.release_token.check(request.headers.get("authorization")):
+        if denied := self.admin_token.check(request.headers.get("authorization")):
             return denied
+        limit = self.settings.max_admin_body_bytes
         try:
-            ask = ReloadRequest.parse(await read_body(request, MAX_ADMIN_BODY))
-            previous = await asyncio.to_thread(promote_for_reload, self.loader, ask)
+            ask = admin.ReloadRequest.parse(await read_body(request, limit), limit)
+            previous = await asyncio.to_thread(admin.promote_for_reload, self.loader, ask)
         except RequestError as exc:
             return json_response(exc.status, exc.body())
-        status, body = await reload_response(self, previous)
+        status, body = await admin.reload_response(
+            watcher=self.watcher,
+            describe=self._describe,
+            previous=previous,
+            poll_interval_s=self.settings.poll_interval_s,
+            wait_s=self.settings.reload_wait_s,
+        )
         return json_response(status, body)
 
-    @api.post(
-        "/feedback",
-        operation_id="feedback",
-        summary="Ground-truth labels for earlier predictions",
-        openapi_extra=OPENAPI_EXTRA["feedback"],
-    )
+    @route(api, "feedback")
     async def feedback(self, request: Request) -> Response:
         if denied := self.feedback_token.check(request.headers.get("authorization")):
             return denied
         try:
             limit = self.settings.max_body_bytes
-            body = parse_json(await read_body(request, limit), limit)
-            items = body if isinstance(body, list) else [body]
-            bad = [
-                {"row": i, "feature": None, "message": "needs prediction_id and label"}
-                for i, it in enumerate(items)
-                if not isinstance(it, dict) or "prediction_id" not in it or "label" not in it
-            ]
-            if bad or not items:
-                raise RequestError(422, "invalid feedback", bad[:20])
+            items = parse_feedback(parse_json(await read_body(request, limit), limit))
         except RequestError as exc:
             return json_response(exc.status, exc.body())
         return json_response(200, await self.post.feedback.remote(items))
+
+    async def check_health(self) -> None:
+        self.tasks.check()

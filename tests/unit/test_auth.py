@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sparc_ray.serving.responses import MIN_TOKEN_CHARS, BearerToken, Tokens
+from sparc_ray.serving.auth import MIN_TOKEN_CHARS, BearerToken, Tokens
 
 RELEASE, FEEDBACK = "r" * MIN_TOKEN_CHARS, "f" * (MIN_TOKEN_CHARS + 11)
 
@@ -16,12 +16,12 @@ def _error(response) -> str:
 @pytest.fixture
 def env(monkeypatch):
     def set_tokens(release: str | None, feedback: str | None) -> tuple[BearerToken, BearerToken]:
-        for name, value in (("T_RELEASE", release), ("T_FEEDBACK", feedback)):
+        for name, value in (("T_ADMIN", release), ("T_FEEDBACK", feedback)):
             if value is None:
                 monkeypatch.delenv(name, raising=False)
             else:
                 monkeypatch.setenv(name, value)
-        return Tokens(release_env="T_RELEASE", feedback_env="T_FEEDBACK").read()
+        return Tokens(admin_env="T_ADMIN", feedback_env="T_FEEDBACK").read()
 
     return set_tokens
 
@@ -53,7 +53,7 @@ def test_a_short_token_disables_its_endpoints_and_says_why(env, caplog):
     release, feedback = env(short, FEEDBACK)
     r = release.check(f"Bearer {short}")  # even the right value is refused
     assert r.status_code == 403 and f"shorter than {MIN_TOKEN_CHARS}" in _error(r)
-    assert "T_RELEASE" in _error(r) and short not in _error(r) and short not in caplog.text
+    assert "T_ADMIN" in _error(r) and short not in _error(r) and short not in caplog.text
     assert feedback.check(f"Bearer {FEEDBACK}") is None  # the other group is unaffected
 
 

@@ -30,17 +30,26 @@ def test_check_batch_names_each_bad_cell_and_keeps_missing_values():
     assert pd.isna(columns["c"][2]) and columns["c"][0] == "a"
     assert [(p["index"], p["feature"], p["reason"]) for p in problems] == [
         (2, "x", "expected a number, got str 'abc'"),
-        (3, "x", "non-finite number inf is not allowed"),
+        (3, "x", "non-finite number Infinity is not allowed"),
         (4, "x", "number out of range: |value| must be <= 1e+06 for this model"),
         (5, "c", "string longer than 1000 characters"),
     ]
 
 
-def test_typed_columns_take_the_fast_path():
-    batch = pa.table({"x": pa.array([1, None, 3], pa.int64()), "c": pa.array([1, 2, None])})
+def test_typed_columns_take_the_fast_path_and_numbers_are_no_categories():
+    batch = pa.table({"x": pa.array([1, None, 3], pa.int64()), "c": pa.array(["a", "b", None])})
     columns, good, problems = check_batch(batch, CHECKS)
     assert good.all() and not problems
-    assert columns["c"].tolist()[:2] == ["1", "2"] and pd.isna(columns["c"][2])
+    assert columns["x"].dtype == np.float64 and np.isnan(columns["x"][1])
+    assert columns["c"].tolist()[:2] == ["a", "b"] and pd.isna(columns["c"][2])
+    # A Parquet column of numbers for a categorical feature: refused, as /predict refuses it.
+    numbers = batch.set_column(1, "c", pa.array([1, 2, None]))
+    _, good, problems = check_batch(numbers, CHECKS)
+    assert good.tolist() == [False, False, True]
+    assert [p["reason"] for p in problems] == [
+        "expected a string category, got int 1",
+        "expected a string category, got int 2",
+    ]
 
 
 class FailsOnNegative:

@@ -7,12 +7,14 @@ import asyncio
 import numpy as np
 import pytest
 
-from sparc_ray.inference.input_rules import PredictInput, RequestError
 from sparc_ray.inference.loader import LoadedModel
 from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.registry.signing import SignatureError
 from sparc_ray.serving.dispatch import Dispatcher, VersionCatalog, answers_from
-from sparc_ray.serving.model import NoModelError, Scored, VersionUnavailable, score_isolated
+from sparc_ray.serving.messages import NoModelError, VersionUnavailable
+from sparc_ray.serving.model import score_batch
+from sparc_ray.serving.requests import PredictInput, RequestError
+from sparc_ray.serving.tasks import Failures
 from tests.unit.test_batch_isolation import PickyScorer
 from tests.unit.test_metadata import make_metadata
 
@@ -33,11 +35,10 @@ def fake_model(models: dict):
         calls.append((version, sizes))
         if models.get(version) is None:
             raise VersionUnavailable(version, "sha256 mismatch")
-        current = LoadedModel(models[version], make_metadata(version=version), "t")
-        try:
-            return Scored(version, current.scorer.predict_proba(columns))
-        except Exception:
-            return score_isolated(current, columns, sizes)
+        # What Model.predict does with the named version (the same function).
+        return score_batch(
+            LoadedModel(models[version], make_metadata(version=version), "t"), columns, sizes
+        )
 
     return call, calls
 
@@ -101,7 +102,7 @@ class MetadataSource:
 
 def test_a_version_with_refused_metadata_hands_its_requests_to_a_fallback():
     source = MetadataSource()
-    catalog = VersionCatalog(None, source)
+    catalog = VersionCatalog(None, source, Failures())
     version, checks, refused = asyncio.run(catalog.checks_for("bad", ["bad", None, "v1"]))
     assert version == "v1" and [c.name for c in checks] == ["x"]
     assert "SignatureError" in refused and "changed after" in refused

@@ -1,9 +1,12 @@
-"""/predict request parsing and validation (no Ray): every bad input names field and row."""
+"""/predict request parsing and validation (no Ray): every bad input names field and row.
+The same hostile cells get the same decision and reason on all three paths (HTTP JSON, a
+DataFrame through ``DataValidator``, Arrow in batch scoring): ``test_three_paths``."""
 
 import numpy as np
 import pytest
 
-from sparc_ray.inference.input_rules import FeatureCheck, RequestError, parse_json, parse_predict
+from sparc_ray.inference.input_rules import FeatureCheck
+from sparc_ray.serving.requests import RequestError, parse_json, parse_predict
 
 FEATURES = [
     FeatureCheck("income", True),
@@ -47,7 +50,13 @@ def test_unseen_category_is_accepted_the_pipeline_ignores_it():
         ({"instances": [ROW, {**ROW, "age": "forty"}]}, 422, 1, "age", "expected a number"),
         ({"instances": [{**ROW, "age": True}]}, 422, 0, "age", "expected a number, got bool"),
         ({"instances": [{**ROW, "employment": 3}]}, 422, 0, "employment", "expected a string"),
-        ({"instances": [{**ROW, "income": 1e400}]}, 422, 0, "income", "overflows to inf"),
+        (
+            parse_json(b'{"instances": [{"income": 1e400, "age": 1, "employment": "x"}]}', 999),
+            422,
+            0,
+            "income",
+            "overflows to inf",
+        ),
         ({"instances": []}, 422, None, "instances", "missing, empty"),
         ({"instances": [ROW, 5]}, 422, 1, None, "must be a JSON object"),
         (

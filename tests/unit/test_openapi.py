@@ -59,9 +59,9 @@ def test_without_a_served_version_rows_stay_generic():
 def test_errors_security_and_links_are_precise(doc):
     schemes = doc["components"]["securitySchemes"]
     assert {s["scheme"] for s in schemes.values()} == {"bearer"}
-    assert doc["paths"]["/reload-model"]["post"]["security"] == [{"releaseToken": []}]
+    assert doc["paths"]["/reload-model"]["post"]["security"] == [{"adminToken": []}]
     assert doc["paths"]["/feedback"]["post"]["security"] == [{"feedbackToken": []}]
-    assert doc["paths"]["/model"]["get"]["security"] == [{}, {"releaseToken": []}]
+    assert doc["paths"]["/model"]["get"]["security"] == [{}, {"adminToken": []}]
     for path, ops in doc["paths"].items():
         for op in ops.values():
             for status, response in op["responses"].items():

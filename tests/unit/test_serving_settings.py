@@ -38,12 +38,14 @@ def test_a_pin_is_one_version_id():
 
 
 def test_reload_body_is_strict():
-    from sparc_ray.inference.input_rules import RequestError
+    from sparc_ray.serving.requests import RequestError
     from sparc_ray.serving.admin import ReloadRequest
 
-    assert ReloadRequest.parse(b"") == ReloadRequest()
-    assert ReloadRequest.parse(b'{"version": "production"}') == ReloadRequest()
-    assert ReloadRequest.parse(b'{"version": "v1", "force": true}') == ReloadRequest("v1", True)
+    assert ReloadRequest.parse(b"", 10_000) == ReloadRequest()
+    assert ReloadRequest.parse(b'{"version": "production"}', 10_000) == ReloadRequest()
+    assert ReloadRequest.parse(b'{"version": "v1", "force": true}', 10_000) == ReloadRequest(
+        "v1", True
+    )
     for raw, field in (
         (b'{"version": {}}', "version"),
         (b'{"version": false}', "version"),
@@ -52,7 +54,7 @@ def test_reload_body_is_strict():
         (b'{"versions": "v1"}', "versions"),
     ):
         with pytest.raises(RequestError) as info:
-            ReloadRequest.parse(raw)
+            ReloadRequest.parse(raw, 10_000)
         assert info.value.status == 422 and info.value.details[0]["feature"] == field
     with pytest.raises(RequestError):
-        ReloadRequest.parse(b"[1]")
+        ReloadRequest.parse(b"[1]", 10_000)

@@ -6,7 +6,7 @@ version. Shadow: a sample (``weight`` percent) of production's batches is queued
 scored by the candidate off the request path, in merged calls; production scores the same
 rows in the same call shape so their latencies compare like for like, and the candidate's
 labels are kept beside production's for agreement and for feedback accuracy.
-Every second the policy (``judge.decide``) runs on the evidence; a decision is written to
+Every second the policy (``policy.decide``) runs on the evidence; a decision is written to
 the registry (``releases.finish_release``), which every replica reads.
 """
 
@@ -17,13 +17,14 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
+from sparc_ray.inference.columns import Columns, concat
 from sparc_ray.registry import releases
 from sparc_ray.registry.store import ModelRegistry
 from sparc_ray.serving import metrics
+from sparc_ray.serving.messages import RequestMeta, Scored
 from sparc_ray.serving.release.policy import Agreement, VersionEvidence, decide
 from sparc_ray.serving.routing import ReleaseView
 
@@ -31,7 +32,35 @@ logger = logging.getLogger("ray.serve")
 SHADOW_QUEUE_ROWS = 20_000  # beyond this, shadow copies are dropped (and counted)
 SHADOW_CALL_ROWS = 1_000  # rows per shadow call
 
-Score = Callable[[str, dict[str, np.ndarray], list[int]], Awaitable[Any]]
+
+@dataclass(frozen=True)
+class Labelled:
+    """A Model call's result with its labels."""
+
+    scored: Scored
+    labels: list[Any]
+
+
+@dataclass(frozen=True)
+class ShadowBatch:
+    """Production rows queued for the candidate, with production's labels."""
+
+    requests: tuple[RequestMeta, ...]
+    columns: Columns
+    labels: list[Any]
+
+
+@dataclass(frozen=True)
+class ShadowResult:
+    """What the candidate said about a shadow call's rows; its labels per prediction id."""
+
+    version: str
+    columns: Columns
+    scored: Scored
+    labels_by_id: dict[str, list[Any]]
+
+
+Score = Callable[[str, Columns, list[int]], Awaitable[Labelled]]
 
 
 class ReleaseMonitor:
@@ -41,7 +70,7 @@ class ReleaseMonitor:
         self.release_id: str | None = None
         self.evidence: dict[str, VersionEvidence] = {}
         self.agreement = Agreement()
-        self.shadow_queue: deque[tuple[list[dict], dict[str, np.ndarray], list]] = deque()
+        self.shadow_queue: deque[ShadowBatch] = deque()
         self.shadow_rows = 0
         self.shadow_dropped = 0
         self.last_decision: dict[str, Any] | None = None
@@ -87,36 +116,39 @@ class ReleaseMonitor:
         if version is not None and (ev := self.role(version)) is not None:
             ev.outcomes.append(correct)
 
-    def offer_shadow(self, items: list[dict], columns: dict[str, np.ndarray], labels: list) -> None:
+    def offer_shadow(
+        self, requests: tuple[RequestMeta, ...], columns: Columns, labels: list[Any]
+    ) -> None:
         """Queue a production batch for the candidate (a ``weight`` percent sample)."""
         shadow = self.view.shadow
         # B311: a traffic sample, not a secret
         if shadow is None or random.random() * 100 >= shadow.weight:  # nosec B311
             return
         if self.shadow_rows + len(labels) > SHADOW_QUEUE_ROWS:
-            self.shadow_dropped += len(items)
+            self.shadow_dropped += len(requests)
             return
-        self.shadow_queue.append((items, columns, labels))
+        self.shadow_queue.append(ShadowBatch(requests, columns, labels))
         self.shadow_rows += len(labels)
 
     # -- shadow scoring (background) -----------------------------------------------------------
-    async def shadow_once(self) -> tuple[str, dict[str, np.ndarray], Any, dict[str, list]] | None:
-        """Score queued rows with the candidate (and production, for timing). Returns the
-        candidate version, the rows, its Scored result and its labels per prediction id."""
+    async def shadow_once(self) -> ShadowResult | None:
+        """Score queued rows with the candidate (and production, for timing)."""
         shadow, production = self.view.shadow, self.view.production
         if shadow is None or not self.shadow_queue:
             return None
-        batch, rows = [], 0
+        batch: list[ShadowBatch] = []
+        rows = 0
         while self.shadow_queue and rows < SHADOW_CALL_ROWS:
             batch.append(self.shadow_queue.popleft())
-            rows += len(batch[-1][2])
+            rows += len(batch[-1].labels)
         self.shadow_rows -= rows
-        items = [it for b in batch for it in b[0]]
-        columns = {n: np.concatenate([b[1][n] for b in batch]) for n in batch[0][1]}
-        labels = [lab for b in batch for lab in b[2]]
-        sizes = [it["n_rows"] for it in items]
+        items = [r for b in batch for r in b.requests]
+        columns = concat([b.columns for b in batch])
+        labels = [label for b in batch for label in b.labels]
+        sizes = [r.n_rows for r in items]
         cand, prod = self.role(shadow.version), self.role(production)
-        timings, results = {}, {}
+        timings: dict[str, float] = {}
+        results: dict[str, Labelled] = {}
         for version in (shadow.version, production):
             start = time.perf_counter()
             try:
@@ -129,17 +161,17 @@ class ReleaseMonitor:
                     return None
                 continue
             timings[version] = (time.perf_counter() - start) * 1000
-        scored, shadow_labels = results[shadow.version]
+        shadow_labels = results[shadow.version].labels
         cand.requests += len(items)
         self.agreement.same += sum(a == b for a, b in zip(shadow_labels, labels, strict=True))
         self.agreement.rows += len(labels)
         for version, ms in timings.items():
             (cand if version == shadow.version else prod).latencies_ms.extend([ms] * len(items))
         by_id, start = {}, 0
-        for it in items:
-            by_id[it["prediction_id"]] = shadow_labels[start : start + it["n_rows"]]
-            start += it["n_rows"]
-        return shadow.version, columns, scored, by_id
+        for r in items:
+            by_id[r.prediction_id] = shadow_labels[start : start + r.n_rows]
+            start += r.n_rows
+        return ShadowResult(shadow.version, columns, results[shadow.version].scored, by_id)
 
     # -- decision -------------------------------------------------------------------------------
     def decide(self, drift: dict[str, float | None]) -> tuple[str, str] | None:
