@@ -102,7 +102,7 @@ class RegistryLoader:
         return self.registry.alias(self.name), current_release(self.registry, self.name)
 
     def load(self, version: str) -> LoadedModel:
-        reg, signer = self.registry, self.public_key and key_id(self.public_key)
+        reg, signer = self.registry, key_id(self.public_key) if self.public_key else None
         if self.public_key is not None:
             signed = reg.verify_signature(self.name, version, self.public_key)
             meta, read = signed.metadata, signed.read

@@ -26,9 +26,10 @@ ERROR_BODY = {
         "error_id": {"type": "string", "description": "500 only: the id in the log line"},
     },
 }
-ADMIN_TOKEN = [{"adminToken": []}]  # /reload-model
-ADMIN_TOKEN_OPTIONAL = [{}, {"adminToken": []}]  # more detail with the admin token
-FEEDBACK_TOKEN = [{"feedbackToken": []}]
+Security = list[dict[str, list[str]]]
+ADMIN_TOKEN: Security = [{"adminToken": []}]  # /reload-model
+ADMIN_TOKEN_OPTIONAL: Security = [{}, {"adminToken": []}]  # more detail with the admin token
+FEEDBACK_TOKEN: Security = [{"feedbackToken": []}]
 
 
 def json_content(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:

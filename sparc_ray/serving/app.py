@@ -13,8 +13,10 @@ each deployment's typed settings (``user_config``) have their defaults in
 ``sparc_ray.serving.settings``; serve_config.yaml's ``deployments:`` may override them.
 """
 
+from typing import cast
+
 from pydantic import BaseModel, ConfigDict, Field
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from sparc_ray.inference.loader import RegistryLoader
 from sparc_ray.registry import storage
@@ -54,6 +56,13 @@ def build_app(args: AppArgs) -> Application:
     loader = RegistryLoader(store, args.model_name, public_key)
     tokens = Tokens(admin_env=args.admin_token_env, feedback_env=args.feedback_token_env)
     # Resources default to DEPLOYMENT_OPTIONS; serve_config.yaml's deployments: override them.
-    model = Model.options(**DEPLOYMENT_OPTIONS["Model"]).bind(loader)
-    post = Postprocessor.options(**DEPLOYMENT_OPTIONS["Postprocessor"]).bind(model, loader)
-    return Validator.options(**DEPLOYMENT_OPTIONS["Validator"]).bind(model, post, loader, tokens)
+    model = _deployment(Model).bind(loader)
+    post = _deployment(Postprocessor).bind(model, loader)
+    return _deployment(Validator).bind(model, post, loader, tokens)
+
+
+def _deployment(decorated: object) -> Deployment:
+    """A ``@serve.deployment`` class with its default options (mypy sees the class a class
+    decorator returns as the undecorated class: Serve returns a ``Deployment``)."""
+    deployment = cast(Deployment, decorated)
+    return deployment.options(**DEPLOYMENT_OPTIONS[deployment.name])

@@ -147,7 +147,7 @@ class Dispatcher:
         self,
         inputs: list[PredictInput],
         versions: list[str],
-        serving: str,
+        serving: str | None,
         fallback: str | None,
     ) -> BatchOutcome:
         """Score ``inputs[i]`` with ``versions[i]``; ``serving`` answers what another version
@@ -166,7 +166,7 @@ class Dispatcher:
         version: str,
         idx: list[int],
         inputs: list[PredictInput],
-        serving: str,
+        serving: str | None,
         fallback: str | None,
         out: BatchOutcome,
     ) -> set[int]:
@@ -201,7 +201,7 @@ class Dispatcher:
                 proba, kept = proba[keep], take(columns, keep)
             out.groups.append(Group(scored.version, [idx[k] for k in ok], proba, kept, model_ms))
         failed = [idx[k] for k in scored.failed]
-        if failed and version != serving:  # the candidate failed them: production tries
+        if failed and serving is not None and version != serving:  # production tries them
             rescued = await self._score(serving, failed, inputs, serving, fallback, out)
             out.server_errors[version] = out.server_errors.get(version, 0) + len(rescued)
             return answered | rescued

@@ -39,17 +39,24 @@ from typing import Any
 import numpy as np
 from ray.serve import metrics
 
+
+def _keys(*names: str) -> Any:
+    """Tag keys as Ray takes them. Ray 2.60 annotates ``tag_keys`` as ``Tuple[str]`` (exactly
+    one key) while it accepts any number; this is the one place that typing gap is bridged."""
+    return names
+
+
 LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 VERSIONED = ("model_name", "model_version")
 ROLES = (*VERSIONED, "role")
-BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
+BATCH_BUCKETS = [1.0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
 
 
 def internal_errors() -> metrics.Counter:
     return metrics.Counter(
         "ml_internal_errors",
         description="Failures kept off the request path (metrics, monitoring, preloads).",
-        tag_keys=("where",),
+        tag_keys=_keys("where"),
     )
 
 
@@ -57,7 +64,7 @@ def predictions() -> metrics.Counter:
     return metrics.Counter(
         "ml_predictions",
         "Successful prediction requests.",
-        tag_keys=("model_name", "model_version"),
+        tag_keys=_keys("model_name", "model_version"),
     )
 
 
@@ -65,7 +72,7 @@ def captured_rows() -> metrics.Counter:
     return metrics.Counter(
         "ml_captured_rows",
         "Rows written by the traffic capture (model_version none: labels).",
-        tag_keys=VERSIONED,
+        tag_keys=_keys(*VERSIONED),
     )
 
 
@@ -73,7 +80,7 @@ def capture_dropped() -> metrics.Counter:
     return metrics.Counter(
         "ml_capture_dropped",
         "Rows the traffic capture dropped; reason: queue_full or write_failed.",
-        tag_keys=("model_name", "reason"),
+        tag_keys=_keys("model_name", "reason"),
     )
 
 
@@ -81,7 +88,7 @@ def prediction_errors() -> metrics.Counter:
     return metrics.Counter(
         "ml_prediction_errors",
         "Failed prediction requests by reason; kind: client (4xx) or server (5xx).",
-        tag_keys=("model_name", "model_version", "reason", "kind"),
+        tag_keys=_keys("model_name", "model_version", "reason", "kind"),
     )
 
 
@@ -90,7 +97,7 @@ def prediction_duration() -> metrics.Histogram:
         "ml_prediction_duration_seconds",
         "Prediction request latency inside the app (seconds).",
         boundaries=LATENCY_BUCKETS,
-        tag_keys=VERSIONED,
+        tag_keys=_keys(*VERSIONED),
     )
 
 
@@ -99,7 +106,7 @@ def batch_size() -> metrics.Histogram:
         "ml_batch_size",
         "Rows per predict_proba call.",
         boundaries=BATCH_BUCKETS,
-        tag_keys=VERSIONED,
+        tag_keys=_keys(*VERSIONED),
     )
 
 
@@ -107,7 +114,7 @@ def version_info() -> metrics.Gauge:
     return metrics.Gauge(
         "ml_model_version_info",
         "1 for the model version a replica serves.",
-        tag_keys=("model_name", "model_version"),
+        tag_keys=_keys("model_name", "model_version"),
     )
 
 
@@ -115,19 +122,19 @@ def feature_drift() -> metrics.Gauge:
     return metrics.Gauge(
         "ml_feature_drift_score",
         "PSI of a feature's recent values.",
-        tag_keys=(*VERSIONED, "role", "feature_name"),
+        tag_keys=_keys(*VERSIONED, "role", "feature_name"),
     )
 
 
 def model_drift() -> metrics.Gauge:
     return metrics.Gauge(
-        "ml_model_drift_score", "PSI of the recent predicted-class mix.", tag_keys=ROLES
+        "ml_model_drift_score", "PSI of the recent predicted-class mix.", tag_keys=_keys(*ROLES)
     )
 
 
 def model_accuracy() -> metrics.Gauge:
     return metrics.Gauge(
-        "ml_model_accuracy", "Rolling accuracy of labelled predictions.", tag_keys=ROLES
+        "ml_model_accuracy", "Rolling accuracy of labelled predictions.", tag_keys=_keys(*ROLES)
     )
 
 
@@ -135,7 +142,7 @@ def release_weight() -> metrics.Gauge:
     return metrics.Gauge(
         "ml_release_weight",
         "Percent of requests routed to (canary) or copied for (shadow) the candidate.",
-        tag_keys=(*VERSIONED, "mode"),
+        tag_keys=_keys(*VERSIONED, "mode"),
     )
 
 
@@ -143,7 +150,7 @@ def shadow_agreement() -> metrics.Gauge:
     return metrics.Gauge(
         "ml_shadow_agreement",
         "Share of shadowed rows where the candidate predicted production's label.",
-        tag_keys=(*VERSIONED, "mode"),
+        tag_keys=_keys(*VERSIONED, "mode"),
     )
 
 
@@ -151,7 +158,7 @@ def release_decisions() -> metrics.Counter:
     return metrics.Counter(
         "ml_release_decisions",
         "Releases the policy ended: promoted or rolled_back.",
-        tag_keys=(*VERSIONED, "decision"),
+        tag_keys=_keys(*VERSIONED, "decision"),
     )
 
 

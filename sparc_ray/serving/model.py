@@ -59,7 +59,8 @@ def score_batch(current: LoadedModel, columns: Columns, sizes: list[int]) -> Sco
 
 @serve.deployment(name="Model")
 class Model:
-    async def __init__(self, loader: ModelLoader) -> None:
+    # An async constructor: Serve awaits it (mypy expects __init__ to return None).
+    async def __init__(self, loader: ModelLoader) -> None:  # type: ignore[misc]
         self.loader = loader
         self.settings = ModelSettings()
         self.watcher = ReleaseWatcher(loader, self.settings.poll_interval_s)
@@ -110,7 +111,8 @@ class Model:
         """Load production and the candidate before their first request."""
         while True:
             view = await self.watcher.refresh()
-            for version in filter(None, (view.production, view.release and view.release.version)):
+            candidate = view.release.version if view.release else None
+            for version in filter(None, (view.production, candidate)):
                 if version not in self.loaded and version not in self.load_errors:
                     try:
                         await self.get_model(version)

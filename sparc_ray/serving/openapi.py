@@ -69,7 +69,7 @@ def example_row(meta: ModelMetadata) -> dict[str, Any]:
             lo, hi = f.min, f.max
             row[f.name] = round((lo + hi) / 2, 6) if lo is not None and hi is not None else 0.0
         else:
-            row[f.name] = (f.categories or [None])[0]
+            row[f.name] = f.categories[0] if f.categories else None
     return row
 
 

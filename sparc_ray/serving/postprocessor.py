@@ -52,7 +52,8 @@ class _Queued:
 
 @serve.deployment(name="Postprocessor")
 class Postprocessor:
-    async def __init__(self, model: DeploymentHandle, loader: ModelLoader) -> None:
+    # An async constructor: Serve awaits it (mypy expects __init__ to return None).
+    async def __init__(self, model: DeploymentHandle, loader: ModelLoader) -> None:  # type: ignore[misc]
         self.model, self.loader, self.name = model, loader, loader.name
         self.settings = s = PostprocessorSettings()
         self.serving: str | None = None  # what answers as production, as the last batch said
@@ -174,7 +175,7 @@ class Postprocessor:
 
     def _observe_drift(self, version: str, columns: Columns, proba: np.ndarray) -> None:
         meta = self._metadata.get(version)  # read by ``process`` or ``_score_copy``
-        self.drift.observe(version, meta and meta.reference, columns, class_index(proba))
+        self.drift.observe(version, meta.reference if meta else None, columns, class_index(proba))
 
     def _tags(self, version: str) -> dict[str, str] | None:
         """Quality-gauge tags: ``candidate`` for the release candidate, ``serving`` for what

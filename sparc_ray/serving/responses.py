@@ -2,6 +2,7 @@
 ``/predict`` response bodies."""
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,9 @@ def json_response(status: int, body: Any) -> Response:
     )
 
 
-def error_response(status: int, error: str, details: list[tuple] = (), **extra: Any) -> Response:
+def error_response(
+    status: int, error: str, details: Sequence[tuple[Any, ...]] = (), **extra: Any
+) -> Response:
     """``{"error", "details": [{"row", "feature", "message"}], **extra}``."""
     rows = [{"row": r, "feature": f, "message": m} for r, f, m in details]
     return json_response(status, {"error": error, "details": rows, **extra})
@@ -56,11 +59,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def invalid_parameters(request: Request, exc: RequestValidationError) -> Response:
+async def invalid_parameters(request: Request, exc: Exception) -> Response:
     """FastAPI's own parameter checks answer with the API's error body too."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     details = [
         (None, ".".join(str(p) for p in e.get("loc", ())[1:]) or None, e.get("msg", "invalid"))
-        for e in exc.errors()[:20]
+        for e in errors[:20]
     ]
     return error_response(422, "invalid request parameters", details)
 

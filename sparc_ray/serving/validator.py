@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol, cast
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -50,10 +50,23 @@ CLIENT_ERRORS = {400: "bad_request", 413: "payload_too_large", 415: "unsupported
 DEFAULTS = ValidatorSettings()
 
 
+class _Batching(Protocol):
+    """The controls ``@serve.batch`` adds to the method it wraps."""
+
+    def set_max_batch_size(self, new_max_batch_size: int) -> None: ...
+
+    def set_batch_wait_timeout_s(self, new_batch_wait_timeout_s: float) -> None: ...
+
+
+def _batching(method: object) -> _Batching:
+    return cast(_Batching, method)  # Ray types @serve.batch's result as a plain callable
+
+
 @serve.deployment(name="Validator")
 @serve.ingress(api)
 class Validator:
-    async def __init__(
+    # An async constructor: Serve awaits it (mypy expects __init__ to return None).
+    async def __init__(  # type: ignore[misc]
         self,
         model: DeploymentHandle,
         post: DeploymentHandle,
@@ -85,7 +98,7 @@ class Validator:
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         self.settings = s = ValidatorSettings.model_validate(config)
-        self._score.set_max_batch_size(s.batch_max_rows)
+        _batching(self._score).set_max_batch_size(s.batch_max_rows)
         self.watcher.poll_interval_s = s.poll_interval_s
         self.watcher.pin(s.model_version)
         self.versions.max_cached, self.versions.retry_refused_s = (
@@ -146,7 +159,7 @@ class Validator:
     async def _submit(self, job: Job) -> dict[str, Any]:
         # No batch window when nothing is in flight: a lone request goes out at once.
         wait = self.settings.batch_wait_timeout_s if self._in_flight else 0.0
-        self._score.set_batch_wait_timeout_s(wait)
+        _batching(self._score).set_batch_wait_timeout_s(wait)
         answer = await self._score(job)
         if isinstance(answer, Exception):
             raise answer

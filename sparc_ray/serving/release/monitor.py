@@ -22,6 +22,7 @@ from typing import Any
 
 from sparc_ray.inference.columns import Columns, concat
 from sparc_ray.registry import releases
+from sparc_ray.registry.releases import Decision, Release
 from sparc_ray.registry.store import ModelRegistry
 from sparc_ray.serving import metrics
 from sparc_ray.serving.messages import RequestMeta, Scored
@@ -91,16 +92,23 @@ class ReleaseMonitor:
             self.shadow_rows = 0
         self.view = view
 
-    def role(self, version: str) -> VersionEvidence | None:
+    @property
+    def active(self) -> Release | None:
+        """The release being watched (None when there is none, or under a pin)."""
+        return self.view.release if self.release_id is not None else None
+
+    def role(self, version: str | None) -> VersionEvidence | None:
         """The evidence record of ``version`` if it takes part in the release."""
-        release = self.view.release
-        if self.release_id is None or version not in (release.version, self.view.production):
+        release = self.active
+        if release is None or version is None:
+            return None
+        if version not in (release.version, self.view.production):
             return None
         return self.evidence.setdefault(version, VersionEvidence())
 
     # -- what the request path reports -------------------------------------------------------
     def record_batch(self, version: str, n_requests: int, model_ms: float) -> None:
-        if self.release_id is None or self.view.release.mode != "canary":
+        if (release := self.active) is None or release.mode != "canary":
             return
         if (ev := self.role(version)) is not None:
             ev.requests += n_requests
@@ -134,7 +142,7 @@ class ReleaseMonitor:
     async def shadow_once(self) -> ShadowResult | None:
         """Score queued rows with the candidate (and production, for timing)."""
         shadow, production = self.view.shadow, self.view.production
-        if shadow is None or not self.shadow_queue:
+        if shadow is None or production is None or not self.shadow_queue:
             return None
         batch: list[ShadowBatch] = []
         rows = 0
@@ -147,6 +155,8 @@ class ReleaseMonitor:
         labels = [label for b in batch for label in b.labels]
         sizes = [r.n_rows for r in items]
         cand, prod = self.role(shadow.version), self.role(production)
+        if cand is None or prod is None:  # the release changed under the queued rows
+            return None
         timings: dict[str, float] = {}
         results: dict[str, Labelled] = {}
         for version in (shadow.version, production):
@@ -174,18 +184,20 @@ class ReleaseMonitor:
         return ShadowResult(shadow.version, columns, results[shadow.version].scored, by_id)
 
     # -- decision -------------------------------------------------------------------------------
-    def decide(self, drift: dict[str, float | None]) -> tuple[str, str] | None:
-        release = self.view.release
-        if self.release_id is None:
+    def decide(self, drift: dict[str, float | None]) -> tuple[Decision, str] | None:
+        release, production = self.active, self.view.production
+        if release is None or production is None:
             return None
         cand = self.evidence.setdefault(release.version, VersionEvidence())
-        prod = self.evidence.setdefault(self.view.production, VersionEvidence())
-        cand.drift, prod.drift = drift.get(release.version), drift.get(self.view.production)
+        prod = self.evidence.setdefault(production, VersionEvidence())
+        cand.drift, prod.drift = drift.get(release.version), drift.get(production)
         return decide(release.policy, release.mode, prod, cand, self.agreement)
 
-    def finish(self, decision: str, reason: str) -> bool:
+    def finish(self, decision: Decision, reason: str) -> bool:
         """Write the decision to the registry (blocking I/O: call it in a thread)."""
-        release = self.view.release
+        release = self.active
+        if release is None:
+            return False
         evidence = self.status()
         done = releases.finish_release(
             self.registry, self.name, release.id, decision, reason, evidence
@@ -198,8 +210,7 @@ class ReleaseMonitor:
         return done
 
     def publish(self) -> None:
-        release = self.view.release
-        if self.release_id is None:
+        if (release := self.active) is None:
             return
         tags = {"model_name": self.name, "model_version": release.version, "mode": release.mode}
         self.weight.set(release.weight, tags=tags)
@@ -207,7 +218,7 @@ class ReleaseMonitor:
             self.agreement_gauge.set(self.agreement.rate, tags={**tags})
 
     def status(self) -> dict[str, Any]:
-        release = self.view.release if self.release_id else None
+        release = self.active
         return {
             "release_id": self.release_id,
             "candidate": release.version if release else None,

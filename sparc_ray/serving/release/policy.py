@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from sparc_ray.registry.releases import ReleasePolicy
+from sparc_ray.registry.releases import Decision, ReleasePolicy
 
 WINDOW = 5000  # latency samples / labelled rows kept per version
 
@@ -77,14 +77,15 @@ def decide(
     prod: VersionEvidence,
     cand: VersionEvidence,
     agreement: Agreement,
-) -> tuple[str, str] | None:
+) -> tuple[Decision, str] | None:
     """``("rolled_back" | "promoted", reason)`` or None while the evidence is not enough.
 
     A check fails as soon as it has the evidence it needs (rates only when the gap is
     ``confidence_z`` standard errors beyond the allowance); promotion needs every check
     to have its evidence and pass."""
     p, z = policy, policy.confidence_z
-    failures, waiting = [], []
+    failures: list[str] = []
+    waiting: list[str] = []
 
     if cand.server_errors and cand.requests:
         gap = cand.error_rate - prod.error_rate - p.max_error_rate_increase
@@ -97,26 +98,33 @@ def decide(
     need = p.min_feedback_rows
     if need and (len(cand.outcomes) < need or len(prod.outcomes) < need):
         waiting.append(f"labelled rows {len(cand.outcomes)}/{len(prod.outcomes)} of {need}")
-    elif need:
-        drop = prod.accuracy - cand.accuracy
-        se = _se(cand.accuracy, len(cand.outcomes), prod.accuracy, len(prod.outcomes))
+    elif need and (c_acc := cand.accuracy) is not None and (p_acc := prod.accuracy) is not None:
+        drop = p_acc - c_acc
+        se = _se(c_acc, len(cand.outcomes), p_acc, len(prod.outcomes))
         if drop > p.max_accuracy_drop and (drop - p.max_accuracy_drop) / se > z:
-            failures.append(f"accuracy {cand.accuracy:.3f} vs production {prod.accuracy:.3f}")
+            failures.append(f"accuracy {c_acc:.3f} vs production {p_acc:.3f}")
         elif drop > p.max_accuracy_drop:
-            waiting.append(f"accuracy {cand.accuracy:.3f} vs {prod.accuracy:.3f}: not yet clear")
+            waiting.append(f"accuracy {c_acc:.3f} vs {p_acc:.3f}: not yet clear")
 
     if mode == "shadow":
-        if agreement.rows < p.min_requests:
+        rate = agreement.rate
+        if rate is None or agreement.rows < p.min_requests:
             waiting.append(f"shadowed rows {agreement.rows} of {p.min_requests}")
-        elif agreement.rate < p.min_agreement:
-            failures.append(f"agreement {agreement.rate:.3f} < {p.min_agreement}")
+        elif rate < p.min_agreement:
+            failures.append(f"agreement {rate:.3f} < {p.min_agreement}")
 
-    if cand.requests < p.min_requests or len(prod.latencies_ms) < p.min_requests:
+    c_p99, p_p99 = cand.p99_ms, prod.p99_ms
+    if (
+        cand.requests < p.min_requests
+        or len(prod.latencies_ms) < p.min_requests
+        or c_p99 is None
+        or p_p99 is None
+    ):
         waiting.append(f"requests {cand.requests} of {p.min_requests}")
     else:
-        allowed = prod.p99_ms * p.max_p99_ratio + p.p99_slack_ms
-        if cand.p99_ms > allowed:
-            failures.append(f"p99 {cand.p99_ms:.1f} ms > allowed {allowed:.1f} ms")
+        allowed = p_p99 * p.max_p99_ratio + p.p99_slack_ms
+        if c_p99 > allowed:
+            failures.append(f"p99 {c_p99:.1f} ms > allowed {allowed:.1f} ms")
 
     if cand.drift is not None and prod.drift is not None:
         if cand.drift - prod.drift > p.max_drift_increase:
