@@ -32,6 +32,7 @@ $(STAMP): pyproject.toml requirements-dev.lock
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy  # [tool.mypy] in pyproject.toml: the whole package
 	$(BIN)/bandit -r sparc_ray jobs -q  # every finding fails; justified exceptions: # nosec
 
 ## Known vulnerabilities in the locked versions. Needs PyPI's per-version JSON API (or OSV):
@@ -66,7 +67,7 @@ demo: venv
 	mkdir -p $(DEMO)
 	@# Bearer tokens (the app refuses any shorter than 32 characters): created or renewed.
 	for t in admin_token feedback_token; do \
-	  [ "$$(tr -d '\n' < $(DEMO)/$$t 2>/dev/null | wc -c)" -ge 32 ] || (umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(32))" > $(DEMO)/$$t); \
+	  { test -s $(DEMO)/$$t && [ "$$(tr -d '\n' < $(DEMO)/$$t | wc -c)" -ge 32 ]; } || (umask 077; $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(32))" > $(DEMO)/$$t); \
 	  chmod 600 $(DEMO)/$$t; \
 	done
 	@# Ed25519 key pair: training signs with keys/model_signing.key, serving checks the .pub.

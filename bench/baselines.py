@@ -38,7 +38,10 @@ import sklearn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from sparc_ray.client import records  # noqa: E402
+from sparc_ray.registry.layout import MODEL_FILE  # noqa: E402
+from sparc_ray.registry.metadata import ModelMetadata  # noqa: E402
 from sparc_ray.registry.store import ModelRegistry  # noqa: E402
+from sparc_ray.training.estimator import SPARCClassificationModel  # noqa: E402
 
 BIN = Path(sys.executable).parent
 MLSERVER_VENV = ROOT / "bench/.mlserver-venv"
@@ -184,7 +187,7 @@ def running(
 
 @contextlib.contextmanager
 def uvicorn_server(
-    store: Path, name: str, version: str, logs: Path, workers: int = 2
+    store: Path, name: str, version: str, public_key: Path, logs: Path, workers: int = 2
 ) -> Iterator[Target]:
     port = free_port()
     cmd = [
@@ -204,7 +207,7 @@ def uvicorn_server(
         "--no-access-log",
     ]
     env = {"SPARC_BENCH_STORE": str(store), "SPARC_BENCH_MODEL": name}
-    env["SPARC_BENCH_VERSION"] = version
+    env.update(SPARC_BENCH_VERSION=version, SPARC_BENCH_PUBLIC_KEY=str(public_key))
     url = f"http://127.0.0.1:{port}"
     with running("uvicorn", cmd, f"{url}/health", logs / "uvicorn.log", env):
         yield Target(f"uvicorn x{workers}", f"{url}/predict", ours_body, ours_proba)
@@ -238,18 +241,29 @@ def ensure_mlserver_venv() -> Path:
     return MLSERVER_VENV / "bin/mlserver"
 
 
+def signed_pipeline(
+    registry: ModelRegistry, name: str, version: str, public_key: bytes
+) -> tuple[SPARCClassificationModel, ModelMetadata]:
+    """A version's scikit-learn pipeline, unpickled only after its signature and the pickle's
+    signed sha256 check out (as the Serve app's sklearn fallback does): every baseline serves
+    the same verified artifact as ours."""
+    signed = registry.verify_signature(name, version, public_key)
+    data = signed.read(MODEL_FILE)
+    return SPARCClassificationModel.from_bytes(data, signed.metadata.sha256), signed.metadata
+
+
 @contextlib.contextmanager
 def mlserver_server(
-    registry: ModelRegistry, name: str, version: str, workdir: Path, logs: Path
+    registry: ModelRegistry, name: str, version: str, public_key: bytes, workdir: Path, logs: Path
 ) -> Iterator[Target]:
     """The same fitted pipeline exported with joblib into an MLServer model folder: adaptive
     batching (32 requests / 5 ms) and 2 parallel inference workers, metrics off."""
     mlserver = ensure_mlserver_venv()
-    model, _ = registry.load(name, version)  # sha256-verified, like the other servers
+    model, _ = signed_pipeline(registry, name, version, public_key)
     model.set_n_jobs(1)
     folder = workdir / "mlserver"
     (folder / name).mkdir(parents=True, exist_ok=True)
-    joblib.dump(model.pipeline, folder / name / "model.joblib")
+    joblib.dump(model.pipeline, folder / name / "model.joblib")  # MLServer's own file
     model_settings = {
         "name": name,
         "implementation": "mlserver_sklearn.SKLearnModel",

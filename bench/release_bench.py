@@ -29,7 +29,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 from baselines import ours_body, wrk  # noqa: E402
 from serve_bench import NAME, WORK, dataset, serve_app, signing_keys, train  # noqa: E402
 
-from sparc_ray.registry.releases import ReleasePolicy, finish_release, start_release  # noqa: E402
+from sparc_ray.registry.releases import (  # noqa: E402
+    ReleasePolicy,
+    current_release,
+    finish_release,
+    start_release,
+)
 from sparc_ray.registry.store import ModelRegistry  # noqa: E402
 
 OUT = ROOT / "bench/results/release_bench.json"
@@ -48,16 +53,16 @@ def candidate(reg: ModelRegistry) -> str:
 
 
 def set_mode(reg: ModelRegistry, url: str, mode: str, version: str) -> None:
-    rid = (reg.read_json(NAME, "candidate.json") or {}).get("id")
-    if rid:
-        finish_release(reg, NAME, rid, "aborted", "benchmark")
+    if (running := current_release(reg, NAME)) is not None:
+        finish_release(reg, NAME, running.id, "aborted", "benchmark")
     if mode != "no release":
         kind, weight = mode.split()
         start_release(reg, NAME, version, kind, float(weight.rstrip("%")), MEASURE_ONLY)
     deadline = time.time() + 30
     while time.time() < deadline:  # every replica follows within poll_interval_s
         release = httpx.get(f"{url}/health", timeout=30).json()["release"]
-        if (release or {}).get("id") == (reg.read_json(NAME, "candidate.json") or {}).get("id"):
+        running = current_release(reg, NAME)
+        if (release or {}).get("id") == (running and running.id):
             break
         time.sleep(0.5)
     time.sleep(1.5)

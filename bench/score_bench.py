@@ -5,8 +5,8 @@
 
 Both score the same CSV with the same published version: the baseline is what a user writes
 instead, in one process: ``pd.read_csv(chunksize=100_000)`` and the version's scikit-learn
-pipeline ``predict_proba`` per chunk (the model from ``ModelRegistry.load``, run once with one
-thread and once with every CPU). Ours is ``scoring.run`` on a local Ray started here (its
+pipeline ``predict_proba`` per chunk (the signature-verified model, run once with one thread
+and once with every CPU). Ours is ``scoring.run`` on a local Ray started here (its
 start-up time printed apart), streaming into Parquet. Prints rows/s, the ratio, how many
 predictions differ, and peak memory: the baseline process's RSS, and the summed unique
 memory of our driver and Ray workers sampled every 0.2 s.
@@ -29,9 +29,10 @@ import pandas as pd
 import psutil
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from baselines import signed_pipeline
 
 from sparc_ray.data.loading import normalize_features
-from sparc_ray.registry import signing
+from sparc_ray.registry import releases, signing
 from sparc_ray.registry.store import ModelRegistry
 from sparc_ray.training.estimator import SPARCClassificationModel
 from sparc_ray.training.onnx_export import export_onnx
@@ -72,12 +73,13 @@ def publish(store: str, train: pd.DataFrame, family: str, key_dir: str) -> tuple
     reg = ModelRegistry(store)
     key = signing.load_private_key(str(private))
     version = reg.publish(NAME, model, meta, {report["file"]: onnx}, signing_key=key)
-    reg.promote(NAME, version)
+    releases.promote(reg, NAME, version, by="bench")
     return version, signing.public_key_bytes(str(public))
 
 
-def baseline(store: str, csv: str, n_jobs: int) -> tuple[float, np.ndarray]:
-    model, meta = ModelRegistry(store).load(NAME)
+def baseline(store: str, csv: str, public_key: bytes, n_jobs: int) -> tuple[float, np.ndarray]:
+    reg = ModelRegistry(store)
+    model, meta = signed_pipeline(reg, NAME, reg.resolve(NAME), public_key)
     model.set_n_jobs(n_jobs)
     features = meta.feature_names
     started, labels = time.perf_counter(), []
@@ -136,7 +138,7 @@ def main() -> None:
 
     results = {"rows": args.rows, "family": args.family, "csv_mb": round(size_mb, 1)}
     for n_jobs in (1, args.cpus):
-        seconds, expected = baseline(store, csv, n_jobs)
+        seconds, expected = baseline(store, csv, public_key, n_jobs)
         results[f"baseline_n_jobs_{n_jobs}_s"] = round(seconds, 2)
         print(
             f"pandas + sklearn loop, n_jobs={n_jobs}: {seconds:.1f} s, "

@@ -8,7 +8,7 @@
 import argparse
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -46,7 +46,7 @@ def create_app(model_path: str, n_jobs: int | None = None) -> FastAPI:
             "probabilities": probabilities,
             "model_version": "seed",
             "prediction_id": str(uuid.uuid4()),
-            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "timestamp": datetime.now(UTC).isoformat(),
             "processing_time_ms": (time.time() - start) * 1000,
         }
 

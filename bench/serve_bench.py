@@ -45,10 +45,13 @@ from baselines import (  # noqa: E402
     ours_body,
     ours_proba,
     seed_server,
+    signed_pipeline,
     uvicorn_server,
     wrk,
 )
 
+from sparc_ray.registry import layout  # noqa: E402
+from sparc_ray.registry.signing import public_key_bytes  # noqa: E402
 from sparc_ray.registry.store import ModelRegistry  # noqa: E402
 from sparc_ray.training.estimator import SPARCClassificationModel  # noqa: E402
 
@@ -80,7 +83,7 @@ def train(df: pd.DataFrame) -> ModelRegistry:
     from sparc_ray.registry import signing
 
     _, y = make_classification(n_samples=20000, n_features=20, n_informative=10, random_state=0)
-    reg = ModelRegistry(WORK / "model_store")
+    reg = ModelRegistry(WORK / layout.DEFAULT_STORE)
     private, _ = signing_keys()
     if not reg.versions(NAME):
         WORK.mkdir(parents=True, exist_ok=True)
@@ -93,10 +96,10 @@ def train(df: pd.DataFrame) -> ModelRegistry:
                     "cv": {"n_folds": 2},
                     "search": {
                         "scheduler": "fifo",
-                        "storage_path": str(WORK / "ray_results"),
+                        "storage_path": str(WORK / layout.DEFAULT_TUNE_STORAGE),
                         "space": {"random_forest": {"n_estimators": [100]}},
                     },
-                    "registry": {"store": str(WORK / "model_store")},
+                    "registry": {"store": str(WORK / layout.DEFAULT_STORE)},
                 }
             )
         )
@@ -104,7 +107,7 @@ def train(df: pd.DataFrame) -> ModelRegistry:
         subprocess.run([*job, "--signing-key", str(private)], check=True, capture_output=True)
     key = signing.load_private_key(str(private))
     for version in reg.versions(NAME):  # versions trained before signing existed
-        if reg.read_optional(NAME, version, signing.SIGNATURE_FILE) is None:
+        if reg.read_optional(NAME, version, layout.SIGNATURE_FILE) is None:
             reg.sign(NAME, version, key)
     return reg
 
@@ -273,7 +276,8 @@ def main() -> None:
     df = dataset()
     reg = ModelRegistry(args.store) if args.store else train(df)
     version = reg.resolve(name)
-    model, _ = reg.load(name, version)
+    public_pem = signing_keys()[1]
+    model, _ = signed_pipeline(reg, name, version, public_key_bytes(str(public_pem)))
     model.set_n_jobs(1)
     with threadpool_limits(1):
         expected = model.predict_proba(df.head(1000))
@@ -284,8 +288,10 @@ def main() -> None:
 
     logs = WORK / "logs"
     starters = {
-        "uvicorn": lambda: uvicorn_server(reg.root_path, name, version, logs),
-        "mlserver": lambda: mlserver_server(reg, name, version, WORK, logs),
+        "uvicorn": lambda: uvicorn_server(reg.root_path, name, version, public_pem, logs),
+        "mlserver": lambda: mlserver_server(
+            reg, name, version, public_key_bytes(str(public_pem)), WORK, logs
+        ),
         "seed": lambda: seed_server(reg.root_path / name / version, logs),
         "serve": lambda: serve_app(reg, name),
     }

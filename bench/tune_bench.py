@@ -32,6 +32,7 @@ from sklearn.datasets import make_classification
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from sparc_ray.registry.layout import DEFAULT_TUNE_STORAGE
 from sparc_ray.training.config import CVConfig, SearchConfig
 from sparc_ray.training.estimator import build_pipeline
 from sparc_ray.training.search_space import expand_candidates
@@ -172,7 +173,7 @@ def whole_jobs(X: pd.DataFrame, y: pd.Series, space: str, rf: float, work: Path)
                 "space": SPACES[space],
                 "scheduler": scheduler,
                 "asha": {"grace_period": 1, "reduction_factor": rf},
-                "storage_path": str(work / "ray_results"),
+                "storage_path": str(work / DEFAULT_TUNE_STORAGE),
             },
             "registry": {"store": str(work / "store")},
         }

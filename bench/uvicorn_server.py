@@ -1,8 +1,9 @@
 """Baseline a competent user would write instead of our Serve app: FastAPI under
-``uvicorn --workers 2``, the same sha256-verified registry artifact, one ``predict_proba`` pass
-per request (labels by argmax), one DataFrame per request, one model thread per call.
+``uvicorn --workers 2``, the same signature-verified registry artifact, one ``predict_proba``
+pass per request (labels by argmax), one DataFrame per request, one model thread per call.
 
-    SPARC_BENCH_STORE=<store> SPARC_BENCH_MODEL=<name> [SPARC_BENCH_VERSION=production] \\
+    SPARC_BENCH_STORE=<store> SPARC_BENCH_MODEL=<name> SPARC_BENCH_PUBLIC_KEY=<pem> \\
+    [SPARC_BENCH_VERSION=production] \\
     uvicorn --factory uvicorn_server:create_app --app-dir bench --workers 2 --port 8200
 
 Accepts our request body ``{"instances": [{feature: value}], "include_probabilities": bool}``
@@ -14,15 +15,18 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import orjson
 import pandas as pd
+from baselines import signed_pipeline
 from fastapi import FastAPI, Response
 from pydantic import BaseModel
 from threadpoolctl import threadpool_limits
 
+from sparc_ray.registry.layout import ALIAS
+from sparc_ray.registry.signing import public_key_bytes
 from sparc_ray.registry.store import ModelRegistry
 
 
@@ -35,8 +39,9 @@ def create_app() -> FastAPI:
     threadpool_limits(1)  # one core per worker process: no BLAS / OpenMP thread pools
     registry = ModelRegistry(os.environ["SPARC_BENCH_STORE"])
     name = os.environ["SPARC_BENCH_MODEL"]
-    version = registry.resolve(name, os.environ.get("SPARC_BENCH_VERSION", "production"))
-    model, _ = registry.load(name, version)  # checks the sha256 recorded in metadata.json
+    version = registry.resolve(name, os.environ.get("SPARC_BENCH_VERSION", ALIAS))
+    public_key = public_key_bytes(os.environ["SPARC_BENCH_PUBLIC_KEY"])
+    model, _ = signed_pipeline(registry, name, version, public_key)
     model.set_n_jobs(1)
     features = model.feature_names
     wanted = set(features)
@@ -73,7 +78,7 @@ def create_app() -> FastAPI:
                 "model_name": name,
                 "model_version": version,
                 "prediction_id": str(uuid.uuid4()),
-                "timestamp": datetime.now(timezone.utc).isoformat(),
+                "timestamp": datetime.now(UTC).isoformat(),
                 "processing_time_ms": (time.perf_counter() - start) * 1000,
             }
         )

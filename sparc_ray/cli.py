@@ -10,6 +10,7 @@ import sys
 
 from sparc_ray.registry import releases, signing
 from sparc_ray.registry.artifacts import IntegrityError
+from sparc_ray.registry.layout import ALIAS, DEFAULT_STORE
 from sparc_ray.registry.store import ModelRegistry, RegistryError
 from sparc_ray.training.job_args import add_score_arguments, add_train_arguments
 
@@ -41,7 +42,7 @@ def _models(args: argparse.Namespace) -> int:
     if not args.name:
         raise RegistryError("--name is required")
     if args.action == "show":
-        version = reg.resolve(args.name, args.version or "production")
+        version = reg.resolve(args.name, args.version or ALIAS)
         meta = reg.metadata(args.name, version).to_dict()
         if not args.full:
             meta.pop("reference", None)
@@ -53,7 +54,7 @@ def _models(args: argparse.Namespace) -> int:
     elif args.action == "rollback":
         print(f"{args.name}: production -> {releases.rollback(reg, args.name)}")
     elif args.action in ("canary", "shadow"):
-        release = releases.start_release(
+        r = releases.start_release(
             reg,
             args.name,
             reg.resolve(args.name, _needs_version(args)),
@@ -63,14 +64,13 @@ def _models(args: argparse.Namespace) -> int:
             force=args.force,
             public_key=public_key,
         )
-        r = release
         print(f"{args.name}: {r.mode} of {r.version} at {r.weight:g}% ({r.id})")
     elif args.action == "abort":
-        release = releases.current_release(reg, args.name)
-        if release is None:
+        running = releases.current_release(reg, args.name)
+        if running is None:
             raise RegistryError(f"model {args.name!r} has no release in progress")
-        releases.finish_release(reg, args.name, release.id, "aborted", "aborted from the CLI")
-        print(f"{args.name}: {release.mode} of {release.version} aborted")
+        releases.finish_release(reg, args.name, running.id, "aborted", "aborted from the CLI")
+        print(f"{args.name}: {running.mode} of {running.version} aborted")
     elif args.action == "status":
         print(json.dumps(_status(reg, args.name), indent=2))
     elif args.action == "sign":
@@ -83,7 +83,7 @@ def _models(args: argparse.Namespace) -> int:
     elif args.action == "verify":
         if public_key is None:
             raise RegistryError("verify needs --public-key")
-        version = reg.resolve(args.name, args.version or "production")
+        version = reg.resolve(args.name, args.version or ALIAS)
         reg.verify(args.name, version, public_key)
         print(f"{args.name}/{version}: signature and sha256 OK ({signing.key_id(public_key)})")
     return 0
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         ],
     )
     models.add_argument("version", nargs="?", help="version id, 'production' or 'latest'")
-    models.add_argument("--store", default="model_store")
+    models.add_argument("--store", default=DEFAULT_STORE)
     models.add_argument("--name", help="model name (list: all models when omitted)")
     models.add_argument(
         "--force", action="store_true", help="promote / release despite failed gates"
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="reports on what the service captured")
     report.add_argument("kind", choices=["drift"])
-    report.add_argument("--store", default="model_store")
+    report.add_argument("--store", default=DEFAULT_STORE)
     report.add_argument("--name", required=True, help="model name")
     report.add_argument("--version", help="version whose captures to report (default production)")
     report.add_argument("--since", help="captured since: 24h, 7d, 30m or an ISO date/time")

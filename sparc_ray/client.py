@@ -22,7 +22,7 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON-ready dicts: missing values become null (NaN is not valid JSON)."""
     clean = df.astype(object).where(df.notna(), None)
     return [
-        {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+        {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
         for row in clean.to_dict("records")
     ]
 

@@ -9,6 +9,7 @@ import time
 
 from sparc_ray.client import PredictionError, SparcClient, records
 from sparc_ray.data.loading import load_dataset
+from sparc_ray.registry.layout import DEFAULT_STORE
 
 
 def wait_healthy(client: SparcClient, timeout: float = 180) -> dict:
@@ -29,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--dashboard", default="http://127.0.0.1:8265")
-    parser.add_argument("--store", default="model_store", help="the app's model store")
+    parser.add_argument("--store", default=DEFAULT_STORE, help="the app's model store")
     parser.add_argument("--report", default=".demo/drift_report.html")
     args = parser.parse_args()
     client = SparcClient(args.url)

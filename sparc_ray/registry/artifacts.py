@@ -1,13 +1,15 @@
-"""The files of a published version and how their integrity is checked. Kept free of
-scikit-learn so that registry tools (``sparc-ray models ...``) stay light."""
+"""How the integrity of a version's files is checked. Kept free of scikit-learn so that
+registry tools (``sparc-ray models ...``) stay light; the files' names are in
+``sparc_ray.registry.layout``."""
 
 from __future__ import annotations
 
 import hashlib
 
-MODEL_FILE = "model.joblib"
-ONNX_FILE = "model.onnx"  # the compiled export, when it converts and passes parity
-METADATA_FILE = "metadata.json"
+# Still imported from here by sparc_ray/inference/loader.py; new code imports layout.
+from sparc_ray.registry.layout import METADATA_FILE, MODEL_FILE, ONNX_FILE
+
+__all__ = ["METADATA_FILE", "MODEL_FILE", "ONNX_FILE", "IntegrityError", "sha256_bytes"]
 
 
 class IntegrityError(RuntimeError):

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from sparc_ray.registry.artifacts import MODEL_FILE
+from sparc_ray.registry.layout import MODEL_FILE
 
 SCHEMA_VERSION = 2
 MAX_ERRORS_SHOWN = 5

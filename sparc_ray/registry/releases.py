@@ -1,8 +1,11 @@
-"""Releases: a candidate version served beside ``production`` and the policy that decides it.
+"""Releases: what production is, a candidate version served beside it, and the policy that
+decides it. This module is the only way production moves: ``promote`` (by hand or after
+training), ``rollback``, and the end of a release (``finish_release``); each ends the release
+in progress, so a candidate is never compared with a stale baseline.
 
-The registry holds the whole release state, next to the versions::
+The registry holds the whole release state, next to the versions (``layout``)::
 
-    <store>/<name>/production       the promoted version (ModelRegistry.promote / rollback)
+    <store>/<name>/production       the promoted version; production.history, the promotions
     <store>/<name>/candidate.json   the release in progress: version, mode, weight, policy
     <store>/<name>/releases.json    every release started and how it ended (newest last)
 
@@ -22,11 +25,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sparc_ray.registry.layout import CANDIDATE_FILE, RELEASE_LOG
 from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.registry.store import ModelRegistry, RegistryError
 
-CANDIDATE_FILE = "candidate.json"
-RELEASE_LOG = "releases.json"
 MAX_LOG_ENTRIES = 500
 Decision = Literal["promoted", "rolled_back", "aborted"]
 
@@ -82,11 +84,24 @@ def load_policy(path: str | Path | None) -> ReleasePolicy:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _schema(meta: ModelMetadata) -> list[tuple[str, str]]:
     return [(f.name, f.kind) for f in meta.features]
+
+
+def _check_gates(meta: ModelMetadata, force: bool, action: str) -> None:
+    """A version that failed its gates is promoted or released only with ``force``."""
+    if not force and not meta.gates.passed:
+        raise RegistryError(
+            f"version {meta.version} failed its gates {meta.gates.failed}; use force to {action} it"
+        )
+
+
+def _move_production(reg: ModelRegistry, name: str, version: str) -> None:
+    """Point production at a version already checked; the history keeps it last."""
+    reg._set_alias(name, version, [v for v in reg.history(name) if v != version] + [version])
 
 
 def current_release(reg: ModelRegistry, name: str) -> Release | None:
@@ -118,10 +133,7 @@ def start_release(
     signature with a ``public_key``; gates passed unless ``force``), plus: production exists,
     accepts the same features, and no other release is in progress."""
     meta = reg.verify(name, version, public_key)
-    if not force and not meta.gates.passed:
-        raise RegistryError(
-            f"version {version} failed its gates {meta.gates.failed}; use force to release it"
-        )
+    _check_gates(meta, force, "release")
     production = reg.alias(name)
     if production is None:
         raise RegistryError(f"model {name!r} has no production version to compare against")
@@ -161,13 +173,15 @@ def finish_release(
     evidence: dict[str, Any] | None = None,
 ) -> bool:
     """End the release ``release_id`` if it is still the one in progress: ``promoted`` moves
-    production to the candidate (history kept, so ``rollback`` undoes it); ``rolled_back``
-    and ``aborted`` clear the candidate. Returns False when another writer ended it first."""
+    production to the candidate (its files checked again; history kept, so ``rollback`` undoes
+    it); ``rolled_back`` and ``aborted`` clear the candidate. Returns False when another writer
+    ended it first."""
     release = current_release(reg, name)
     if release is None or release.id != release_id:
         return False
     if decision == "promoted":
-        reg.promote(name, release.version, force=True)  # gates were checked at start
+        reg.verify(name, release.version)  # gates were checked when it started
+        _move_production(reg, name, release.version)
     reg.delete_record(name, CANDIDATE_FILE)
     _log(
         reg,
@@ -193,22 +207,34 @@ def promote(
     by: str = "cli",
     public_key: bytes | None = None,
 ) -> str | None:
-    """Move production by hand (verified files, and the signature with a ``public_key``);
-    returns the version it replaced. Promoting the candidate ends its release as promoted;
-    promoting anything else aborts the release in progress (its baseline is gone)."""
+    """Move production (by hand, or after training): verified files, and the signature with a
+    ``public_key``; gates passed unless ``force``. Returns the version it replaced. Promoting
+    the candidate ends its release as promoted; promoting anything else aborts the release in
+    progress (its baseline would no longer be production)."""
     previous, release = reg.alias(name), current_release(reg, name)
-    reg.verify(name, version, public_key)
+    meta = reg.verify(name, version, public_key)
     if release is not None and release.version == version:
-        finish_release(reg, name, release.id, "promoted", f"promoted by {by}")
-        return previous
-    reg.promote(name, version, force=force)
+        if finish_release(reg, name, release.id, "promoted", f"promoted by {by}"):
+            return previous
+        release = None  # ended by another writer meanwhile: promote it as any version
+    _check_gates(meta, force, "promote")
+    _move_production(reg, name, version)
     if release is not None:
         finish_release(reg, name, release.id, "aborted", f"production moved to {version} by {by}")
     return previous
 
 
 def rollback(reg: ModelRegistry, name: str, by: str = "cli") -> str:
-    """Re-promote the previous production version; aborts the release in progress."""
+    """Re-promote the version promoted before the current one (it must still exist) and
+    return it; aborts the release in progress."""
+    history, current = reg.history(name), reg.alias(name)
+    if current in history:
+        history = history[: history.index(current)]
+    if not history:
+        raise RegistryError(f"model {name!r} has no earlier promoted version to roll back to")
+    previous = history[-1]
+    reg.metadata(name, previous)  # must still exist
     if (release := current_release(reg, name)) is not None:
         finish_release(reg, name, release.id, "aborted", f"production rolled back by {by}")
-    return reg.rollback(name)
+    reg._set_alias(name, previous, history)
+    return previous

@@ -25,10 +25,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sparc_ray.registry.artifacts import METADATA_FILE, IntegrityError, sha256_bytes
+from sparc_ray.registry.artifacts import IntegrityError, sha256_bytes
+from sparc_ray.registry.layout import METADATA_FILE, SIGNATURE_FILE
 from sparc_ray.registry.metadata import ModelMetadata
 
-SIGNATURE_FILE = "signature.json"
 FORMAT = "sparc-ray/signature/v1"
 KEY_FILE_ENV, KEY_PEM_ENV = "SPARC_SIGNING_KEY_FILE", "SPARC_SIGNING_KEY"
 

@@ -1,20 +1,14 @@
-"""Model registry: ``<store>/<name>/<version>/{model.joblib, metadata.json, report/, ...}``.
+"""Model registry: each model's versions and the records beside them (names and layout:
+``sparc_ray.registry.layout``). ``metadata.json`` reads as a typed ``ModelMetadata``;
+``signature.json`` signs every file of a version (``sparc_ray.registry.signing``). Only
+``sparc_ray.registry.releases`` moves ``production`` (through ``_set_alias``), and
+``sparc_ray.inference.loader.RegistryLoader`` loads versions, verified.
 
-``signature.json`` (``sparc_ray.registry.signing``) signs every file of a version; ``metadata.json``
-is read as a typed ``sparc_ray.registry.metadata.ModelMetadata`` (schema version stamped at
-publish).
-
-``<store>/<name>/production`` is a one-line file naming the promoted version and
-``production.history`` the promotions so far (for rollback); ``candidate.json`` and
-``releases.json`` hold the release in progress and past release decisions
-(``sparc_ray.registry.releases``). These files are the only record of what is served. The store
-is a local directory or any URI pyarrow's filesystem layer understands (``s3://``, ``gs://``, ``file://``...).
-On a local or POSIX shared filesystem a version directory is staged under a hidden name and
-renamed into place, and alias files are replaced by rename. Object stores (``s3://`` and any
-S3-compatible endpoint, see ``sparc_ray.registry.storage``) cannot rename a directory: a version's
-files are written in place with ``metadata.json`` last (readers ignore a version without it),
-and each record is one PUT, which is atomic. Either way a reader sees a whole version or
-none.
+The store is a local directory or any URI pyarrow understands (``s3://``, ``gs://``,
+``file://``...). Locally a version is staged under a hidden name and renamed into place, and
+records are replaced by rename. Object stores cannot rename a directory: a version's files are
+written in place, ``metadata.json`` last (readers ignore a version without it), and each record
+is one atomic PUT. Either way a reader sees a whole version or none.
 """
 
 from __future__ import annotations
@@ -31,14 +25,22 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.fs as pafs
 
 from sparc_ray.registry import signing, storage
-from sparc_ray.registry.artifacts import METADATA_FILE, MODEL_FILE, IntegrityError, sha256_bytes
+from sparc_ray.registry.artifacts import IntegrityError, sha256_bytes
+from sparc_ray.registry.layout import (
+    ALIAS,
+    HISTORY_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    SIGNATURE_FILE,
+    STAGING_PREFIX,
+)
 from sparc_ray.registry.metadata import SCHEMA_VERSION, MetadataError, ModelMetadata
 
-if TYPE_CHECKING:  # scikit-learn is imported only when a pipeline is loaded or published
+if TYPE_CHECKING:  # scikit-learn is imported only when a pipeline is published
     from sparc_ray.training.estimator import SPARCClassificationModel
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9._-]+$")
-ALIAS = "production"
+LATEST = "latest"  # the ref ``resolve`` reads as the newest complete version
 
 
 class RegistryError(RuntimeError):
@@ -47,7 +49,7 @@ class RegistryError(RuntimeError):
 
 def new_version(now: dt.datetime | None = None) -> str:
     """Sortable, unique version id: UTC time to the microsecond plus a random suffix."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return now.strftime("v%Y%m%d-%H%M%S-%f-") + uuid.uuid4().hex[:6]
 
 
@@ -159,7 +161,8 @@ class ModelRegistry:
         return self._read(path).decode().strip() if self._exists(path) else None
 
     def history(self, name: str) -> list[str]:
-        path = self._path(check_name(name, "model name"), f"{ALIAS}.history")
+        """The promoted versions so far, oldest first (what ``rollback`` goes back through)."""
+        path = self._path(check_name(name, "model name"), HISTORY_FILE)
         return json.loads(self._read(path)) if self._exists(path) else []
 
     def resolve(self, name: str, ref: str = ALIAS) -> str:
@@ -169,7 +172,7 @@ class ModelRegistry:
             if version is None:
                 raise RegistryError(f"model {name!r} has no promoted version in {self.store}")
             return version
-        if ref == "latest":
+        if ref == LATEST:
             versions = self.versions(name)
             if not versions:
                 raise RegistryError(f"model {name!r} has no versions in {self.store}")
@@ -222,15 +225,6 @@ class ModelRegistry:
             files[onnx_file] = onnx_sha256
         return files
 
-    def load(self, name: str, ref: str = ALIAS) -> tuple[SPARCClassificationModel, ModelMetadata]:
-        """Load a version after checking the model file's sha256 against metadata.json."""
-        version = self.resolve(name, ref)
-        meta = self.metadata(name, version)
-        data = self._read(posixpath.join(self.version_dir(name, version), MODEL_FILE))
-        from sparc_ray.training.estimator import SPARCClassificationModel
-
-        return SPARCClassificationModel.from_bytes(data, meta.sha256), meta
-
     # -- writing ------------------------------------------------------------------------
     def publish(
         self,
@@ -249,11 +243,9 @@ class ModelRegistry:
         final = self.version_dir(name, version)
         if self._exists(final):
             raise RegistryError(f"version {version!r} of {name!r} already exists")
-        # Local / POSIX: staged under a hidden name, renamed into place. Object stores cannot
-        # rename a directory: the files go straight to the version, metadata.json last, and
-        # readers ignore a version without it.
+        # Staged and renamed into place locally; written in place on object stores.
         local = storage.is_local(self.fs)
-        staging = self._path(name, f".staging-{version}") if local else final
+        staging = self._path(name, f"{STAGING_PREFIX}{version}") if local else final
         data = model.to_bytes()
         meta = {
             "schema_version": SCHEMA_VERSION,
@@ -267,7 +259,7 @@ class ModelRegistry:
         contents[METADATA_FILE] = json.dumps(meta, indent=2, default=str).encode()
         _parse_metadata(contents[METADATA_FILE], f"cannot publish {name}/{version}")  # as read
         if signing_key is not None:
-            contents[signing.SIGNATURE_FILE] = signing.sign(signing_key, name, version, contents)
+            contents[SIGNATURE_FILE] = signing.sign(signing_key, name, version, contents)
         contents[METADATA_FILE] = contents.pop(METADATA_FILE)  # written last
         self.fs.create_dir(staging, recursive=True)
         try:
@@ -295,33 +287,14 @@ class ModelRegistry:
             for i in infos
             if i.type == pafs.FileType.File
         }
-        contents.pop(signing.SIGNATURE_FILE, None)
+        contents.pop(SIGNATURE_FILE, None)
         blob = signing.sign(key, name, version, contents)
-        self._write_atomic(posixpath.join(root, signing.SIGNATURE_FILE), blob)
+        self._write_atomic(posixpath.join(root, SIGNATURE_FILE), blob)
 
-    def promote(self, name: str, version: str, force: bool = False) -> None:
-        """Point ``production`` at ``version``; refuses a version that failed its gates or
-        whose files do not match their sha256."""
-        meta = self.verify(name, version)
-        if not force and not meta.gates.passed:
-            raise RegistryError(
-                f"version {version} failed its gates {meta.gates.failed}; "
-                "use force to promote anyway"
-            )
-        history = [v for v in self.history(name) if v != version] + [version]
-        self._write_atomic(self._path(name, f"{ALIAS}.history"), json.dumps(history).encode())
-        self._write_atomic(self._path(name, ALIAS), f"{version}\n".encode())
-
-    def rollback(self, name: str) -> str:
-        """Re-promote the version promoted before the current one; returns it."""
-        history = self.history(name)
-        current = self.alias(name)
-        if current in history:
-            history = history[: history.index(current)]
-        if not history:
-            raise RegistryError(f"model {name!r} has no earlier promoted version to roll back to")
-        previous = history[-1]
-        self.metadata(name, previous)  # must still exist
-        self._write_atomic(self._path(name, f"{ALIAS}.history"), json.dumps(history).encode())
-        self._write_atomic(self._path(name, ALIAS), f"{previous}\n".encode())
-        return previous
+    def _set_alias(self, name: str, version: str, history: list[str]) -> None:
+        """Point ``production`` at ``version`` (``history``: the promotions up to it). Only
+        ``sparc_ray.registry.releases`` calls this: it checks the version, ends the release."""
+        self._write_atomic(
+            self._path(check_name(name, "model name"), HISTORY_FILE), json.dumps(history).encode()
+        )
+        self._write_atomic(self._path(name, ALIAS), f"{check_name(version)}\n".encode())

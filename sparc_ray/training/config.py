@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from sparc_ray.registry.layout import DEFAULT_STORE, DEFAULT_TUNE_STORAGE
+
 # Seed thresholds: a model below any of them is stored but never promoted.
 DEFAULT_GATES = {"accuracy": 0.70, "precision": 0.65, "recall": 0.65}
 # Holdout metrics a gate can name (sparc_ray.training.evaluation.metrics_from_proba).
@@ -112,7 +114,9 @@ class SearchConfig(_Section):
         None, ge=1, **_rule("must be a positive integer, or null for 2 x CPUs / cpus_per_fold")
     )
     storage_path: str = Field(
-        "ray_results", min_length=1, **_rule("must be a directory or URI (Tune experiments)")
+        DEFAULT_TUNE_STORAGE,
+        min_length=1,
+        **_rule("must be a directory or URI (Tune experiments)"),
     )
     space: dict[str, Any] = Field(**_rule("must map model families to parameters"))
 
@@ -135,7 +139,7 @@ class SearchConfig(_Section):
 class RegistryConfig(_Section):
     """``registry``: where the version is published and how it is released."""
 
-    store: str = Field("model_store", min_length=1, **_rule("must be a directory or URI"))
+    store: str = Field(DEFAULT_STORE, min_length=1, **_rule("must be a directory or URI"))
     promote: bool = Field(True, strict=True, **_rule("must be true or false"))
     release: Literal["production", "canary", "shadow"] = Field(
         "production", **_rule("must be production, canary or shadow")
@@ -270,9 +274,8 @@ def _lookup(loc: tuple[str, ...]) -> tuple[type[BaseModel] | None, Any]:
         if model is None:
             return None, None
         holder, field = model, model.model_fields.get(part)
-        annotation = field.annotation if field else None
-        is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
-        model = annotation if is_model else None
+        ann = field.annotation if field else None
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
     return holder, field
 
 

@@ -27,7 +27,8 @@ from threadpoolctl import threadpool_limits
 
 from sparc_ray.data.loading import FeatureSpec, infer_schema, normalize_features, split_features
 from sparc_ray.inference.labels import labels_from_proba
-from sparc_ray.registry.artifacts import METADATA_FILE, MODEL_FILE, IntegrityError, sha256_bytes
+from sparc_ray.registry.artifacts import IntegrityError, sha256_bytes
+from sparc_ray.registry.layout import METADATA_FILE, MODEL_FILE
 from sparc_ray.training.evaluation import evaluate
 
 MODEL_FAMILIES = {
@@ -271,8 +272,7 @@ class SPARCClassificationModel:
         path = Path(path)
         meta = json.loads((path / METADATA_FILE).read_text())
         loaded = self.from_bytes((path / meta["model_file"]).read_bytes(), meta["sha256"])
-        self.__init__(loaded.config)
-        self._restore(loaded._state())
+        vars(self).update(vars(loaded))  # its config and fitted state, in place
         return self
 
 

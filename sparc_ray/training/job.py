@@ -57,6 +57,7 @@ class TrainResult:
 
 def prepare_data(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.Series, str]:
     """Load and validate the dataset; raises DataError with every problem found."""
+    default_target: str | None
     if cfg.data.path.startswith(CAPTURE_PREFIX):
         from sparc_ray.data.captured import load_capture_dataset, parse_since
 
@@ -69,6 +70,8 @@ def prepare_data(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.Series, str]:
     else:
         df, default_target = load_dataset(cfg.data.path)
     target = cfg.data.target or default_target
+    if target is None:  # the config requires one for a file dataset
+        raise DataError(f"{cfg.data.path}: which column is the label? pass --target")
     validator = DataValidator(target=target, n_folds=cfg.cv.n_folds, test_size=cfg.data.test_size)
     result = validator.validate_dataframe(df)
     if not result["is_valid"]:
@@ -120,7 +123,7 @@ def run_training(
                 f"[sparc-ray] --resume: no experiment {cfg.name}-* under "
                 f"{cfg.search.storage_path}; starting a new one"
             )
-    experiment = f"{cfg.name}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
+    experiment = f"{cfg.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
     callbacks = [tracking.trial_callback(tracking_uri, cfg.name, n_folds)] if tracking_uri else []
     tuner = tuning.build_tuner(
         X_train, y_train, cfg.search, cfg.cv, experiment, resume_path, seed, callbacks=callbacks
@@ -140,7 +143,7 @@ def run_training(
         "schema_version": SCHEMA_VERSION,
         "model_type": best["model_type"],
         "params": best["params"],
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "target": target,
         "classes": model.classes,
         "features": [f.to_dict() for f in model.schema],
@@ -195,7 +198,7 @@ def run_training(
     if tracking_uri:
         published = registry.metadata(cfg.name, version).to_dict()
         tracking.log_version(tracking_uri, cfg.name, published, files)
-    signer = signing_key and signing.key_id(signing.raw_public(signing_key))
+    signer = signing.key_id(signing.raw_public(signing_key)) if signing_key else None
     return TrainResult(
         version, promoted, release, gates, best, holdout, search.experiment_path, signer
     )
@@ -210,7 +213,7 @@ def _release(
     if not passed or not cfg.registry.promote:
         return False, None
     if mode == "production" or registry.alias(cfg.name) is None:
-        registry.promote(cfg.name, version)
+        releases.promote(registry, cfg.name, version, by="train")  # ends a release in progress
         return True, None
     r = releases.start_release(
         registry,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from sparc_ray.registry.layout import DEFAULT_STORE
 from sparc_ray.training.config import DEFAULT_CONFIG
 
 SCORE_BATCH_ROWS = 65_536  # rows per model call in batch scoring
@@ -62,7 +63,7 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="CSV/Parquet file, directory or URI")
     parser.add_argument("--name", required=True, help="registry model name")
     parser.add_argument("--version", help="version id or alias (default: production)")
-    parser.add_argument("--store", default="model_store", help="registry root: directory or URI")
+    parser.add_argument("--store", default=DEFAULT_STORE, help="registry root: directory or URI")
     parser.add_argument("--out", required=True, help="new directory or URI for the results")
     parser.add_argument(
         "--public-key", help="require the version to be signed by this Ed25519 key (PEM)"

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
+from sparc_ray.registry.layout import report_file
+
 
 def _png(fig: plt.Figure) -> bytes:
     buf = io.BytesIO()
@@ -100,11 +102,11 @@ def build_report(
 ) -> dict[str, bytes]:
     """Files for ``<version>/report/``: ``metrics.json`` and the charts."""
     files = {
-        "report/metrics.json": json.dumps(summary, indent=2, default=str).encode(),
-        "report/confusion_matrix.png": confusion_matrix_png(summary["holdout"]),
-        "report/roc_pr_curves.png": curves_png(y, proba, classes),
-        "report/cv_scores.png": trials_png(trials, n_folds),
+        "metrics.json": json.dumps(summary, indent=2, default=str).encode(),
+        "confusion_matrix.png": confusion_matrix_png(summary["holdout"]),
+        "roc_pr_curves.png": curves_png(y, proba, classes),
+        "cv_scores.png": trials_png(trials, n_folds),
     }
     if importance:
-        files["report/feature_importance.png"] = importance_png(importance)
-    return files
+        files["feature_importance.png"] = importance_png(importance)
+    return {report_file(name): data for name, data in files.items()}

@@ -17,11 +17,11 @@ _DISTRIBUTIONS = {
 }
 
 
-def _label(model_type: str, params: dict[str, Any]) -> str:
-    inner = ",".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
-    )
-    return f"{model_type}({inner})"
+def candidate_label(model_type: str, params: dict[str, Any]) -> str:
+    """A configuration as people read it, e.g. ``random_forest n_estimators=200 max_depth=8``
+    (floats to 4 significant digits): Tune's progress table, the report, the summary."""
+    shown = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return " ".join([model_type, *shown])
 
 
 def fit_cost(candidate: dict[str, Any]) -> float:
@@ -67,7 +67,9 @@ def expand_candidates(
             ]
         for combo in combos:
             combo = {k: v.item() if isinstance(v, np.generic) else v for k, v in combo.items()}
-            out.append({"model_type": family, "params": combo, "label": _label(family, combo)})
+            out.append(
+                {"model_type": family, "params": combo, "label": candidate_label(family, combo)}
+            )
     return out
 
 

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sparc_ray.registry.layout import REPORT_DIR
+
 DEFAULT_LOCATION = "mlruns"
 
 
@@ -75,6 +77,8 @@ def log_version(
 
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
+    if exp is None:  # ensure_experiment made it before training
+        raise TrackingError(f"MLflow experiment {experiment!r} is gone from {uri}")
     holdout = metadata["metrics"]["holdout"]
     gates = metadata["gates"]
     data = metadata.get("training_data") or {}
@@ -105,11 +109,11 @@ def log_version(
         client.log_metric(rid, f"gate_{gate}_passed", float(result["passed"]))
     with tempfile.TemporaryDirectory() as tmp:
         for rel, content in files.items():
-            if rel.startswith("report/"):
+            if rel.startswith(f"{REPORT_DIR}/"):
                 path = Path(tmp, rel)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)
-        if os.path.isdir(Path(tmp, "report")):
-            client.log_artifacts(rid, str(Path(tmp, "report")), "report")
+        if os.path.isdir(Path(tmp, REPORT_DIR)):
+            client.log_artifacts(rid, str(Path(tmp, REPORT_DIR)), REPORT_DIR)
     client.set_terminated(rid)
     return rid

@@ -1,12 +1,11 @@
 """Ray Tune search: one trial per candidate config, its stratified k folds run as Ray tasks.
 
-The training split goes to the object store once; a trial holds no CPU itself: it submits its
-folds as tasks (``cpus_per_fold`` each), reports the running CV mean as each one finishes, and
-so keeps every CPU of the cluster busy until the last fold, instead of one CPU per trial
-running its folds in a row. ``ASHAScheduler`` (time attribute = folds done) decides at its
-rungs, so a trial submits the folds up to its next rung; folds beyond it run ahead only on
-CPUs nobody else waits for, and whatever is pending when a trial stops is cancelled. The
-costliest configurations start first. The final refit is a Ray task with explicit resources.
+The training split goes to the object store once. A trial holds no CPU: it submits its folds as
+tasks (``cpus_per_fold`` each) and reports the running CV mean as each one finishes, keeping
+every CPU busy to the last fold. ``ASHAScheduler`` (time attribute = folds done) decides at its
+rungs: a trial submits the folds up to its next rung; folds beyond it run ahead only on idle
+CPUs, and whatever is pending when a trial stops is cancelled. The costliest configurations
+start first. The final refit is a Ray task with explicit resources.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import ray
 from ray import tune
+from ray.tune import CLIReporter
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -34,8 +34,9 @@ if TYPE_CHECKING:  # scikit-learn is imported by the fold and refit tasks, not b
 
 METRIC = "cv_mean"
 # A trial holds no CPU (its folds do): a little memory, so that its request is not empty.
-TRIAL_RESOURCES = {"cpu": 0, "memory": 128 * 2**20}
+TRIAL_RESOURCES: dict[str, float] = {"cpu": 0, "memory": 128 * 2**20}
 SPARE_CPU_POLL_S = 0.5  # how often a waiting trial looks for idle CPUs to run folds ahead
+LABEL_WIDTH = 72  # the progress table's config column: a candidate's label, rarely cut
 # (X, y, candidate, cv, fold, cpus) -> score; ``cv`` is the model's ``cross_validation``
 # mapping (``CVConfig.model_dump()``: plain data in Tune's experiment and in the model).
 FoldFn = Callable[[pd.DataFrame, pd.Series, dict[str, Any], dict[str, Any], int, float], float]
@@ -88,15 +89,16 @@ def cv_trainable(
 ) -> None:
     """Run one candidate's CV as fold tasks, reporting the running mean as each finishes.
 
-    The folds the scheduler needs before its next decision are submitted at once; once past
-    the first rung, folds beyond the next one also run while the cluster has CPUs to spare (so
-    the best configurations do not wait rung by rung at the end of a search); whatever is
-    pending when the trial stops is cancelled."""
+    The folds the scheduler needs before its next decision are submitted at once; past the
+    first rung, later folds also run on spare CPUs (so the best configurations do not wait
+    rung by rung at the end); whatever is pending when the trial stops is cancelled."""
     cand = config["candidate"]
     # "DEFAULT": not in the trial's placement group (Tune makes trials capture child tasks);
     # fold tasks take any free CPU of the cluster.
     task = _fold_task.options(num_cpus=cpus, scheduling_strategy="DEFAULT")
-    n_folds, scores, pending = milestones[-1], [], []
+    n_folds = milestones[-1]
+    scores: list[float] = []
+    pending: list[ray.ObjectRef] = []
 
     def submit(count: int) -> None:
         for _ in range(max(0, min(count, n_folds - len(scores) - len(pending)))):
@@ -170,6 +172,31 @@ def latest_experiment(storage_path: str, name: str) -> str | None:
     return storage.join(storage.absolute(storage_path), found[-1]) if found else None
 
 
+def progress_reporter(n_folds: int) -> CLIReporter:
+    """Tune's table: per trial, best first, its label, folds run and CV mean / std."""
+    return CLIReporter(
+        parameter_columns={"candidate/label": "config"},
+        metric_columns={"folds": f"folds/{n_folds}", METRIC: "CV mean", "cv_std": "CV std"},
+        max_column_length=LABEL_WIDTH,
+        sort_by_metric=True,
+    )
+
+
+def run_config(
+    experiment: str, storage_path: str, n_folds: int, callbacks: list | None = None
+) -> tune.RunConfig:
+    """Where the experiment is stored, its loggers and its progress table."""
+    fs, root = storage.open_fs(storage_path)
+    return tune.RunConfig(
+        name=experiment,
+        storage_path=root,
+        storage_filesystem=fs,
+        verbose=1,
+        callbacks=[JsonLoggerCallback(), *(callbacks or [])],
+        progress_reporter=progress_reporter(n_folds),
+    )
+
+
 def build_tuner(
     X: pd.DataFrame,
     y: pd.Series,
@@ -184,6 +211,11 @@ def build_tuner(
     """The search over ``search.space`` on the connected Ray cluster (or the experiment at
     ``resume_path``, continued). ``fold_fn`` scores one fold (the scaling simulation replays
     measured durations through it); ``callbacks`` are extra Tune callbacks (a new search)."""
+    # Only result.json per trial (what Tuner.restore and the report read): Tune's automatic
+    # CSV and TensorBoard loggers cost driver time on every fold report. The classic console
+    # output: the newer one ignores progress_reporter and cuts every value to 20 characters.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     cpus, n_folds = search.cpus_per_fold, cv.n_folds
     data = {"X": ray.put(X), "y": ray.put(y)}  # once; every fold task reads it from here
     trainable = tune.with_resources(
@@ -214,10 +246,6 @@ def build_tuner(
         if search.scheduler == "asha"
         else FIFOScheduler()
     )
-    fs, root = storage.open_fs(search.storage_path)
-    # Only result.json per trial (what Tuner.restore and the report read): Tune's automatic
-    # CSV and TensorBoard loggers cost driver time on every fold report.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     return tune.Tuner(
         trainable,
         param_space={"candidate": tune.grid_search(candidates)},
@@ -230,19 +258,14 @@ def build_tuner(
             max_concurrent_trials=search.max_concurrent_trials
             or max(2, int(2 * ray.cluster_resources().get("CPU", 1) / cpus)),
         ),
-        run_config=tune.RunConfig(
-            name=experiment,
-            storage_path=root,
-            storage_filesystem=fs,
-            verbose=1,
-            callbacks=[JsonLoggerCallback(), *(callbacks or [])],
-        ),
+        run_config=run_config(experiment, search.storage_path, n_folds, callbacks),
     )
 
 
 def run_search(tuner: tune.Tuner, n_folds: int) -> SearchResult:
     """Fit the tuner; the best trial is the best CV mean among trials that ran every fold."""
     grid = tuner.fit()
+    results = [grid[i] for i in range(len(grid))]  # (ResultGrid is indexed, not typed iterable)
 
     # After SIGINT Tune marks every trial TERMINATED; only a finished (or scheduler-stopped)
     # trial has reported ``done``. A trial that ran every fold is finished either way (a trial
@@ -250,12 +273,12 @@ def run_search(tuner: tune.Tuner, n_folds: int) -> SearchResult:
     def finished(m: dict) -> bool:
         return bool(m.get("done")) or m.get("folds", 0) >= n_folds
 
-    if any(r.error is None and not finished(r.metrics or {}) for r in grid):
+    if any(r.error is None and not finished(r.metrics or {}) for r in results):
         raise SearchInterrupted(grid.experiment_path)
     trials = []
-    for result in grid:
+    for result in results:
         m = result.metrics or {}
-        cand = result.config["candidate"]
+        cand = (result.config or {})["candidate"]  # (a trial's result always holds it)
         trials.append(
             {
                 "trial_id": m.get("trial_id"),

@@ -10,7 +10,7 @@ from sparc_ray.training.estimator import MODEL_FAMILIES
 def test_cli_config_and_registry_import_without_scikit_learn():
     code = (
         "import sys, sparc_ray.cli, sparc_ray.training.config, sparc_ray.registry.store, "
-        "sparc_ray.registry.releases, "
+        "sparc_ray.registry.releases, sparc_ray.registry.layout, "
         "sparc_ray.registry.metadata; "
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'ray', 'scipy'}); "
         "print(heavy); assert not heavy"

@@ -2,10 +2,10 @@
 (run `.ci/lock.py` after changing a dependency)."""
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 

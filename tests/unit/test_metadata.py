@@ -8,6 +8,7 @@ import pytest
 
 from sparc_ray.inference.loader import LoadedModel
 from sparc_ray.monitoring.drift import build_reference
+from sparc_ray.registry import layout
 from sparc_ray.registry.metadata import SCHEMA_VERSION, MetadataError, ModelMetadata
 from sparc_ray.registry.store import ModelRegistry, RegistryError
 from sparc_ray.serving.admin import public_metadata
@@ -139,13 +140,13 @@ def test_missing_keys_and_non_json_are_errors():
 def test_the_registry_stamps_the_version_and_refuses_bad_metadata(tmp_path, trained_loans_model):
     reg = ModelRegistry(tmp_path / "store")
     v = reg.publish("m", trained_loans_model, {"classes": ["a"], "features": FEATURES})
-    raw = json.loads((reg.root_path / "m" / v / "metadata.json").read_text())
+    raw = json.loads((reg.root_path / "m" / v / layout.METADATA_FILE).read_text())
     assert raw["schema_version"] == SCHEMA_VERSION and reg.metadata("m", v).version == v
     with pytest.raises(RegistryError, match=r"cannot publish .*features: Field required"):
         reg.publish("m", trained_loans_model, {"classes": ["a"]})
     assert reg.versions("m") == [v]  # nothing written
     assert [p.name for p in (reg.root_path / "m").iterdir()] == [v]
-    path = reg.root_path / "m" / v / "metadata.json"
+    path = reg.root_path / "m" / v / layout.METADATA_FILE
     path.write_text(json.dumps({**raw, "schema_version": 9}))
     with pytest.raises(RegistryError, match=f"m/{v}: .*schema_version 9"):
         reg.metadata("m", v)

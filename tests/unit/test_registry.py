@@ -2,9 +2,13 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from sparc_ray.inference.loader import RegistryLoader
+from sparc_ray.registry import layout, releases, signing
 from sparc_ray.registry.artifacts import IntegrityError
 from sparc_ray.registry.store import ModelRegistry, RegistryError, check_name, new_version
 
@@ -18,16 +22,28 @@ def reg(tmp_path):
     return ModelRegistry(tmp_path / "store")
 
 
-def test_publish_writes_model_metadata_and_files(reg, trained_loans_model, loans):
-    v = reg.publish("loans", trained_loans_model, PASSED, {"report/metrics.json": b"{}"})
+@pytest.fixture(scope="module")
+def key():
+    return Ed25519PrivateKey.generate()
+
+
+def _proba(loader: RegistryLoader, version: str, X: pd.DataFrame) -> np.ndarray:
+    """Probabilities from a version loaded the verified way (what serving does)."""
+    scorer = loader.load(version).scorer
+    return scorer.predict_proba({c: X[c].to_numpy() for c in scorer.feature_names})
+
+
+def test_publish_writes_model_metadata_and_files(reg, trained_loans_model, loans, key):
+    report = layout.report_file("metrics.json")
+    v = reg.publish("loans", trained_loans_model, PASSED, {report: b"{}"}, signing_key=key)
     vdir = reg.root_path / "loans" / v
-    meta = json.loads((vdir / "metadata.json").read_text())
+    meta = json.loads((vdir / layout.METADATA_FILE).read_text())
     assert meta["name"] == "loans" and meta["version"] == v and len(meta["sha256"]) == 64
     assert (vdir / "report/metrics.json").read_text() == "{}"
-    model, loaded_meta = reg.load("loans", v)
+    loader = RegistryLoader(reg.store, "loans", signing.raw_public(key))
     X = loans.drop(columns="decision").head(50)
-    assert (model.predict(X) == trained_loans_model.predict(X)).all()
-    assert loaded_meta.to_dict() == meta and loaded_meta == reg.metadata("loans", v)
+    np.testing.assert_allclose(_proba(loader, v, X), trained_loans_model.predict_proba(X))
+    assert loader.load(v).metadata.to_dict() == meta == reg.metadata("loans", v).to_dict()
 
 
 def test_versions_sort_in_publish_order_and_match_the_pattern(reg, trained_loans_model):
@@ -50,19 +66,21 @@ def test_failed_publish_leaves_no_version(reg, trained_loans_model):
 
 def test_staging_directories_are_not_versions(reg, trained_loans_model):
     reg.publish("m", trained_loans_model, PASSED)
-    (reg.root_path / "m" / ".staging-x").mkdir()
+    (reg.root_path / "m" / f"{layout.STAGING_PREFIX}x").mkdir()
     (reg.root_path / "m" / "half-written").mkdir()  # no metadata.json: not complete
     assert len(reg.versions("m")) == 1
 
 
-def test_sha256_mismatch_is_refused_before_loading(reg, trained_loans_model):
-    v = reg.publish("m", trained_loans_model, PASSED)
-    model_file = reg.root_path / "m" / v / "model.joblib"
+def test_a_changed_model_file_is_refused_before_loading(reg, trained_loans_model, key):
+    v = reg.publish("m", trained_loans_model, PASSED, signing_key=key)
+    model_file = reg.root_path / "m" / v / layout.MODEL_FILE
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model_file.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="sha256"):
-        reg.load("m", v)
+        reg.verify("m", v)
+    with pytest.raises(IntegrityError, match="changed after the version was signed"):
+        RegistryLoader(reg.store, "m", signing.raw_public(key)).load(v)
 
 
 @pytest.mark.parametrize("bad", ["../etc", "a/b", "", ".hidden", "v 1", "..", "x;rm"])
@@ -76,30 +94,40 @@ def test_promote_alias_and_rollback(reg, trained_loans_model):
     with pytest.raises(RegistryError, match="no promoted version"):
         reg.resolve("m")
     for v in (v1, v2, v3):
-        reg.promote("m", v)
+        releases.promote(reg, "m", v)
     assert reg.alias("m") == v3 == reg.resolve("m")
-    assert (reg.root_path / "m" / "production").read_text() == f"{v3}\n"
-    assert reg.rollback("m") == v2 and reg.resolve("m") == v2
-    assert reg.rollback("m") == v1
+    assert (reg.root_path / "m" / layout.ALIAS).read_text() == f"{v3}\n"
+    assert reg.history("m") == [v1, v2, v3]
+    assert releases.rollback(reg, "m") == v2 and reg.resolve("m") == v2
+    assert releases.rollback(reg, "m") == v1 and reg.history("m") == [v1]
     with pytest.raises(RegistryError, match="no earlier promoted version"):
-        reg.rollback("m")
+        releases.rollback(reg, "m")
     assert reg.resolve("m", "latest") == v3
 
 
 def test_promote_refuses_failed_gates_unless_forced(reg, trained_loans_model):
     v = reg.publish("m", trained_loans_model, FAILED)
     with pytest.raises(RegistryError, match="failed its gates"):
-        reg.promote("m", v)
-    reg.promote("m", v, force=True)
+        releases.promote(reg, "m", v)
+    assert reg.alias("m") is None
+    releases.promote(reg, "m", v, force=True)
     assert reg.alias("m") == v
 
 
-def test_file_uri_store(tmp_path, trained_loans_model, loans):
+def test_production_moves_only_through_releases():
+    """One promotion path: the registry reads aliases; releases decides when they move."""
+    public = {n for n in vars(ModelRegistry) if not n.startswith("_")}
+    assert {"alias", "history", "resolve"} <= public
+    assert not public & {"promote", "rollback", "set_alias", "load"}
+
+
+def test_file_uri_store(tmp_path, trained_loans_model, loans, key):
     reg = ModelRegistry(f"file://{tmp_path}/uri-store")
-    v = reg.publish("m", trained_loans_model, PASSED)
-    reg.promote("m", v)
-    model, _ = ModelRegistry(tmp_path / "uri-store").load("m")
-    assert len(model.predict(loans.head(3))) == 3
+    v = reg.publish("m", trained_loans_model, PASSED, signing_key=key)
+    releases.promote(reg, "m", v)
+    plain = ModelRegistry(tmp_path / "uri-store")
+    loader = RegistryLoader(str(tmp_path / "uri-store"), "m", signing.raw_public(key))
+    assert len(_proba(loader, plain.resolve("m"), loans.head(3))) == 3
     assert reg.names() == ["m"]
 
 
@@ -112,6 +140,6 @@ def test_save_model_load_model_round_trip_verifies(tmp_path, trained_loans_model
     pd.testing.assert_frame_equal(
         pd.DataFrame(loaded.predict_proba(X)), pd.DataFrame(trained_loans_model.predict_proba(X))
     )
-    (tmp_path / "m" / "model.joblib").write_bytes(b"tampered")
+    (tmp_path / "m" / layout.MODEL_FILE).write_bytes(b"tampered")
     with pytest.raises(IntegrityError):
         SPARCClassificationModel({}).load_model(tmp_path / "m")

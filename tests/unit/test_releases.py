@@ -6,12 +6,14 @@ from collections import Counter
 import pytest
 
 from sparc_ray.cli import main
-from sparc_ray.registry import releases
+from sparc_ray.registry import layout, releases
 from sparc_ray.registry.artifacts import IntegrityError
 from sparc_ray.registry.store import ModelRegistry, RegistryError
 from sparc_ray.serving.routing import ReleaseView
+from sparc_ray.training.config import TrainConfig
 
 FEATURES = [{"name": "x", "kind": "numeric"}]
+PASSED = {"passed": True, "failed": []}
 
 
 @pytest.fixture
@@ -21,7 +23,7 @@ def reg(tmp_path, trained_loans_model):
         gates = {"passed": passed, "failed": [] if passed else ["accuracy"]}
         meta = {"gates": gates, "classes": ["a", "b"], "features": FEATURES}
         reg.publish("loans", trained_loans_model, meta)
-    reg.promote("loans", reg.versions("loans")[0])
+    releases.promote(reg, "loans", reg.versions("loans")[0])
     return reg
 
 
@@ -67,15 +69,42 @@ def test_moving_production_by_hand_ends_the_release(reg):
     assert reg.alias("loans") == v1
 
 
+def test_a_training_promote_during_a_canary_ends_it(reg, trained_loans_model):
+    """Training that promotes while a canary runs aborts the canary (its baseline is no longer
+    production), so no release goes on comparing against a stale baseline."""
+    from sparc_ray.training.job import _release
+
+    v1, v2, _ = reg.versions("loans")
+    canary = releases.start_release(reg, "loans", v2, "canary", weight=20)
+    fresh = reg.publish(
+        "loans", trained_loans_model, {"gates": PASSED, "classes": ["a", "b"], "features": FEATURES}
+    )
+    cfg = TrainConfig.model_validate(
+        {
+            "name": "loans",
+            "data": {"path": "builtin:breast_cancer"},
+            "search": {"space": {"random_forest": {}}},
+            "registry": {"store": reg.store, "release": "production"},
+        }
+    )
+    assert _release(reg, cfg, fresh, passed=True) == (True, None)
+    assert reg.alias("loans") == fresh and reg.history("loans") == [v1, fresh]
+    assert releases.current_release(reg, "loans") is None
+    ended = releases.release_log(reg, "loans")[-1]
+    assert (ended["event"], ended["id"], ended["baseline"]) == ("aborted", canary.id, v1)
+    assert ended["reason"] == f"production moved to {fresh} by train"
+    assert releases.start_release(reg, "loans", v2, "canary").baseline == fresh
+
+
 def test_a_tampered_or_different_candidate_is_refused(reg, tmp_path, trained_loans_model):
     _, v2, _ = reg.versions("loans")
-    model_file = reg.root_path / "loans" / v2 / "model.joblib"
+    model_file = reg.root_path / "loans" / v2 / layout.MODEL_FILE
     model_file.write_bytes(model_file.read_bytes() + b"x")
     with pytest.raises(IntegrityError, match="sha256"):
         releases.start_release(reg, "loans", v2, "canary")
     with pytest.raises(IntegrityError, match="sha256"):
-        reg.promote("loans", v2)
-    meta_file = reg.root_path / "loans" / reg.versions("loans")[2] / "metadata.json"
+        releases.promote(reg, "loans", v2)
+    meta_file = reg.root_path / "loans" / reg.versions("loans")[2] / layout.METADATA_FILE
     meta = json.loads(meta_file.read_text())
     meta["features"] = [*FEATURES, {"name": "y", "kind": "numeric"}]
     meta_file.write_text(json.dumps(meta))

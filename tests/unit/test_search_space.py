@@ -2,7 +2,11 @@
 
 import pytest
 
-from sparc_ray.training.search_space import expand_candidates, order_candidates
+from sparc_ray.training.search_space import (
+    candidate_label,
+    expand_candidates,
+    order_candidates,
+)
 
 SPACE = {
     "random_forest": {"n_estimators": [50, 100], "max_depth": [None, 4], "random_state": 1},
@@ -15,7 +19,7 @@ def test_grid_is_the_product_per_family_not_across_families():
     assert len(cands) == 4 + 2
     rf = [c["params"] for c in cands if c["model_type"] == "random_forest"]
     assert {"n_estimators": 50, "max_depth": None, "random_state": 1} in rf
-    assert cands[0]["label"] == "random_forest(n_estimators=50,max_depth=None,random_state=1)"
+    assert cands[0]["label"] == "random_forest n_estimators=50 max_depth=None random_state=1"
     assert len(expand_candidates(SPACE, "grid", 2)) == 12
 
 
@@ -48,7 +52,7 @@ def test_the_costliest_start_first_and_ties_in_seeded_order():
     ties = [[c["label"] for c in order_candidates(cands, s)[-5:]] for s in range(4)]
     assert {c[0] for c in ties} > {ties[0][0]}  # equal costs: the seed decides
     assert all(
-        set(t) == {f"logistic_regression(C={c:g})" for c in (0.01, 0.1, 1, 10, 100)} for t in ties
+        set(t) == {f"logistic_regression C={c:g}" for c in (0.01, 0.1, 1, 10, 100)} for t in ties
     )
 
 
@@ -59,3 +63,10 @@ def test_latest_experiment_matches_the_name_exactly(tmp_path):
         (tmp_path / d).mkdir()
     assert latest_experiment(str(tmp_path), "loans") == f"{tmp_path}/loans-20261126-070000"
     assert latest_experiment(str(tmp_path), "other") is None
+
+
+def test_a_label_reads_as_the_family_and_its_parameters():
+    params = {"learning_rate": 0.123456, "max_iter": 200, "max_depth": None}
+    label = candidate_label("hist_gradient_boosting", params)
+    assert label == "hist_gradient_boosting learning_rate=0.1235 max_iter=200 max_depth=None"
+    assert candidate_label("logistic_regression", {}) == "logistic_regression"

@@ -10,7 +10,7 @@ import pytest
 from sparc_ray.cli import main as cli
 from sparc_ray.inference.loader import RegistryLoader
 from sparc_ray.inference.onnx_model import columns_from_frame
-from sparc_ray.registry import signing
+from sparc_ray.registry import layout, signing
 from sparc_ray.registry.signing import SignatureError
 from sparc_ray.registry.store import ModelRegistry
 from sparc_ray.training.job import EXIT_BAD_INPUT
@@ -65,7 +65,7 @@ def _vdir(reg, version):
 
 
 def _rewrite_metadata(reg, version, **changes):
-    path = _vdir(reg, version) / "metadata.json"
+    path = _vdir(reg, version) / layout.METADATA_FILE
     meta = json.loads(path.read_text())
     meta.update(changes)
     path.write_text(json.dumps(meta))
@@ -93,7 +93,7 @@ def test_metadata_rewritten_to_match_a_swapped_model_file_is_refused(
     good = _publish(reg, trained_loans_model, exported, keys["key"], onnx=False)
     other = _publish(reg, trained_loans_model, exported, keys["key"], onnx=False)
     # An attacker with write access: another (here: harmless) pickle and a matching digest.
-    (_vdir(reg, other) / "model.joblib").write_bytes(b"not the signed pickle")
+    (_vdir(reg, other) / layout.MODEL_FILE).write_bytes(b"not the signed pickle")
     _rewrite_metadata(reg, other, sha256=signing.sha256_bytes(b"not the signed pickle"))
     reg.verify(NAME, other)  # the sha256 alone is satisfied ...
     loader = RegistryLoader(str(reg.root_path), NAME, keys["pub"])
@@ -118,14 +118,14 @@ def test_each_kind_of_tampering_is_refused_with_its_reason(
     with pytest.raises(SignatureError, match=r"signed by key .* not the configured key"):
         loader.load(fresh(key=keys["other_key"]))
     swapped_onnx = fresh()
-    path = _vdir(reg, swapped_onnx) / "model.onnx"
+    path = _vdir(reg, swapped_onnx) / layout.ONNX_FILE
     path.write_bytes(path.read_bytes()[:-4] + b"evil")
     with pytest.raises(SignatureError, match=r"model\.onnx was changed after"):
         loader.load(swapped_onnx)
     forged = fresh()
-    sig_path = _vdir(reg, forged) / signing.SIGNATURE_FILE
+    sig_path = _vdir(reg, forged) / layout.SIGNATURE_FILE
     record = json.loads(sig_path.read_text())
-    record["files"]["model.onnx"] = "0" * 64  # re-pointed digest, old signature
+    record["files"][layout.ONNX_FILE] = "0" * 64  # re-pointed digest, old signature
     sig_path.write_text(json.dumps(record))
     with pytest.raises(SignatureError, match="does not match its contents"):
         loader.load(forged)
@@ -155,10 +155,10 @@ def test_signing_an_existing_version_checks_its_files_first(
     reg.sign(NAME, version, keys["key"])
     reg.verify(NAME, version, keys["pub"])
     broken = _publish(reg, trained_loans_model, exported)
-    (_vdir(reg, broken) / "model.joblib").write_bytes(b"tampered")
+    (_vdir(reg, broken) / layout.MODEL_FILE).write_bytes(b"tampered")
     with pytest.raises(signing.IntegrityError):
         reg.sign(NAME, broken, keys["key"])
-    assert not (_vdir(reg, broken) / signing.SIGNATURE_FILE).exists()
+    assert not (_vdir(reg, broken) / layout.SIGNATURE_FILE).exists()
 
 
 def test_keys_are_read_from_a_file_env_or_pem_and_written_private(tmp_path, keys, monkeypatch):

@@ -1,0 +1,49 @@
+"""Every file and directory name of the model store, in one place::
+
+    <store>/                          DEFAULT_STORE unless given (a directory or any URI)
+      <name>/
+        <version>/                    staged as .staging-<version> on local stores
+          model.joblib                MODEL_FILE: the fitted pipeline
+          model.onnx                  ONNX_FILE: the compiled export, when it converts
+          report/...                  REPORT_DIR: metrics.json and charts
+          signature.json              SIGNATURE_FILE: Ed25519 over every file (when signed)
+          metadata.json               METADATA_FILE: written last; a version without it is
+                                      not a version
+        production                    ALIAS: the promoted version (one line)
+        production.history            HISTORY_FILE: the promotions so far (rollback)
+        candidate.json                CANDIDATE_FILE: the release in progress
+        releases.json                 RELEASE_LOG: every release and how it ended
+        _capture/                     CAPTURE_DIR: traffic capture (sparc_ray.monitoring.capture)
+          predictions/ labels/        CAPTURE_PREDICTIONS, CAPTURE_LABELS
+
+Tune's experiments live apart from the store, under DEFAULT_TUNE_STORAGE unless given.
+"""
+
+from __future__ import annotations
+
+DEFAULT_STORE = "model_store"
+DEFAULT_TUNE_STORAGE = "ray_results"
+
+# -- a version's files ------------------------------------------------------------------------
+MODEL_FILE = "model.joblib"
+ONNX_FILE = "model.onnx"
+METADATA_FILE = "metadata.json"
+SIGNATURE_FILE = "signature.json"
+REPORT_DIR = "report"
+STAGING_PREFIX = ".staging-"
+
+# -- a model's records, beside its versions ---------------------------------------------------
+ALIAS = "production"
+HISTORY_FILE = f"{ALIAS}.history"
+CANDIDATE_FILE = "candidate.json"
+RELEASE_LOG = "releases.json"
+
+# -- traffic capture --------------------------------------------------------------------------
+CAPTURE_DIR = "_capture"
+CAPTURE_PREDICTIONS = "predictions"
+CAPTURE_LABELS = "labels"
+
+
+def report_file(name: str) -> str:
+    """A version-relative path under ``report/`` (e.g. ``report/metrics.json``)."""
+    return f"{REPORT_DIR}/{name}"
