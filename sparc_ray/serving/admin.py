@@ -20,7 +20,7 @@ from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.registry.store import ALIAS, VERSION_RE, RegistryError, check_name
 from sparc_ray.serving.messages import VersionUnavailable
 from sparc_ray.serving.requests import RequestError, detail, parse_json
-from sparc_ray.serving.responses import error_response, now_iso
+from sparc_ray.serving.responses import error_response, now_iso, redact
 from sparc_ray.serving.routing import ReleaseView, ReleaseWatcher
 
 # A version's metadata as its Model replica describes it, within a time limit.
@@ -128,11 +128,6 @@ async def check_version(
     except IntegrityError as exc:  # e.g. unsigned, or changed after it was signed
         return error_response(503, "version refused", [(None, "version", redact(str(exc), store))])
     return None
-
-
-def redact(text: str | None, store: str) -> str | None:
-    """No storage paths in what anonymous callers read."""
-    return text.replace(store, "<store>") if text else text
 
 
 PUBLIC_FIELDS = ("name", "version", "created_at", "model_type", "target", "classes")

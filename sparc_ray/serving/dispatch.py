@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 from ray.serve.handle import DeploymentHandle
@@ -242,3 +242,15 @@ def answers_from(outcome: BatchOutcome, bodies: list[list[dict[str, Any]]], n: i
     for i, exc in outcome.failures.items():
         answers[i] = exc
     return answers
+
+
+class Batching(Protocol):
+    """The controls ``@serve.batch`` adds to the method it wraps."""
+
+    def set_max_batch_size(self, new_max_batch_size: int) -> None: ...
+
+    def set_batch_wait_timeout_s(self, new_batch_wait_timeout_s: float) -> None: ...
+
+
+def batching(method: object) -> Batching:
+    return cast(Batching, method)  # Ray types @serve.batch's result as a plain callable

@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ray.serve import metrics
+
+if TYPE_CHECKING:
+    from sparc_ray.serving.tasks import Failures
 
 
 def _keys(*names: str) -> Any:
@@ -190,3 +193,28 @@ class LatencySummary:
             "latency_ms": {f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 95, 99)}
             | {"mean": float(lat.mean()), "window": len(self.latencies_ms)},
         }
+
+
+class RequestMetrics:
+    """What the ingress records per ``/predict``: the JSON summary, the latency histogram and
+    the error counter. Recording never fails a prediction (failures are counted)."""
+
+    def __init__(self, model_name: str, failures: Failures) -> None:
+        self.model_name, self.failures = model_name, failures
+        self.summary = LatencySummary()
+        self.errors = prediction_errors()
+        self.latency = prediction_duration()
+
+    def record(
+        self, elapsed_s: float, rows: int, version: str | None, reason: str | None, status: int
+    ) -> None:
+        tags = {"model_name": self.model_name, "model_version": version or "none"}
+        try:
+            self.summary.record(elapsed_s * 1000, rows, reason is None)
+            if reason is None:
+                self.latency.observe(elapsed_s, tags=tags)
+            else:
+                kind = "client" if status < 500 else "server"
+                self.errors.inc(tags={**tags, "reason": reason, "kind": kind})
+        except Exception as exc:
+            self.failures.record("request_metrics", exc)

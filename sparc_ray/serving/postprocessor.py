@@ -116,6 +116,8 @@ class Postprocessor:
         answered); monitoring happens later, off this path."""
         if batch.serving is not None:
             self.serving = batch.serving
+        # Under a pin no release is watched or decided (ReleaseMonitor.update sees the pin).
+        self.watcher.pin(batch.serving if batch.pinned else None)
         out = []
         for g in batch.groups:
             classes = (await self._meta(g.version)).classes

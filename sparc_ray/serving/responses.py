@@ -2,6 +2,8 @@
 ``/predict`` response bodies."""
 
 import datetime as dt
+import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,10 +13,12 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from sparc_ray.serving.messages import RequestMeta
+from sparc_ray.serving.messages import NoModelError, RequestMeta, VersionUnavailable
 from sparc_ray.serving.requests import RequestError
 
 JSON_TYPES = {"application/json", "text/json"}
+CLIENT_ERRORS = {400: "bad_request", 413: "payload_too_large", 415: "unsupported_media_type"}
+logger = logging.getLogger("ray.serve")
 
 
 def json_response(status: int, body: Any) -> Response:
@@ -89,3 +93,37 @@ def shape_responses(
         )
         start = end
     return out
+
+
+def redact(text: str | None, store: str) -> str | None:
+    """No storage paths in what anonymous callers read."""
+    return text.replace(store, "<store>") if text else text
+
+
+def failed_prediction(exc: Exception, prediction_id: str, store: str) -> tuple[Response, str, int]:
+    """A ``/predict`` that raised: its response, the ``reason`` label of
+    ``ray_ml_prediction_errors_total`` and the status. Client errors are 4xx naming field and
+    row, no model is 503, anything else a logged 500 with an ``error_id``."""
+    if isinstance(exc, RequestError):
+        logger.info(
+            "rejected request: %s %s", exc.status, exc.error, extra={"prediction_id": prediction_id}
+        )
+        body = {**exc.body(), "prediction_id": prediction_id}
+        return (
+            json_response(exc.status, body),
+            CLIENT_ERRORS.get(exc.status, "invalid_input"),
+            exc.status,
+        )
+    if isinstance(exc, (NoModelError, VersionUnavailable)):
+        details = [(None, None, redact(str(exc), store))]
+        response = error_response(503, "no model is loaded", details, prediction_id=prediction_id)
+        return response, "no_model", 503
+    error_id = uuid.uuid4().hex[:12]
+    logger.error(
+        "internal error %s",
+        error_id,
+        exc_info=exc,
+        extra={"prediction_id": prediction_id, "error_id": error_id},
+    )
+    response = error_response(500, "internal error", error_id=error_id, prediction_id=prediction_id)
+    return response, "internal", 500

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Any, Protocol, cast
+from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -26,16 +26,25 @@ from sparc_ray.inference.loader import ModelLoader
 from sparc_ray.serving import admin, metrics
 from sparc_ray.serving.api_docs import DOCS, route
 from sparc_ray.serving.auth import Tokens
-from sparc_ray.serving.dispatch import Dispatcher, Job, VersionCatalog, answers_from, post_groups
+from sparc_ray.serving.dispatch import (
+    Dispatcher,
+    Job,
+    VersionCatalog,
+    answers_from,
+    batching,
+    post_groups,
+)
 from sparc_ray.serving.messages import NoModelError, PostBatch, VersionUnavailable
 from sparc_ray.serving.openapi import OpenAPIDocument
 from sparc_ray.serving.requests import RequestError, parse_feedback, parse_json, parse_predict
 from sparc_ray.serving.responses import (
     error_response,
+    failed_prediction,
     invalid_parameters,
     json_response,
     now_iso,
     read_body,
+    redact,
     shape_responses,
 )
 from sparc_ray.serving.routing import ROUTE_KEY_HEADER, ReleaseWatcher
@@ -46,20 +55,7 @@ logger = logging.getLogger("ray.serve")
 # FastAPIOffline: /docs and /redoc load Swagger UI / ReDoc from the app, not from a CDN.
 api = FastAPIOffline(title="sparc-ray model API", version=__version__, description=DOCS)
 api.add_exception_handler(RequestValidationError, invalid_parameters)
-CLIENT_ERRORS = {400: "bad_request", 413: "payload_too_large", 415: "unsupported_media_type"}
 DEFAULTS = ValidatorSettings()
-
-
-class _Batching(Protocol):
-    """The controls ``@serve.batch`` adds to the method it wraps."""
-
-    def set_max_batch_size(self, new_max_batch_size: int) -> None: ...
-
-    def set_batch_wait_timeout_s(self, new_batch_wait_timeout_s: float) -> None: ...
-
-
-def _batching(method: object) -> _Batching:
-    return cast(_Batching, method)  # Ray types @serve.batch's result as a plain callable
 
 
 @serve.deployment(name="Validator")
@@ -82,9 +78,7 @@ class Validator:
         self.watcher = ReleaseWatcher(loader, self.settings.poll_interval_s)
         self.versions = VersionCatalog(model, loader, self.failures)
         self.dispatcher = Dispatcher(self.versions.score)
-        self.summary = metrics.LatencySummary()
-        self.errors = metrics.prediction_errors()
-        self.latency = metrics.prediction_duration()
+        self.requests = metrics.RequestMetrics(self.name, self.failures)
         self.last_good: str | None = None  # the last serving version that answered here
         self.unavailable: dict[str, str] = {}  # versions that could not be loaded, and why
         self._in_flight = 0  # micro-batches sent and not yet answered
@@ -98,7 +92,7 @@ class Validator:
 
     async def reconfigure(self, config: dict[str, Any]) -> None:
         self.settings = s = ValidatorSettings.model_validate(config)
-        _batching(self._score).set_max_batch_size(s.batch_max_rows)
+        batching(self._score).set_max_batch_size(s.batch_max_rows)
         self.watcher.poll_interval_s = s.poll_interval_s
         self.watcher.pin(s.model_version)
         self.versions.max_cached, self.versions.retry_refused_s = (
@@ -159,7 +153,7 @@ class Validator:
     async def _submit(self, job: Job) -> dict[str, Any]:
         # No batch window when nothing is in flight: a lone request goes out at once.
         wait = self.settings.batch_wait_timeout_s if self._in_flight else 0.0
-        _batching(self._score).set_batch_wait_timeout_s(wait)
+        batching(self._score).set_batch_wait_timeout_s(wait)
         answer = await self._score(job)
         if isinstance(answer, Exception):
             raise answer
@@ -186,7 +180,7 @@ class Validator:
             result = await self._submit(Job(prediction_id, data, version))
             rows, version = data.n_rows, result["model_version"]
             elapsed_ms = (time.perf_counter() - start) * 1000
-            response = {
+            body = {
                 **result,
                 "model_name": self.name,
                 "prediction_id": prediction_id,
@@ -200,49 +194,12 @@ class Validator:
                 elapsed_ms,
                 extra={"prediction_id": prediction_id},
             )
-            return json_response(200, response)
-        except RequestError as exc:
-            reason, status = CLIENT_ERRORS.get(exc.status, "invalid_input"), exc.status
-            logger.info(
-                "rejected request: %s %s",
-                exc.status,
-                exc.error,
-                extra={"prediction_id": prediction_id},
-            )
-            return json_response(exc.status, {**exc.body(), "prediction_id": prediction_id})
-        except (NoModelError, VersionUnavailable) as exc:
-            reason, status = "no_model", 503
-            message = admin.redact(str(exc), self.store)
-            return error_response(
-                503, "no model is loaded", [(None, None, message)], prediction_id=prediction_id
-            )
-        except Exception:
-            reason, status = "internal", 500
-            error_id = uuid.uuid4().hex[:12]
-            logger.exception(
-                "internal error %s",
-                error_id,
-                extra={"prediction_id": prediction_id, "error_id": error_id},
-            )
-            return error_response(
-                500, "internal error", error_id=error_id, prediction_id=prediction_id
-            )
-        finally:
-            self._record(time.perf_counter() - start, rows, version, reason, status)
-
-    def _record(
-        self, elapsed_s: float, rows: int, version: str | None, reason: str | None, status: int
-    ) -> None:
-        tags = {"model_name": self.name, "model_version": version or "none"}
-        try:  # metrics never fail a prediction
-            self.summary.record(elapsed_s * 1000, rows, reason is None)
-            if reason is None:
-                self.latency.observe(elapsed_s, tags=tags)
-            else:
-                kind = "client" if status < 500 else "server"
-                self.errors.inc(tags={**tags, "reason": reason, "kind": kind})
+            return json_response(200, body)
         except Exception as exc:
-            self.failures.record("request_metrics", exc)
+            failed, reason, status = failed_prediction(exc, prediction_id, self.store)
+            return failed
+        finally:
+            self.requests.record(time.perf_counter() - start, rows, version, reason, status)
 
     # -- read-only endpoints ------------------------------------------------------------------
     @route(api, "health")
@@ -275,7 +232,7 @@ class Validator:
                 raise NoModelError(self.watcher.view.error or "no version is promoted yet")
             meta = await self._describe(version, self.settings.reload_wait_s)
         except (TimeoutError, NoModelError, VersionUnavailable) as exc:
-            message = admin.redact(str(exc), self.store)
+            message = redact(str(exc), self.store)
             return error_response(503, "no model is loaded", [(None, "version", message)])
         if not self._is_admin(request):
             return json_response(200, admin.public_metadata(meta))
@@ -293,7 +250,7 @@ class Validator:
             name=self.name,
             serving=self.watcher.view.serving,
             uptime_s=time.time() - self.started,
-            requests=self.summary.summary(),
+            requests=self.requests.summary.summary(),
             monitoring=stats,
             internal_errors=self.failures.counts,
             admin=self._is_admin(request),
