@@ -31,6 +31,7 @@ from sparc_ray.inference.input_rules import checks_from_metadata
 from sparc_ray.inference.loader import LoadedModel, RegistryLoader
 from sparc_ray.registry import signing, storage
 from sparc_ray.registry.artifacts import IntegrityError
+from sparc_ray.registry.layout import ALIAS
 from sparc_ray.registry.store import ModelRegistry, RegistryError
 from sparc_ray.training.job_args import SCORE_BATCH_ROWS, add_score_arguments
 
@@ -67,7 +68,7 @@ class ScorePlan:
         version: str | None = None,
         public_key: bytes | None = None,
     ) -> ScorePlan:
-        version = ModelRegistry(store).resolve(name, version or "production")
+        version = ModelRegistry(store).resolve(name, version or ALIAS)
         model = RegistryLoader(store, name, public_key).load(version)
         source = RowSource(data, checks_from_metadata(model.metadata))
         fs, path = storage.open_fs(out)

@@ -9,6 +9,7 @@ converted and checked by the scorer, so one bad cell rejects one row, not the re
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from ray.data import Datasource, ReadTask
+from ray.data import DataContext, Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
 from sparc_ray.data.loading import BUILTIN_PREFIX, load_dataset
@@ -60,8 +61,9 @@ class RowSource(Datasource):
         self.location, self.features = location, features
         self.names = [f.name for f in features]
         self.builtin = location.startswith(BUILTIN_PREFIX)
+        self.fs: pafs.FileSystem | None = None  # a bundled dataset has no files
         if self.builtin:
-            self.fs, self.files = None, [InputFile(location, location, 0)]
+            self.files = [InputFile(location, location, 0)]
         else:
             self.fs, self.files = self._list(location)
         self.extra_columns = self._check_columns()
@@ -69,6 +71,13 @@ class RowSource(Datasource):
     @property
     def multi_file(self) -> bool:
         return len(self.files) > 1
+
+    @property
+    def filesystem(self) -> pafs.FileSystem:
+        """The input files' filesystem."""
+        if self.fs is None:
+            raise InputError(f"{self.location} is a bundled dataset: it has no files to open")
+        return self.fs
 
     def _list(self, location: str) -> tuple[pafs.FileSystem, list[InputFile]]:
         try:
@@ -99,8 +108,8 @@ class RowSource(Datasource):
             return pa.Schema.from_pandas(load_dataset(file.path)[0], preserve_index=False)
         try:
             if _is_parquet(file.path):
-                return pq.read_schema(self.fs.open_input_file(file.path))
-            with self.fs.open_input_stream(file.path) as stream:
+                return pq.read_schema(self.filesystem.open_input_file(file.path))
+            with self.filesystem.open_input_stream(file.path) as stream:
                 return pacsv.open_csv(stream, convert_options=self._csv_convert()).schema
         except Exception as exc:
             raise InputError(f"cannot read {file.name}: {exc}") from exc
@@ -136,11 +145,16 @@ class RowSource(Datasource):
     def estimate_inmemory_data_size(self) -> int | None:
         return sum(f.size for f in self.files) or None
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None):
+    def get_read_tasks(
+        self,
+        parallelism: int,
+        per_task_row_limit: int | None = None,
+        data_context: DataContext | None = None,
+    ) -> list[ReadTask]:
         """One task per file: its rows stream in order, so the row ids count lines."""
         return [
             ReadTask(
-                lambda file=file: self._read(file),
+                functools.partial(self._read, file),
                 BlockMetadata(None, file.size or None, None, input_files=(file.name,)),
                 per_task_row_limit=per_task_row_limit,
             )
@@ -152,10 +166,10 @@ class RowSource(Datasource):
             frame = load_dataset(file.path)[0][self.names]
             yield pa.Table.from_pandas(frame, preserve_index=False)
         elif _is_parquet(file.path):
-            reader = pq.ParquetFile(self.fs.open_input_file(file.path))
+            reader = pq.ParquetFile(self.filesystem.open_input_file(file.path))
             yield from reader.iter_batches(batch_size=BATCH_ROWS, columns=self.names)
         else:
-            with self.fs.open_input_stream(file.path) as stream:
+            with self.filesystem.open_input_stream(file.path) as stream:
                 yield from pacsv.open_csv(
                     stream,
                     read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from pandas.api import types as ptypes
 
 from sparc_ray.registry import storage
 
+logger = logging.getLogger(__name__)
 BUILTIN_PREFIX = "builtin:"
 MAX_CATEGORIES = 1000  # categories kept in the schema per categorical feature
 
@@ -184,21 +186,41 @@ def data_version(uri: str) -> dict[str, str] | None:
 
 
 def _s3_version(uri: str) -> dict[str, str] | None:
+    """The version of an ``s3://`` object; None only when S3 says the object has no version
+    (a bucket without versioning) or boto3 is not installed (logged). Any failure to ask
+    (credentials, permission, no such bucket or object, network) is a DataError naming it:
+    an unknown version is never recorded as "unversioned"."""
     try:
         import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
     except ImportError:
+        logger.warning("%s: object version not recorded: boto3 is not installed", uri)
         return None
     url = urlsplit(uri)
     options = dict(parse_qsl(url.query))
     endpoint = options.get("endpoint_override")
     if endpoint and "://" not in endpoint:
         endpoint = f"{options.get('scheme', 'https')}://{endpoint}"
+    bucket, key = url.netloc.rpartition("@")[2], url.path.lstrip("/")  # no user:secret@
     try:
-        head = boto3.client("s3", endpoint_url=endpoint).head_object(
-            Bucket=url.netloc, Key=url.path.lstrip("/")
+        client = boto3.session.Session().client(  # credentials as the environment has them now
+            "s3",
+            endpoint_url=endpoint,
+            region_name=options.get("region"),
+            aws_access_key_id=unquote(url.username) if url.username else None,
+            aws_secret_access_key=unquote(url.password) if url.password else None,
         )
-    except Exception:  # no permission to read object metadata: not versioned as far as we know
-        return None
+        head = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        raise DataError(
+            f"cannot read the object version of {uri}: S3 answered {status} "
+            f"{error.get('Code', '')} {error.get('Message', '')}".rstrip()
+            + " (check the bucket, the key, the credentials and s3:GetObject permission)"
+        ) from exc
+    except BotoCoreError as exc:  # no credentials, unreachable endpoint, ...
+        raise DataError(f"cannot read the object version of {uri}: {exc}") from exc
     version = head.get("VersionId")
     if not version or version == "null":
         return None

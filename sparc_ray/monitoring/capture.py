@@ -28,11 +28,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sparc_ray.registry import storage
+from sparc_ray.registry.layout import CAPTURE_DIR, CAPTURE_LABELS, CAPTURE_PREDICTIONS
 
 logger = logging.getLogger(__name__)
-CAPTURE_DIR = "_capture"
-PREDICTIONS, LABELS = "predictions", "labels"
-PARTITIONING = "hive"
+# Hive partition keys of the directories (both hold text; labels have no version).
+DATE_KEY, VERSION_KEY = "capture_date", "model_version"
+LOG_EVERY_S = 30.0  # a failure that repeats is logged at most this often (always counted)
 
 
 def capture_root(store: str, name: str) -> str:
@@ -40,14 +41,19 @@ def capture_root(store: str, name: str) -> str:
 
 
 def _today(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d")
 
 
 class CaptureWriter:
     """Sampled, asynchronous, bounded capture. ``offer_*`` never block and never raise: when
     more than ``max_queued_rows`` wait, or a write fails, rows are dropped and reported to
     ``on_drop(n_rows, reason)``; the next flush tries the sink again. ``on_write(n_rows,
-    version)`` reports what was written (``"none"`` for labels)."""
+    version)`` reports what was written (``"none"`` for labels).
+
+    Counters: ``written`` / ``dropped`` rows; ``errors``, failures of the capture code itself
+    (a batch that could not be queued: its rows are also dropped with reason ``"error"``; a
+    callback that raised); ``skipped``, ``/feedback`` items not captured because their
+    ``row`` is not a row index (the API answers them as invalid)."""
 
     def __init__(
         self,
@@ -65,8 +71,8 @@ class CaptureWriter:
         self._lock = threading.RLock()  # the queue's row count and the counters
         self._rng = np.random.default_rng()
         self._stop = threading.Event()
-        self._last_error_log = 0.0
-        self.written = self.dropped = 0
+        self._last_log: dict[str, float] = {}
+        self.written = self.dropped = self.errors = self.skipped = 0
         self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
         self._thread.start()
 
@@ -100,22 +106,34 @@ class CaptureWriter:
                 "prediction": [labels[r] for r in rows],
                 "probabilities": proba[rows],
             }
-            self._put((PREDICTIONS, version, record), len(rows))
+            self._put((CAPTURE_PREDICTIONS, version, record), len(rows))
         except Exception:  # capture never fails a prediction
-            logger.exception("capture: could not queue a batch")
+            self._error("could not queue a scored batch", len(labels))
 
     def offer_labels(self, items: list[dict[str, Any]]) -> None:
         """``/feedback`` items (``prediction_id``, ``row``, ``label``), never sampled: labels
         are few, and each one is worth keeping."""
-        labelled = [i for i in items if i.get("prediction_id") is not None and "label" in i]
-        if labelled:
-            record = {
-                "prediction_id": [str(i["prediction_id"]) for i in labelled],
-                "row": [int(i.get("row", 0)) for i in labelled],
-                "label": [str(i["label"]) for i in labelled],
-                "timestamp": time.time(),
-            }
-            self._put((LABELS, None, record), len(labelled))
+        try:
+            labelled = [i for i in items if _is_label(i)]
+            if len(labelled) < len(items):
+                with self._lock:
+                    self.skipped += len(items) - len(labelled)
+                self._log(
+                    "skipped",
+                    "capture: %d /feedback items skipped (no row index; %d so far)",
+                    len(items) - len(labelled),
+                    self.skipped,
+                )
+            if labelled:
+                record = {
+                    "prediction_id": [str(i["prediction_id"]) for i in labelled],
+                    "row": [i.get("row", 0) for i in labelled],
+                    "label": [str(i["label"]) for i in labelled],
+                    "timestamp": time.time(),
+                }
+                self._put((CAPTURE_LABELS, None, record), len(labelled))
+        except Exception:  # capture never fails a /feedback request
+            self._error("could not queue /feedback labels", len(items))
 
     def _put(self, entry: tuple, n_rows: int) -> None:
         with self._lock:
@@ -131,7 +149,26 @@ class CaptureWriter:
         try:
             self.on_drop(n_rows, reason)
         except Exception:
-            logger.exception("capture: drop callback failed")
+            self._error("the on_drop callback failed")
+
+    def _error(self, what: str, dropped_rows: int = 0) -> None:
+        """A failure of the capture code (called in an ``except`` block): counted in
+        ``errors``, logged with its traceback, never raised; ``dropped_rows`` lost with it."""
+        with self._lock:
+            self.errors += 1
+        self._log("error", "capture: %s (%d errors so far)", what, self.errors, exc_info=True)
+        if dropped_rows:
+            self._drop(dropped_rows, "error")
+
+    def _log(self, key: str, message: str, *args: Any, exc_info: bool = False) -> None:
+        """A warning, at most once per ``LOG_EVERY_S`` for each ``key`` (the counters say how
+        many times it happened)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last_log.get(key, -LOG_EVERY_S) < LOG_EVERY_S:
+                return
+            self._last_log[key] = now
+        logger.warning(message, *args, exc_info=exc_info)
 
     # -- writer thread ----------------------------------------------------------------------
     def _run(self) -> None:
@@ -156,18 +193,21 @@ class CaptureWriter:
             try:
                 table = _table(kind, [r for r, _ in records])
                 self._write(kind, version, day, table)
-                self.written += n_rows
-                self.on_write(n_rows, version or "none")
             except Exception as exc:
                 self._drop(n_rows, "write_failed")
-                if time.monotonic() - self._last_error_log > 30:
-                    self._last_error_log = time.monotonic()
-                    logger.warning(
-                        "capture: %d rows dropped, sink %s failed: %s", n_rows, self.root, exc
-                    )
+                self._log(
+                    "write", "capture: %d rows dropped, sink %s failed: %s", n_rows, self.root, exc
+                )
+                continue
+            with self._lock:
+                self.written += n_rows
+            try:
+                self.on_write(n_rows, version or "none")
+            except Exception:
+                self._error("the on_write callback failed")
 
     def _write(self, kind: str, version: str | None, day: str, table: pa.Table) -> None:
-        parts = [kind, f"capture_date={day}"] + ([f"model_version={version}"] if version else [])
+        parts = [kind, f"{DATE_KEY}={day}"] + ([f"{VERSION_KEY}={version}"] if version else [])
         fs, root = storage.open_fs(self.root)
         directory = posixpath.join(root, *parts)
         fs.create_dir(directory, recursive=True)
@@ -184,6 +224,15 @@ class CaptureWriter:
         self._thread.join(timeout=30)
 
 
+def _is_label(item: Any) -> bool:
+    """A ``/feedback`` item the capture can record: a prediction id, a label, and a ``row``
+    that is a row index (absent: 0), as ``/feedback`` itself accepts them."""
+    if not isinstance(item, dict) or item.get("prediction_id") is None or "label" not in item:
+        return False
+    row = item.get("row", 0)
+    return type(row) is int and row >= 0
+
+
 def _table(kind: str, records: list[dict[str, Any]]) -> pa.Table:
     """One table from the records of one partition, each column built once."""
 
@@ -195,7 +244,7 @@ def _table(kind: str, records: list[dict[str, Any]]) -> pa.Table:
         "prediction_id": pa.array(joined("prediction_id").astype(str), pa.string()),
         "row": pa.array(joined("row"), pa.int32()),
     }
-    if kind == LABELS:
+    if kind == CAPTURE_LABELS:
         label = pa.array(joined("label").astype(str), pa.string())
         return pa.table({**common, "label": label, "timestamp": pa.array(stamps)})
     names = list(records[0]["features"])

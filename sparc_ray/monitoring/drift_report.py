@@ -17,18 +17,24 @@ import datetime as dt
 import html
 import io
 import itertools
+import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from sparc_ray.data.captured import parse_since, read_labels, read_predictions
+from sparc_ray.data.captured import parse_since, read_labels, read_predictions, version_metadata
 from sparc_ray.monitoring.capture import capture_root
 from sparc_ray.monitoring.drift import categorical_counts, numeric_counts, psi
+from sparc_ray.registry.layout import ALIAS
 from sparc_ray.registry.metadata import DriftReference
-from sparc_ray.registry.store import ModelRegistry, RegistryError
+from sparc_ray.registry.store import RegistryError
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
 TOP_PLOTS = 6  # features plotted, most drifted first
 
 
@@ -53,11 +59,14 @@ def _chi2_p(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:
     return float(chi2_contingency(table)[1])
 
 
-def feature_drift(rows: pd.DataFrame, reference: DriftReference, train_rows: int) -> list:
+def feature_drift(
+    rows: pd.DataFrame, reference: DriftReference, train_rows: int
+) -> list[FeatureDrift]:
     """One ``FeatureDrift`` per feature, most drifted (PSI) first."""
     out = []
     for name, ref in reference.features.items():
-        if name not in rows:
+        if name not in rows:  # the capture has no such column: nothing to compare
+            logger.warning("drift report: feature %r is not in the captured rows", name)
             continue
         if ref.kind == "numeric":
             edges = np.asarray(ref.edges, float)
@@ -84,7 +93,7 @@ def feature_drift(rows: pd.DataFrame, reference: DriftReference, train_rows: int
     return sorted(out, key=lambda f: -f.psi)
 
 
-def _png(fig) -> str:
+def _png(fig: Figure) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -93,7 +102,7 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _bars(title: str, labels: list[str], reference, current) -> str:
+def _bars(title: str, labels: list[str], reference: np.ndarray, current: np.ndarray) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,12 +124,16 @@ def _verdict(value: float) -> str:
 
 
 def build_report(
-    store: str, name: str, since: float | None = None, version: str | None = None
+    store: str,
+    name: str,
+    since: float | None = None,
+    version: str | None = None,
+    public_key: bytes | None = None,
 ) -> dict[str, Any]:
-    """The report's figures (also what the HTML shows)."""
-    registry = ModelRegistry(store)
-    version = registry.resolve(name, version or "production")
-    meta = registry.metadata(name, version)
+    """The report's figures (also what the HTML shows); the version's metadata is verified
+    with ``public_key`` (raw Ed25519) when one is given."""
+    meta = version_metadata(store, name, version or ALIAS, public_key)
+    version = meta.version
     if meta.reference is None:
         raise RegistryError(f"{name}/{version} has no reference distributions to compare with")
     root = capture_root(store, name)
@@ -159,7 +172,7 @@ def build_report(
 
 def render_html(report: dict[str, Any]) -> str:
     def when(ts: float) -> str:
-        return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
     esc = html.escape
     rows = "".join(
@@ -208,9 +221,14 @@ test (training rows vs captured rows, same buckets).</p>
 
 
 def write_report(
-    store: str, name: str, out: str, since: str | None = None, version: str | None = None
+    store: str,
+    name: str,
+    out: str,
+    since: str | None = None,
+    version: str | None = None,
+    public_key: bytes | None = None,
 ) -> dict[str, Any]:
-    report = build_report(store, name, parse_since(since), version)
+    report = build_report(store, name, parse_since(since), version, public_key)
     with open(out, "w", encoding="utf-8") as fh:
         fh.write(render_html(report))
     return report

@@ -10,11 +10,13 @@ import pytest
 from sparc_ray.data.captured import (
     labelled_rows,
     load_capture_dataset,
+    read_labels,
     read_predictions,
     split_capture_location,
 )
 from sparc_ray.data.loading import DataError
 from sparc_ray.monitoring.capture import CaptureWriter, capture_root
+from sparc_ray.registry import releases
 from sparc_ray.registry.store import ModelRegistry
 
 
@@ -71,7 +73,7 @@ def test_training_frame_from_labelled_captures(tmp_path, loans, trained_loans_mo
     }
     loans.to_csv(tmp_path / "train.csv", index=False)
     reg = ModelRegistry(store)
-    reg.promote("loans", reg.publish("loans", model, meta))
+    releases.promote(reg, "loans", reg.publish("loans", model, meta))
     root = capture_root(str(store), "loans")
     with pytest.raises(DataError, match="no captured rows with a /feedback label"):
         load_capture_dataset(f"{store}/loans")
@@ -93,3 +95,55 @@ def test_training_frame_from_labelled_captures(tmp_path, loans, trained_loans_mo
     both, _ = load_capture_dataset(f"{store}/loans", with_training_data=True)
     assert len(both) == len(loans) + 20
     assert split_capture_location("s3://b/m/loans?scheme=http") == ("s3://b/m?scheme=http", "loans")
+
+
+def test_capture_never_raises_into_a_request_and_counts_what_failed(tmp_path):
+    drops: list[tuple[int, str]] = []
+
+    def broken_on_write(n: int, version: str) -> None:
+        raise RuntimeError("metrics backend down")
+
+    writer = CaptureWriter(
+        str(tmp_path), 1.0, flush_s=60, on_drop=lambda n, r: drops.append((n, r)),
+        on_write=broken_on_write,
+    )  # fmt: skip
+    items, columns, labels, proba = batch(3)
+    writer.offer_predictions("v1", items, {"x": columns["x"][:2]}, labels, proba)  # rows missing
+    assert (writer.errors, drops) == (1, [(6, "error")])
+    writer.offer_labels(
+        [
+            {"prediction_id": "p0", "row": "first", "label": "yes"},
+            {"prediction_id": "p0", "row": True, "label": "yes"},
+            {"prediction_id": "p0", "row": 1, "label": "no"},
+        ]
+    )
+    assert writer.skipped == 2
+    writer.flush()  # written, though on_write raised: counted as an error, not as a drop
+    assert (writer.written, writer.errors, writer.dropped) == (1, 2, 6)
+    assert read_labels(str(tmp_path))[["prediction_id", "row", "label"]].values.tolist() == [
+        ["p0", 1, "no"]
+    ]
+
+    def broken_on_drop(n: int, reason: str) -> None:
+        raise RuntimeError("metrics backend down")
+
+    full = CaptureWriter(str(tmp_path), 1.0, flush_s=60, max_queued_rows=1, on_drop=broken_on_drop)
+    full.offer_predictions("v1", *batch(1))
+    assert (full.dropped, full.errors) == (2, 1)
+    writer.close()
+    full.close()
+
+
+def test_capture_files_that_disagree_or_are_missing(tmp_path):
+    (tmp_path / "empty" / "predictions").mkdir(parents=True)  # every write failed
+    assert read_predictions(str(tmp_path / "empty")).empty
+    assert labelled_rows(str(tmp_path / "empty")).empty
+    writer = CaptureWriter(str(tmp_path / "c"), 1.0, flush_s=60)
+    items, columns, labels, proba = batch(2)
+    writer.offer_predictions("v1", items, columns, labels, proba)
+    writer.flush()
+    as_text = {"x": columns["x"].astype(str).astype(object), "c": columns["c"]}
+    writer.offer_predictions("v2", items, as_text, labels, proba)  # `x` changed kind
+    writer.close()
+    with pytest.raises(DataError, match="do not agree"):
+        read_predictions(str(tmp_path / "c"))

@@ -17,6 +17,7 @@ from sparc_ray.inference.onnx_model import columns_from_frame
 from sparc_ray.monitoring.capture import CaptureWriter, capture_root
 from sparc_ray.monitoring.drift import build_reference
 from sparc_ray.monitoring.drift_report import build_report, render_html
+from sparc_ray.registry import releases
 from sparc_ray.registry.store import ModelRegistry
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -38,7 +39,7 @@ def captured(tmp_path, loans, trained_loans_model):
     }
     reg = ModelRegistry(tmp_path / "store")
     version = reg.publish("loans", model, meta)
-    reg.promote("loans", version)
+    releases.promote(reg, "loans", version)
     shifted = X.copy()
     shifted["income"] += 2 * X["income"].std()
     names, kinds = [f.name for f in model.schema], [f.kind for f in model.schema]
