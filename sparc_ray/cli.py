@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--version", help="version whose captures to report (default production)")
     report.add_argument("--since", help="captured since: 24h, 7d, 30m or an ISO date/time")
     report.add_argument("--out", default="drift_report.html", help="HTML file to write")
+    report.add_argument(
+        "--public-key", help="verify the version's metadata with this Ed25519 key (PEM)"
+    )
 
     predict = sub.add_parser("predict", help="score a CSV file over HTTP in chunks")
     predict.add_argument(
@@ -207,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from sparc_ray.monitoring.drift_report import write_report
 
-            r = write_report(args.store, args.name, args.out, args.since, args.version)
+            key = signing.public_key_bytes(args.public_key) if args.public_key else None
+            r = write_report(args.store, args.name, args.out, args.since, args.version, key)
             top = r["features"][0] if r["features"] else None
             print(
                 f"{args.out}: {r['rows']:,} captured rows of {args.name}/{r['version']}; "

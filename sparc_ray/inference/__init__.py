@@ -9,29 +9,15 @@ from sparc_ray._lazy import exports
 
 if TYPE_CHECKING:
     from sparc_ray.inference.columns import Columns as Columns
-    from sparc_ray.inference.input_rules import (
-        CheckedColumn as CheckedColumn,
-    )
-    from sparc_ray.inference.input_rules import (
-        FeatureCheck as FeatureCheck,
-    )
-    from sparc_ray.inference.input_rules import (
-        check_column as check_column,
-    )
-    from sparc_ray.inference.input_rules import (
-        checks_from_metadata as checks_from_metadata,
-    )
+    from sparc_ray.inference.input_rules import CheckedColumn as CheckedColumn
+    from sparc_ray.inference.input_rules import FeatureCheck as FeatureCheck
+    from sparc_ray.inference.input_rules import check_column as check_column
+    from sparc_ray.inference.input_rules import checks_from_metadata as checks_from_metadata
     from sparc_ray.inference.isolation import score_isolating as score_isolating
     from sparc_ray.inference.labels import labels_from_proba as labels_from_proba
-    from sparc_ray.inference.loader import (
-        LoadedModel as LoadedModel,
-    )
-    from sparc_ray.inference.loader import (
-        ModelLoader as ModelLoader,
-    )
-    from sparc_ray.inference.loader import (
-        RegistryLoader as RegistryLoader,
-    )
+    from sparc_ray.inference.loader import LoadedModel as LoadedModel
+    from sparc_ray.inference.loader import ModelLoader as ModelLoader
+    from sparc_ray.inference.loader import RegistryLoader as RegistryLoader
 
 __getattr__, __all__ = exports(
     __name__,

@@ -14,7 +14,8 @@ import pandas as pd
 from threadpoolctl import ThreadpoolController
 
 from sparc_ray.inference.onnx_model import OnnxModel
-from sparc_ray.registry.artifacts import MODEL_FILE, IntegrityError
+from sparc_ray.registry.artifacts import IntegrityError
+from sparc_ray.registry.layout import MODEL_FILE
 from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.registry.releases import Release, current_release
 from sparc_ray.registry.signing import SignatureError, key_id

@@ -7,12 +7,8 @@ from sparc_ray._lazy import exports
 
 if TYPE_CHECKING:
     from sparc_ray.monitoring.capture import CaptureWriter as CaptureWriter
-    from sparc_ray.monitoring.drift import (
-        DriftMonitor as DriftMonitor,
-    )
-    from sparc_ray.monitoring.drift import (
-        build_reference as build_reference,
-    )
+    from sparc_ray.monitoring.drift import DriftMonitor as DriftMonitor
+    from sparc_ray.monitoring.drift import build_reference as build_reference
     from sparc_ray.monitoring.drift_report import write_report as write_report
 
 __getattr__, __all__ = exports(

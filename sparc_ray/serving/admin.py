@@ -16,8 +16,9 @@ from fastapi.responses import Response
 from sparc_ray.inference.loader import ModelLoader
 from sparc_ray.registry import releases
 from sparc_ray.registry.artifacts import IntegrityError
+from sparc_ray.registry.layout import ALIAS
 from sparc_ray.registry.metadata import ModelMetadata
-from sparc_ray.registry.store import ALIAS, VERSION_RE, RegistryError, check_name
+from sparc_ray.registry.store import VERSION_RE, RegistryError, check_name
 from sparc_ray.serving.messages import VersionUnavailable
 from sparc_ray.serving.requests import RequestError, detail, parse_json
 from sparc_ray.serving.responses import error_response, now_iso, redact

@@ -20,6 +20,7 @@ from ray.serve import Application, Deployment
 
 from sparc_ray.inference.loader import RegistryLoader
 from sparc_ray.registry import storage
+from sparc_ray.registry.layout import DEFAULT_STORE
 from sparc_ray.registry.signing import public_key_bytes
 from sparc_ray.serving.auth import Tokens
 from sparc_ray.serving.model import Model
@@ -31,7 +32,7 @@ from sparc_ray.serving.validator import Validator
 class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_store: str = Field("model_store", description="registry root: directory or URI")
+    model_store: str = Field(DEFAULT_STORE, description="registry root: directory or URI")
     model_name: str = Field(..., description="model name in the registry")
     admin_token_env: str = Field(
         "SPARC_ADMIN_TOKEN",

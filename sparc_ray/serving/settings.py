@@ -18,7 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sparc_ray.registry.store import VERSION_RE
+from sparc_ray.registry.layout import ALIAS
+from sparc_ray.registry.store import LATEST, VERSION_RE
 
 MAX_VERSIONS_PER_REPLICA = 3  # Model: production, candidate, and the one being replaced
 MAX_CONCURRENT_BATCHES = 4  # Validator: Model calls in flight while earlier batches finish
@@ -73,7 +74,7 @@ class ValidatorSettings(_Settings):
     @field_validator("model_version")
     @classmethod
     def _pin_is_a_version(cls, value: str | None) -> str | None:
-        if value is not None and (not VERSION_RE.match(value) or value in ("production", "latest")):
+        if value is not None and (not VERSION_RE.match(value) or value in (ALIAS, LATEST)):
             raise ValueError(
                 f"model_version pins one version id, got {value!r}; remove the key to follow "
                 "the registry's production alias"

@@ -8,23 +8,13 @@ from typing import TYPE_CHECKING
 from sparc_ray._lazy import exports
 
 if TYPE_CHECKING:
-    from sparc_ray.training.config import (
-        ConfigError as ConfigError,
-    )
-    from sparc_ray.training.config import (
-        TrainConfig as TrainConfig,
-    )
-    from sparc_ray.training.config import (
-        load_config as load_config,
-    )
-    from sparc_ray.training.estimator import (
-        MODEL_FAMILIES as MODEL_FAMILIES,
-    )
-    from sparc_ray.training.estimator import (
-        SPARCClassificationModel as SPARCClassificationModel,
-    )
+    from sparc_ray.training.config import ConfigError as ConfigError
+    from sparc_ray.training.config import TrainConfig as TrainConfig
+    from sparc_ray.training.estimator import MODEL_FAMILIES as MODEL_FAMILIES
+    from sparc_ray.training.estimator import SPARCClassificationModel as SPARCClassificationModel
     from sparc_ray.training.job import main as main
     from sparc_ray.training.job import run_training as run_training
+    from sparc_ray.training.job_args import load_config as load_config
 
 __getattr__, __all__ = exports(
     __name__,
@@ -32,7 +22,7 @@ __getattr__, __all__ = exports(
         "SPARCClassificationModel": "estimator",
         "MODEL_FAMILIES": "estimator",
         "TrainConfig": "config",
-        "load_config": "config",
+        "load_config": "job_args",
         "ConfigError": "config",
         "run_training": "job",
         "main": "job",

@@ -4,14 +4,10 @@ the file and the dotted key, one line per problem."""
 
 from __future__ import annotations
 
-import argparse
-import copy
 import difflib
 import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -188,60 +184,6 @@ class TrainConfig(_Section):
         if problems:
             raise ValueError("\n".join(problems))
         return gates
-
-
-def load_config(args: argparse.Namespace) -> TrainConfig:
-    """The YAML at ``args.config``, flags applied over it, validated (``ConfigError``)."""
-    path = Path(args.config)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: must be a mapping of sections, got {type(raw).__name__}")
-    raw = copy.deepcopy(raw)
-    for section in SECTIONS:  # a section left empty (null) is an omitted one
-        if raw.get(section) is None:
-            raw.pop(section, None)
-        elif not isinstance(raw[section], dict):
-            raise ConfigError(f"{path}: `{section}` must be a mapping, got {raw[section]!r}")
-        if section != "gates":  # omitted gates: the defaults, filled in by TrainConfig
-            raw.setdefault(section, {})
-    overrides = {
-        ("data", "path"): args.data,
-        ("data", "target"): args.target,
-        ("data", "since"): getattr(args, "since", None),
-        ("data", "with_training_data"): getattr(args, "with_training_data", None) or None,
-        ("registry", "store"): args.store,
-        ("search", "storage_path"): args.storage_path,
-        ("search", "num_samples"): args.num_samples,
-        ("search", "scheduler"): args.scheduler,
-        ("cv", "n_folds"): args.n_folds,
-        ("registry", "release"): getattr(args, "release", None),
-        ("registry", "release_weight"): getattr(args, "release_weight", None),
-        ("registry", "release_policy"): getattr(args, "release_policy", None),
-    }
-    for (section, key), value in overrides.items():
-        if value is not None:
-            raw[section][key] = value
-    if args.data and not args.name and not args.data.startswith("builtin:"):
-        raw["name"] = Path(args.data.split("?")[0]).stem  # a new dataset, a new model name
-    if args.name:
-        raw["name"] = args.name
-    if args.no_promote:
-        raw["registry"]["promote"] = False
-    if getattr(args, "mlflow", None):
-        raw["mlflow"] = args.mlflow
-    problems = ["unknown key `resume` (pass --resume)"] if "resume" in raw else []
-    try:
-        cfg = TrainConfig.model_validate({**raw, "resume": bool(args.resume)})
-    except ValidationError as exc:
-        problems += describe_errors(exc)
-    if problems:
-        raise ConfigError("\n".join(f"{path}: {p}" for p in problems))
-    return cfg
 
 
 def describe_errors(exc: ValidationError) -> list[str]:

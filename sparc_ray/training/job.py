@@ -7,7 +7,6 @@ import datetime as dt
 import platform
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,30 +32,29 @@ from sparc_ray.training.config import (
     CAPTURE_PREFIX,
     ConfigError,
     TrainConfig,
-    load_config,
 )
 from sparc_ray.training.evaluation import apply_gates, metrics_from_proba
-from sparc_ray.training.job_args import add_train_arguments
+from sparc_ray.training.job_args import add_train_arguments, load_config
 from sparc_ray.training.onnx_export import export_onnx
 from sparc_ray.training.report import build_report
+from sparc_ray.training.result import TrainResult, summary_text
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_GATES_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
-@dataclass
-class TrainResult:
-    version: str
-    promoted: bool
-    release: str | None  # the canary / shadow release started, if any
-    gates: dict[str, Any]
-    best: dict[str, Any]
-    holdout: dict[str, Any]
-    experiment_path: str
-    signed_by: str | None = None  # id of the key that signed the version
+@dataclass(frozen=True)
+class Prepared:
+    """The validated training data, read before Ray starts."""
+
+    X: pd.DataFrame
+    y: pd.Series
+    target: str
+    data_version: dict[str, str] | None  # DVC md5 or S3 object version, when there is one
 
 
-def prepare_data(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.Series, str]:
-    """Load and validate the dataset; raises DataError with every problem found."""
+def prepare_data(cfg: TrainConfig, public_key: bytes | None = None) -> Prepared:
+    """Load and validate the dataset; raises DataError with every problem found. Captured
+    rows take production's target and features (its metadata verified with ``public_key``)."""
     default_target: str | None
     if cfg.data.path.startswith(CAPTURE_PREFIX):
         from sparc_ray.data.captured import load_capture_dataset, parse_since
@@ -66,7 +64,9 @@ def prepare_data(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.Series, str]:
         except ValueError as exc:
             raise DataError(str(exc)) from exc
         location = cfg.data.path[len(CAPTURE_PREFIX) :]
-        df, default_target = load_capture_dataset(location, since, cfg.data.with_training_data)
+        df, default_target = load_capture_dataset(
+            location, since, cfg.data.with_training_data, public_key=public_key
+        )
     else:
         df, default_target = load_dataset(cfg.data.path)
     target = cfg.data.target or default_target
@@ -79,7 +79,8 @@ def prepare_data(cfg: TrainConfig) -> tuple[pd.DataFrame, pd.Series, str]:
     y = df[target]
     if not is_numeric(y):  # string / categorical labels as plain Python strings
         y = y.astype(str).astype(object)
-    return normalize_features(df.drop(columns=[target])), y, target
+    X = normalize_features(df.drop(columns=[target]))
+    return Prepared(X, y, target, data_version(cfg.data.path))
 
 
 def _library_versions() -> dict[str, str]:
@@ -98,7 +99,7 @@ def _library_versions() -> dict[str, str]:
 
 def run_training(
     cfg: TrainConfig,
-    prepared: tuple[pd.DataFrame, pd.Series, str] | None = None,
+    prepared: Prepared | None = None,
     signing_key: signing.Ed25519PrivateKey | None = None,
     tracking_uri: str | None = None,
 ) -> TrainResult:
@@ -107,7 +108,8 @@ def run_training(
     MLflow store at ``tracking_uri`` when one is given)."""
     from sparc_ray.training import tuning
 
-    X, y, target = prepared or prepare_data(cfg)
+    prepared = prepared or prepare_data(cfg)
+    X, y, target = prepared.X, prepared.y, prepared.target
     seed = cfg.data.seed
     X_train, X_test, y_train, y_test = train_test_split(
         X, y, test_size=cfg.data.test_size, stratify=y, random_state=seed
@@ -160,7 +162,7 @@ def run_training(
         "gates": gates,
         "training_data": {
             "source": cfg.data.path,
-            "data_version": data_version(cfg.data.path),
+            "data_version": prepared.data_version,
             "rows": len(X),
             "train_rows": len(X_train),
             "holdout_rows": len(X_test),
@@ -194,7 +196,16 @@ def run_training(
         files[metadata["onnx"]["file"]] = onnx_bytes
     registry = ModelRegistry(cfg.registry.store)
     version = registry.publish(cfg.name, model, metadata, files, signing_key=signing_key)
-    promoted, release = _release(registry, cfg, version, bool(gates["passed"]))
+    promoted, release = releases.release_new_version(
+        registry,
+        cfg.name,
+        version,
+        eligible=bool(gates["passed"]) and cfg.registry.promote,
+        mode=cfg.registry.release,
+        weight=cfg.registry.release_weight,
+        policy=cfg.registry.release_policy,
+        by="train",
+    )
     if tracking_uri:
         published = registry.metadata(cfg.name, version).to_dict()
         tracking.log_version(tracking_uri, cfg.name, published, files)
@@ -202,56 +213,6 @@ def run_training(
     return TrainResult(
         version, promoted, release, gates, best, holdout, search.experiment_path, signer
     )
-
-
-def _release(
-    registry: ModelRegistry, cfg: TrainConfig, version: str, passed: bool
-) -> tuple[bool, str | None]:
-    """Promote, or start a canary / shadow release (the first version of a model has nothing
-    to compare against and is promoted)."""
-    mode = cfg.registry.release
-    if not passed or not cfg.registry.promote:
-        return False, None
-    if mode == "production" or registry.alias(cfg.name) is None:
-        releases.promote(registry, cfg.name, version, by="train")  # ends a release in progress
-        return True, None
-    r = releases.start_release(
-        registry,
-        cfg.name,
-        version,
-        mode,
-        weight=cfg.registry.release_weight,
-        policy=releases.load_policy(cfg.registry.release_policy),
-        by="train",
-    )
-    return False, f"{r.mode} at {r.weight:g}% ({r.id})"
-
-
-def print_summary(cfg: TrainConfig, r: TrainResult) -> None:
-    h = r.holdout
-    auc = f"{h['roc_auc']:.4f}" if h["roc_auc"] is not None else "n/a"
-    lines = [
-        "",
-        "=" * 72,
-        f"best config   {r.best['label']}",
-        f"CV {cfg.cv.scoring:<10} {r.best['cv_mean']:.4f} ± {r.best['cv_std']:.4f} "
-        f"({cfg.cv.n_folds} folds)",
-        f"holdout       accuracy {h['accuracy']:.4f}  precision {h['precision']:.4f}  "
-        f"recall {h['recall']:.4f}  f1 {h['f1']:.4f}  roc_auc {auc}",
-        "gates         "
-        + "  ".join(
-            f"{n} {g['value']:.3f}>={g['threshold']:.2f} {'PASS' if g['passed'] else 'FAIL'}"
-            for n, g in r.gates["results"].items()
-        ),
-        f"version       {cfg.name}/{r.version} in {cfg.registry.store}",
-        "signed        "
-        + (f"yes (key {r.signed_by})" if r.signed_by else "NO (a public_key server refuses it)"),
-        f"promoted      {'yes (production)' if r.promoted else 'no'}"
-        + (f"; released as {r.release}" if r.release else ""),
-        f"experiment    {r.experiment_path}",
-        "=" * 72,
-    ]
-    print("\n".join(lines), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,7 +228,9 @@ def run_job(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args)
         signing_key = signing.load_private_key(getattr(args, "signing_key", None))
-        prepared = prepare_data(cfg)  # fail fast, before starting Ray or writing anything
+        public_key = signing.raw_public(signing_key) if signing_key else None
+        # Fail fast, before starting Ray or writing anything.
+        prepared = prepare_data(cfg, public_key)
         tracking_uri = cfg.mlflow and tracking.ensure_experiment(cfg.mlflow, cfg.name)
     except (ConfigError, DataError, signing.SigningKeyError, tracking.TrackingError) as exc:
         print(f"[sparc-ray] error: {exc}", file=sys.stderr)
@@ -289,7 +252,7 @@ def run_job(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     finally:
         ray.shutdown()
-    print_summary(cfg, result)
+    print(summary_text(cfg, result), flush=True)
     if not result.gates["passed"]:
         print(
             f"[sparc-ray] gates failed: {', '.join(result.gates['failed'])}; version "

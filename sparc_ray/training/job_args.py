@@ -1,13 +1,25 @@
 """The jobs' command-line arguments (``jobs/train.py``, ``jobs/score.py`` and the same
-``sparc-ray train`` / ``sparc-ray score``): light, so the CLI starts without scikit-learn or
-Ray."""
+``sparc-ray train`` / ``sparc-ray score``) and ``load_config``, the YAML with the flags applied
+over it: light, so the CLI starts without scikit-learn or Ray."""
 
 from __future__ import annotations
 
 import argparse
+import copy
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
 
 from sparc_ray.registry.layout import DEFAULT_STORE
-from sparc_ray.training.config import DEFAULT_CONFIG
+from sparc_ray.training.config import (
+    CAPTURE_PREFIX,
+    DEFAULT_CONFIG,
+    SECTIONS,
+    ConfigError,
+    TrainConfig,
+    describe_errors,
+)
 
 SCORE_BATCH_ROWS = 65_536  # rows per model call in batch scoring
 
@@ -72,3 +84,63 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-rows", type=int, default=SCORE_BATCH_ROWS, help="rows per model call"
     )
+
+
+def load_config(args: argparse.Namespace) -> TrainConfig:
+    """The YAML at ``args.config``, flags applied over it, validated (``ConfigError``)."""
+    path = Path(args.config)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a mapping of sections, got {type(raw).__name__}")
+    raw = copy.deepcopy(raw)
+    for section in SECTIONS:  # a section left empty (null) is an omitted one
+        if raw.get(section) is None:
+            raw.pop(section, None)
+        elif not isinstance(raw[section], dict):
+            raise ConfigError(f"{path}: `{section}` must be a mapping, got {raw[section]!r}")
+        if section != "gates":  # omitted gates: the defaults, filled in by TrainConfig
+            raw.setdefault(section, {})
+    overrides = {
+        ("data", "path"): args.data,
+        ("data", "target"): args.target,
+        ("data", "since"): getattr(args, "since", None),
+        ("data", "with_training_data"): getattr(args, "with_training_data", None) or None,
+        ("registry", "store"): args.store,
+        ("search", "storage_path"): args.storage_path,
+        ("search", "num_samples"): args.num_samples,
+        ("search", "scheduler"): args.scheduler,
+        ("cv", "n_folds"): args.n_folds,
+        ("registry", "release"): getattr(args, "release", None),
+        ("registry", "release_weight"): getattr(args, "release_weight", None),
+        ("registry", "release_policy"): getattr(args, "release_policy", None),
+    }
+    for (section, key), value in overrides.items():
+        if value is not None:
+            raw[section][key] = value
+    problems = ["unknown key `resume` (pass --resume)"] if "resume" in raw else []
+    if str(raw["data"].get("path", "")).startswith(CAPTURE_PREFIX):
+        # Captured rows are labelled for production's target: a config's target is a
+        # different dataset's, and asking for another one is a mistake.
+        raw["data"].pop("target", None)
+        if args.target:
+            problems.append("--target does not apply to capture: data (production's is used)")
+    if args.data and not args.name and not args.data.startswith("builtin:"):
+        raw["name"] = Path(args.data.split("?")[0]).stem  # a new dataset, a new model name
+    if args.name:
+        raw["name"] = args.name
+    if args.no_promote:
+        raw["registry"]["promote"] = False
+    if getattr(args, "mlflow", None):
+        raw["mlflow"] = args.mlflow
+    try:
+        cfg = TrainConfig.model_validate({**raw, "resume": bool(args.resume)})
+    except ValidationError as exc:
+        problems += describe_errors(exc)
+    if problems:
+        raise ConfigError("\n".join(f"{path}: {p}" for p in problems))
+    return cfg

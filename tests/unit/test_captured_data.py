@@ -151,3 +151,22 @@ def test_numeric_classes_come_back_as_numbers(tmp_path, tumours):
     frame, target = load_capture_dataset(f"{reg.store}/m")
     assert target == "malignant" and model.classes == [0, 1]
     assert frame.malignant.tolist() == y.head(10).tolist() and frame.malignant.dtype.kind == "i"
+
+
+def test_the_training_job_prepares_captured_rows_with_productions_target(store, tmp_path):
+    """The job's own entry (config from tune/default.yaml, whose `target: target` names
+    another dataset's label) reads the captures with production's `diagnosis` target."""
+    import argparse
+
+    from sparc_ray.training.job import prepare_data
+    from sparc_ray.training.job_args import add_train_arguments, load_config
+    from tests.conftest import ROOT
+
+    reg, public, _ = store
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    argv = ["--config", str(ROOT / "tune/default.yaml"), "--name", NAME]
+    cfg = load_config(parser.parse_args([*argv, "--data", f"capture:{reg.store}/{NAME}"]))
+    prepared = prepare_data(cfg, public)
+    assert prepared.target == "diagnosis" and list(prepared.X.columns) == FEATURES
+    assert len(prepared.y) == N_LABELLED and set(prepared.y) == {"benign", "malignant"}

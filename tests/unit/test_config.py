@@ -12,9 +12,8 @@ from sparc_ray.training.config import (
     DataConfig,
     SearchConfig,
     TrainConfig,
-    load_config,
 )
-from sparc_ray.training.job_args import add_train_arguments
+from sparc_ray.training.job_args import add_train_arguments, load_config
 from tests.conftest import ROOT
 
 IRIS = "name: m\ndata: {path: builtin:iris}\n"
@@ -252,3 +251,12 @@ def test_capture_data_needs_no_target_and_takes_since(tmp_path):
     assert cfg.name == "loans" and cfg.data.target is None and cfg.data.since == "7d"
     with pytest.raises(ConfigError, match="apply to capture: data only"):
         load(tmp_path, IRIS + SPACE, "--with-training-data")
+
+
+def test_capture_data_takes_productions_target_not_the_configs():
+    """tune/default.yaml names `target: target`; captured rows carry production's own target
+    (e.g. `diagnosis`), so the config's is dropped and an explicit --target is an error."""
+    cfg = parse("--data", "capture:model_store/loans", "--name", "loans")
+    assert cfg.data.target is None
+    with pytest.raises(ConfigError, match="--target does not apply to capture: data"):
+        parse("--data", "capture:model_store/loans", "--name", "loans", "--target", "y")

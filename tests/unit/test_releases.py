@@ -10,7 +10,6 @@ from sparc_ray.registry import layout, releases
 from sparc_ray.registry.artifacts import IntegrityError
 from sparc_ray.registry.store import ModelRegistry, RegistryError
 from sparc_ray.serving.routing import ReleaseView
-from sparc_ray.training.config import TrainConfig
 
 FEATURES = [{"name": "x", "kind": "numeric"}]
 PASSED = {"passed": True, "failed": []}
@@ -72,22 +71,15 @@ def test_moving_production_by_hand_ends_the_release(reg):
 def test_a_training_promote_during_a_canary_ends_it(reg, trained_loans_model):
     """Training that promotes while a canary runs aborts the canary (its baseline is no longer
     production), so no release goes on comparing against a stale baseline."""
-    from sparc_ray.training.job import _release
-
     v1, v2, _ = reg.versions("loans")
     canary = releases.start_release(reg, "loans", v2, "canary", weight=20)
     fresh = reg.publish(
         "loans", trained_loans_model, {"gates": PASSED, "classes": ["a", "b"], "features": FEATURES}
     )
-    cfg = TrainConfig.model_validate(
-        {
-            "name": "loans",
-            "data": {"path": "builtin:breast_cancer"},
-            "search": {"space": {"random_forest": {}}},
-            "registry": {"store": reg.store, "release": "production"},
-        }
+    started = releases.release_new_version(
+        reg, "loans", fresh, eligible=True, mode="production", weight=None, policy=None, by="train"
     )
-    assert _release(reg, cfg, fresh, passed=True) == (True, None)
+    assert started == (True, None)
     assert reg.alias("loans") == fresh and reg.history("loans") == [v1, fresh]
     assert releases.current_release(reg, "loans") is None
     ended = releases.release_log(reg, "loans")[-1]

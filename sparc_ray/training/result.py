@@ -1,0 +1,48 @@
+"""What a training job produced, and the summary it prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sparc_ray.training.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    version: str
+    promoted: bool
+    release: str | None  # the canary / shadow release started, if any
+    gates: dict[str, Any]
+    best: dict[str, Any]
+    holdout: dict[str, Any]
+    experiment_path: str
+    signed_by: str | None = None  # id of the key that signed the version
+
+
+def summary_text(cfg: TrainConfig, r: TrainResult) -> str:
+    """What the job prints when it is done."""
+    h = r.holdout
+    auc = f"{h['roc_auc']:.4f}" if h["roc_auc"] is not None else "n/a"
+    lines = [
+        "",
+        "=" * 72,
+        f"best config   {r.best['label']}",
+        f"CV {cfg.cv.scoring:<10} {r.best['cv_mean']:.4f} ± {r.best['cv_std']:.4f} "
+        f"({cfg.cv.n_folds} folds)",
+        f"holdout       accuracy {h['accuracy']:.4f}  precision {h['precision']:.4f}  "
+        f"recall {h['recall']:.4f}  f1 {h['f1']:.4f}  roc_auc {auc}",
+        "gates         "
+        + "  ".join(
+            f"{n} {g['value']:.3f}>={g['threshold']:.2f} {'PASS' if g['passed'] else 'FAIL'}"
+            for n, g in r.gates["results"].items()
+        ),
+        f"version       {cfg.name}/{r.version} in {cfg.registry.store}",
+        "signed        "
+        + (f"yes (key {r.signed_by})" if r.signed_by else "NO (a public_key server refuses it)"),
+        f"promoted      {'yes (production)' if r.promoted else 'no'}"
+        + (f"; released as {r.release}" if r.release else ""),
+        f"experiment    {r.experiment_path}",
+        "=" * 72,
+    ]
+    return "\n".join(lines)
