@@ -91,12 +91,13 @@ def read_predictions(
 
 
 def read_labels(root: str) -> pd.DataFrame:
-    """The ``/feedback`` labels, one per predicted row: the latest wins."""
+    """The ``/feedback`` labels, one per predicted row: the first wins (as ``/feedback``
+    decides: a later label for the row is a conflict, not a correction)."""
     ds = _dataset(root, CAPTURE_LABELS)
     if ds is None:
         return pd.DataFrame(columns=["prediction_id", "row", "label", "timestamp"])
     labels = ds.to_table().to_pandas().sort_values("timestamp", kind="stable")
-    return labels.drop_duplicates(["prediction_id", "row"], keep="last")
+    return labels.drop_duplicates(["prediction_id", "row"], keep="first")
 
 
 def labelled_rows(root: str, since: float | None = None) -> pd.DataFrame:

@@ -33,6 +33,7 @@ from sparc_ray.registry.layout import CAPTURE_DIR, CAPTURE_LABELS, CAPTURE_PREDI
 logger = logging.getLogger(__name__)
 # Hive partition keys of the directories (both hold text; labels have no version).
 DATE_KEY, VERSION_KEY = "capture_date", "model_version"
+MAX_ROW = 2**31  # rows are stored as int32
 LOG_EVERY_S = 30.0  # a failure that repeats is logged at most this often (always counted)
 
 
@@ -52,8 +53,8 @@ class CaptureWriter:
 
     Counters: ``written`` / ``dropped`` rows; ``errors``, failures of the capture code itself
     (a batch that could not be queued: its rows are also dropped with reason ``"error"``; a
-    callback that raised); ``skipped``, ``/feedback`` items not captured because their
-    ``row`` is not a row index (the API answers them as invalid)."""
+    callback that raised); ``skipped``, labels not captured because their ``row`` is not
+    a row index (the Postprocessor only offers labels its feedback store matched)."""
 
     def __init__(
         self,
@@ -111,29 +112,25 @@ class CaptureWriter:
             self._error("could not queue a scored batch", len(labels))
 
     def offer_labels(self, items: list[dict[str, Any]]) -> None:
-        """``/feedback`` items (``prediction_id``, ``row``, ``label``), never sampled: labels
-        are few, and each one is worth keeping."""
-        try:
-            labelled = [i for i in items if _is_label(i)]
-            if len(labelled) < len(items):
-                with self._lock:
-                    self.skipped += len(items) - len(labelled)
-                self._log(
-                    "skipped",
-                    "capture: %d /feedback items skipped (no row index; %d so far)",
-                    len(items) - len(labelled),
-                    self.skipped,
-                )
-            if labelled:
+        """Matched ``/feedback`` labels (``prediction_id``, ``row``, ``label``; the feedback
+        store checked them), never sampled: labels are few, and each one is worth keeping.
+        Each item is queued on its own, so no item can make another one drop."""
+        for item in items:
+            try:
+                if not _is_label(item):
+                    with self._lock:
+                        self.skipped += 1
+                    self._log("skipped", "capture: a label skipped (%d so far)", self.skipped)
+                    continue
                 record = {
-                    "prediction_id": [str(i["prediction_id"]) for i in labelled],
-                    "row": [i.get("row", 0) for i in labelled],
-                    "label": [str(i["label"]) for i in labelled],
+                    "prediction_id": [str(item["prediction_id"])],
+                    "row": [item.get("row", 0)],
+                    "label": [str(item["label"])],
                     "timestamp": time.time(),
                 }
-                self._put((CAPTURE_LABELS, None, record), len(labelled))
-        except Exception:  # capture never fails a /feedback request
-            self._error("could not queue /feedback labels", len(items))
+                self._put((CAPTURE_LABELS, None, record), 1)
+            except Exception:  # capture never fails a /feedback request
+                self._error("could not queue a /feedback label", 1)
 
     def _put(self, entry: tuple, n_rows: int) -> None:
         with self._lock:
@@ -189,22 +186,41 @@ class CaptureWriter:
             key = (kind, version, _today(record["timestamp"]))
             batches.setdefault(key, []).append((record, n_rows))
         for (kind, version, day), records in batches.items():
-            n_rows = sum(n for _, n in records)
-            try:
-                table = _table(kind, [r for r, _ in records])
-                self._write(kind, version, day, table)
-            except Exception as exc:
-                self._drop(n_rows, "write_failed")
-                self._log(
-                    "write", "capture: %d rows dropped, sink %s failed: %s", n_rows, self.root, exc
-                )
-                continue
-            with self._lock:
-                self.written += n_rows
-            try:
-                self.on_write(n_rows, version or "none")
-            except Exception:
-                self._error("the on_write callback failed")
+            self._write_partition(kind, version, day, records)
+
+    def _write_partition(
+        self, kind: str, version: str | None, day: str, records: list[tuple[dict, int]]
+    ) -> None:
+        """One file for the records of a partition; a record that cannot be made into a
+        table drops alone (reason ``error``): the others are written without it."""
+        try:
+            table = _table(kind, [r for r, _ in records])
+        except Exception:
+            good = []
+            for record, n in records:
+                try:
+                    _table(kind, [record])
+                    good.append((record, n))
+                except Exception:
+                    self._error("a captured record could not be made into a table", n)
+            if not good:
+                return
+            records, table = good, _table(kind, [r for r, _ in good])
+        n_rows = sum(n for _, n in records)
+        try:
+            self._write(kind, version, day, table)
+        except Exception as exc:
+            self._drop(n_rows, "write_failed")
+            self._log(
+                "write", "capture: %d rows dropped, sink %s failed: %s", n_rows, self.root, exc
+            )
+            return
+        with self._lock:
+            self.written += n_rows
+        try:
+            self.on_write(n_rows, version or "none")
+        except Exception:
+            self._error("the on_write callback failed")
 
     def _write(self, kind: str, version: str | None, day: str, table: pa.Table) -> None:
         parts = [kind, f"{DATE_KEY}={day}"] + ([f"{VERSION_KEY}={version}"] if version else [])
@@ -230,7 +246,7 @@ def _is_label(item: Any) -> bool:
     if not isinstance(item, dict) or item.get("prediction_id") is None or "label" not in item:
         return False
     row = item.get("row", 0)
-    return type(row) is int and row >= 0
+    return type(row) is int and 0 <= row < MAX_ROW
 
 
 def _table(kind: str, records: list[dict[str, Any]]) -> pa.Table:

@@ -204,10 +204,21 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
         },
         "responses": {
             "200": {
-                "description": "Matched labels and rolling accuracy",
+                "description": "Matched labels and rolling accuracy. A label is matched only "
+                "if its prediction id is remembered (else `unknown`), its row is within the "
+                "prediction's rows and it is one of the version's classes (else `invalid`, "
+                "by item index); the first label of a row wins, later ones are `conflicts`. "
+                "Only matched labels are captured.",
                 **json_content(
                     {"type": "object"},
-                    {"matched": 1, "unknown": [], "invalid": [], "accuracy": 0.97, "labelled": 250},
+                    {
+                        "matched": 1,
+                        "unknown": [],
+                        "invalid": [],
+                        "conflicts": 0,
+                        "accuracy": 0.97,
+                        "labelled": 250,
+                    },
                 ),
             },
             **errors(400, 401, 403, 413, 415, 422),

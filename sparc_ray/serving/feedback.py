@@ -1,27 +1,46 @@
 """Ground-truth labels joined to what was predicted: the Postprocessor's feedback store.
 
 Predicted labels are remembered per prediction id, bounded in rows (the oldest go first).
-A label is matched to one predicted row once; its outcome (right or wrong) goes into the
-answering version's rolling accuracy, and, for a shadowed row, into the candidate's.
+A label is checked before anything else happens to it: its prediction id must be remembered,
+its ``row`` an ``int`` (not a bool) within that prediction's rows, and the label one of the
+answering version's classes (compared as text). The first label of a row wins: a later one
+is a conflict (counted, never matched nor captured). A matched label's outcome (right or
+wrong) goes into the answering version's rolling accuracy, and, for a shadowed row, into the
+candidate's; only matched labels are handed to the traffic capture (``Matched.accepted``).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from ray.serve import metrics
+
+# A version's classes, or None when they are not known here (then any label is accepted).
+ClassesOf = Callable[[str], Sequence[Any] | None]
+
+
+def conflicts_counter() -> metrics.Counter:
+    """``ray_ml_feedback_conflicts_total``: later labels for an already labelled row."""
+    return metrics.Counter(
+        "ml_feedback_conflicts",
+        "/feedback labels for a row that already had one (the first label wins).",
+        tag_keys=("model_name",),
+    )
 
 
 @dataclass
 class Remembered:
-    """One prediction: its labels (None once a row is labelled), the version that answered,
-    and the shadow candidate's labels for the same rows, once scored."""
+    """One prediction: its predicted labels, the version that answered, the shadow
+    candidate's labels for the same rows (once scored), and the rows labelled so far."""
 
     labels: list[Any]
     version: str
     shadow_labels: list[Any] | None = None
+    labelled: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -36,6 +55,9 @@ class Matched:
     outcomes: list[Outcome] = field(default_factory=list)
     unknown: list[Any] = field(default_factory=list)
     invalid: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: int = 0  # later labels for rows labelled before (the first one stands)
+    # The matched labels as the capture records them: prediction_id, row, label (text).
+    accepted: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FeedbackStore:
@@ -45,6 +67,7 @@ class FeedbackStore:
         self.recent: OrderedDict[str, Remembered] = OrderedDict()
         self.rows = 0  # rows held in ``recent``: the bound is in rows, not requests
         self.outcomes: dict[str, deque[bool]] = {}
+        self.conflicts = 0  # since the replica started
 
     def resize(self, max_rows: int, accuracy_window: int, versions_tracked: int) -> None:
         self.max_rows, self.versions_tracked = max_rows, versions_tracked
@@ -62,25 +85,31 @@ class FeedbackStore:
             if (entry := self.recent.get(prediction_id)) is not None:
                 entry.shadow_labels = labels
 
-    def match(self, items: list[dict[str, Any]]) -> Matched:
-        """Join ``{"prediction_id", "label", "row"?}`` items to remembered rows."""
+    def match(self, items: list[Any], classes_of: ClassesOf = lambda v: None) -> Matched:
+        """Check and join ``{"prediction_id", "label", "row"?}`` items to remembered rows."""
         out = Matched()
         for i, item in enumerate(items):
-            entry = self.recent.get(str(item.get("prediction_id")))
-            row = item.get("row", 0)
+            if not isinstance(item, dict) or "label" not in item:
+                out.invalid.append({"index": i, "message": "needs prediction_id and label"})
+                continue
+            pid = item.get("prediction_id")
+            entry = self.recent.get(pid) if isinstance(pid, str) else None
             if entry is None:
-                out.unknown.append(item.get("prediction_id"))
+                out.unknown.append(pid if isinstance(pid, str | int | float | None) else str(pid))
                 continue
-            if (
-                type(row) is not int
-                or not 0 <= row < len(entry.labels)
-                or entry.labels[row] is None
-            ):
-                out.invalid.append(
-                    {"index": i, "message": "row is out of range or already labelled"}
-                )
+            row, truth = item.get("row", 0), str(item["label"])
+            if type(row) is not int or not 0 <= row < len(entry.labels):
+                message = f"row must be an integer from 0 to {len(entry.labels) - 1}"
+                out.invalid.append({"index": i, "message": message})
                 continue
-            truth = str(item.get("label"))
+            classes = classes_of(entry.version)
+            if classes is not None and truth not in {str(c) for c in classes}:
+                message = f"label is not one of the classes of {entry.version}"
+                out.invalid.append({"index": i, "message": message})
+                continue
+            if row in entry.labelled:  # labelled before: the first label stands
+                out.conflicts += 1
+                continue
             shadow = entry.shadow_labels
             out.outcomes.append(
                 Outcome(
@@ -89,8 +118,10 @@ class FeedbackStore:
                     None if shadow is None else str(shadow[row]) == truth,
                 )
             )
-            entry.labels[row] = None  # one label per predicted row
+            out.accepted.append({"prediction_id": pid, "row": row, "label": truth})
+            entry.labelled.add(row)  # one label per predicted row
             self._record(entry.version, out.outcomes[-1].correct)
+        self.conflicts += out.conflicts
         return out
 
     def _record(self, version: str, correct: bool) -> None:

@@ -32,7 +32,7 @@ from sparc_ray.monitoring.capture import CaptureWriter, capture_root
 from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.serving import metrics
 from sparc_ray.serving.drift_tracker import DriftTracker
-from sparc_ray.serving.feedback import FeedbackStore
+from sparc_ray.serving.feedback import FeedbackStore, conflicts_counter
 from sparc_ray.serving.messages import PostBatch, ScoredGroup
 from sparc_ray.serving.release.monitor import Labelled, ReleaseMonitor
 from sparc_ray.serving.responses import shape_responses
@@ -72,6 +72,7 @@ class Postprocessor:
             metrics.captured_rows(),
             metrics.capture_dropped(),
         )
+        self.conflicts, self._name_tag = conflicts_counter(), {"model_name": self.name}
         self.capture: CaptureWriter | None = None
         self.tasks = BackgroundTasks()
         self.tasks.start("monitor", self._monitor_forever())
@@ -237,12 +238,15 @@ class Postprocessor:
 
     # -- feedback and status ----------------------------------------------------------------------
     async def feedback(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        """Join ground-truth labels to remembered predictions; update rolling accuracy (and,
-        for shadowed rows, the candidate's)."""
+        """Check and join ground-truth labels to remembered predictions (``FeedbackStore``);
+        update rolling accuracy (and, for shadowed rows, the candidate's). Only the labels
+        matched here are captured."""
         self._drain()  # predictions answered a moment ago are still queued
-        if self.capture is not None:
-            self.capture.offer_labels(items)
-        matched = self.feedback_store.match(items)
+        matched = self.feedback_store.match(items, self._classes)
+        if matched.conflicts:
+            self._guarded("feedback", self.conflicts.inc, matched.conflicts, self._name_tag)
+        if self.capture is not None and matched.accepted:
+            self.capture.offer_labels(matched.accepted)  # never raises
         shadow = self.release.view.shadow
         for outcome in matched.outcomes:
             self.release.record_outcome(outcome.version, outcome.correct)
@@ -253,8 +257,13 @@ class Postprocessor:
             "matched": len(matched.outcomes),
             "unknown": matched.unknown,
             "invalid": matched.invalid,
+            "conflicts": matched.conflicts,
             **self.feedback_store.accuracy(self.serving),
         }
+
+    def _classes(self, version: str) -> list[Any] | None:
+        meta = self._metadata.get(version)  # read by ``process`` when the version answered
+        return None if meta is None else list(meta.classes)
 
     async def stats(self) -> dict[str, Any]:
         self._drain()
@@ -266,6 +275,7 @@ class Postprocessor:
             "accuracy_by_version": accuracy["accuracy_by_version"],
             "remembered_predictions": len(self.feedback_store.recent),
             "remembered_rows": self.feedback_store.rows,
+            "feedback_conflicts": self.feedback_store.conflicts,
             "monitoring_errors": sum(self.failures.counts.values()),
         }
 

@@ -120,7 +120,12 @@ def test_production_metadata_is_read_through_the_signature_check(store, tmp_path
 def test_a_label_that_is_not_a_class_is_a_clear_error(store):
     reg, public, _ = store
     writer = CaptureWriter(capture_root(reg.store, NAME), rate=1.0, flush_s=60)
-    writer.offer_labels([{"prediction_id": f"{PRODUCTION}-{i}", "label": "benine"} for i in (1, 2)])
+    writer.offer_labels(
+        [
+            {"prediction_id": f"{PRODUCTION}-{i}", "label": "benine"}
+            for i in (N_LABELLED, N_LABELLED + 1)
+        ]
+    )
     writer.close()
     with pytest.raises(DataError, match=r"2 labelled rows .* 'benine' \(2\)"):
         load_capture_dataset(f"{reg.store}/{NAME}", public_key=public)
