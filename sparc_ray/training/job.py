@@ -24,10 +24,10 @@ from sparc_ray.data.loading import (
 from sparc_ray.data.validation import DataValidator
 from sparc_ray.inference.labels import labels_from_proba
 from sparc_ray.monitoring.drift import build_reference
-from sparc_ray.registry import releases, signing
+from sparc_ray.registry import releases, signing, storage
 from sparc_ray.registry.metadata import SCHEMA_VERSION
 from sparc_ray.registry.store import ModelRegistry
-from sparc_ray.training import tracking
+from sparc_ray.training import experiment_seal, tracking
 from sparc_ray.training.config import (
     CAPTURE_PREFIX,
     ConfigError,
@@ -97,15 +97,28 @@ def _library_versions() -> dict[str, str]:
     }
 
 
+def _seal(location: str, key: signing.Ed25519PrivateKey | None) -> None:
+    if key is None:
+        print(f"[sparc-ray] experiment {location} not sealed (no signing key): not resumable")
+        return
+    try:
+        experiment_seal.seal(location, key)
+    except OSError as exc:  # e.g. Tune never created it: nothing to resume either
+        print(f"[sparc-ray] experiment {location} not sealed ({exc}): not resumable")
+
+
 def run_training(
     cfg: TrainConfig,
     prepared: Prepared | None = None,
     signing_key: signing.Ed25519PrivateKey | None = None,
     tracking_uri: str | None = None,
+    resume_path: str | None = None,
 ) -> TrainResult:
     """Run the whole job against the connected Ray cluster; returns what was published
     (signed with ``signing_key`` when one is given; trials and the version logged to the
-    MLflow store at ``tracking_uri`` when one is given)."""
+    MLflow store at ``tracking_uri`` when one is given). ``resume_path``: an experiment to
+    continue, already verified (``experiment_seal.resumable``); the search is sealed with
+    ``signing_key`` when it stops."""
     from sparc_ray.training import tuning
 
     prepared = prepared or prepare_data(cfg)
@@ -117,20 +130,16 @@ def run_training(
     X_train, y_train = X_train.reset_index(drop=True), y_train.reset_index(drop=True)
     n_folds = cfg.cv.n_folds
 
-    resume_path = None
-    if cfg.resume:
-        resume_path = tuning.latest_experiment(cfg.search.storage_path, cfg.name)
-        if resume_path is None:
-            print(
-                f"[sparc-ray] --resume: no experiment {cfg.name}-* under "
-                f"{cfg.search.storage_path}; starting a new one"
-            )
     experiment = f"{cfg.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    location = resume_path or storage.join(storage.absolute(cfg.search.storage_path), experiment)
     callbacks = [tracking.trial_callback(tracking_uri, cfg.name, n_folds)] if tracking_uri else []
     tuner = tuning.build_tuner(
         X_train, y_train, cfg.search, cfg.cv, experiment, resume_path, seed, callbacks=callbacks
     )
-    search = tuning.run_search(tuner, n_folds)
+    try:
+        search = tuning.run_search(tuner, n_folds)
+    finally:  # finished or interrupted: sealed, so that only this key can resume it
+        _seal(location, signing_key)
     best = search.best
 
     model = tuning.refit(X_train, y_train, best, cfg.cv)
@@ -232,7 +241,19 @@ def run_job(args: argparse.Namespace) -> int:
         # Fail fast, before starting Ray or writing anything.
         prepared = prepare_data(cfg, public_key)
         tracking_uri = cfg.mlflow and tracking.ensure_experiment(cfg.mlflow, cfg.name)
-    except (ConfigError, DataError, signing.SigningKeyError, tracking.TrackingError) as exc:
+        # Verified before anything of it is unpickled (experiment_seal).
+        resume = (
+            experiment_seal.resumable(cfg.search.storage_path, cfg.name, signing_key)
+            if cfg.resume
+            else None
+        )
+    except (
+        ConfigError,
+        DataError,
+        signing.SigningKeyError,
+        tracking.TrackingError,
+        experiment_seal.SealError,
+    ) as exc:
         print(f"[sparc-ray] error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -242,7 +263,7 @@ def run_job(args: argparse.Namespace) -> int:
 
     ray.init(ignore_reinit_error=True)
     try:
-        result = run_training(cfg, prepared, signing_key, tracking_uri or None)
+        result = run_training(cfg, prepared, signing_key, tracking_uri or None, resume)
     except SearchInterrupted as exc:
         print(
             f"[sparc-ray] search interrupted; nothing published. Continue it with the same "

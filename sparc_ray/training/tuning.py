@@ -11,14 +11,12 @@ start first. The final refit is a Ray task with explicit resources.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.fs as pafs
 import ray
 from ray import tune
 from ray.tune import CLIReporter
@@ -27,6 +25,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sparc_ray.registry import storage
 from sparc_ray.training.config import CVConfig, SearchConfig
+from sparc_ray.training.experiment_seal import latest_experiment as latest_experiment
 from sparc_ray.training.search_space import expand_candidates, order_candidates
 
 if TYPE_CHECKING:  # scikit-learn is imported by the fold and refit tasks, not by trials
@@ -158,18 +157,6 @@ class SearchResult:
     best: dict[str, Any]  # the winning candidate plus its CV mean / std
     trials: list[dict[str, Any]]  # one row per trial, for the report
     experiment_path: str
-
-
-def latest_experiment(storage_path: str, name: str) -> str | None:
-    """Location of the newest ``<name>-<YYYYmmdd-HHMMSS>`` experiment under ``storage_path``."""
-    fs, root = storage.open_fs(storage_path)
-    pattern = re.compile(rf"{re.escape(name)}-\d{{8}}-\d{{6}}")
-    found = sorted(
-        i.base_name
-        for i in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-        if i.type == pafs.FileType.Directory and pattern.fullmatch(i.base_name)
-    )
-    return storage.join(storage.absolute(storage_path), found[-1]) if found else None
 
 
 def progress_reporter(n_folds: int) -> CLIReporter:
