@@ -18,6 +18,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -137,6 +138,52 @@ def sign(key: Ed25519PrivateKey, name: str, version: str, files: Mapping[str, by
         "signature": base64.b64encode(key.sign(_payload(name, version, digests))).decode(),
     }
     return json.dumps(record, indent=2).encode()
+
+
+MAX_DIGESTS_BYTES = 2**20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def load_digests(blob: bytes, where: str) -> dict[str, str]:
+    """The operator's expected digests for ``models sign``: JSON ``{"path": "sha256", ...}``
+    or ``{"files": {...}}`` (a ``signature.json``-like record), e.g. saved from the training
+    log or the MLflow run. SigningKeyError when it is not that."""
+    try:
+        if len(blob) > MAX_DIGESTS_BYTES:
+            raise ValueError(f"larger than {MAX_DIGESTS_BYTES} bytes")
+        value = json.loads(blob)
+        files = value.get("files", value) if isinstance(value, dict) else None
+        if not isinstance(files, dict) or not files:
+            raise ValueError("expected a JSON object mapping file paths to sha256")
+        bad = [k for k, v in files.items() if not isinstance(v, str) or not _SHA256.fullmatch(v)]
+        if bad:
+            raise ValueError(f"not a lowercase hex sha256: {bad[:5]}")
+    except ValueError as exc:
+        raise SigningKeyError(f"digests {where}: {exc}") from None
+    return dict(files)
+
+
+def check_digests(
+    where: str, files: Mapping[str, bytes], expected: Mapping[str, str] | None
+) -> dict[str, str]:
+    """The sha256 of ``files`` if they are exactly ``expected`` (same paths, same digests),
+    else SignatureError naming every difference: what signs a legacy version."""
+    if expected is None:
+        raise SignatureError(
+            f"{where}: signing an existing version needs the sha256 of each of its files from "
+            "a record you trust (models sign --digests FILE); metadata.json does not count"
+        )
+    actual = {rel: sha256_bytes(data) for rel, data in sorted(files.items())}
+    problems = [
+        f"{rel}: sha256 {actual.get(rel, 'missing')} != expected {expected.get(rel, 'none')}"
+        for rel in sorted(actual.keys() | expected.keys())
+        if actual.get(rel) != expected.get(rel)
+    ]
+    if problems:
+        raise SignatureError(
+            f"{where} does not match the expected digests; not signed:\n  " + "\n  ".join(problems)
+        )
+    return actual
 
 
 class VerifiedVersion:

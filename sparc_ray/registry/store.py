@@ -1,14 +1,12 @@
-"""Model registry: each model's versions and the records beside them (names and layout:
-``sparc_ray.registry.layout``). ``metadata.json`` reads as a typed ``ModelMetadata``;
-``signature.json`` signs every file of a version (``sparc_ray.registry.signing``). Only
-``sparc_ray.registry.releases`` moves ``production`` (through ``_set_alias``), and
-``sparc_ray.inference.loader.RegistryLoader`` loads versions, verified.
+"""Model registry: each model's versions and the records beside them (layout:
+``sparc_ray.registry.layout``). ``metadata.json`` reads as a ``ModelMetadata``; ``signature.json``
+signs every file of a version (``sparc_ray.registry.signing``). Only ``releases`` moves
+``production`` (``_set_alias``); ``sparc_ray.inference.loader`` loads versions, verified.
 
-The store is a local directory or any URI pyarrow understands (``s3://``, ``gs://``,
-``file://``...). Locally a version is staged under a hidden name and renamed into place, and
-records are replaced by rename. Object stores cannot rename a directory: a version's files are
-written in place, ``metadata.json`` last (readers ignore a version without it), and each record
-is one atomic PUT. Either way a reader sees a whole version or none.
+The store is a local directory or a pyarrow URI (``s3://``, ``gs://``, ``file://``...). Locally
+a version is staged under a hidden name and renamed into place, records replaced by rename. On
+object stores a version's files are written in place, ``metadata.json`` last (readers ignore a
+version without it), each record one atomic PUT: a reader sees a whole version or none.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ import posixpath
 import re
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pyarrow.fs as pafs
 
@@ -41,6 +39,8 @@ if TYPE_CHECKING:  # scikit-learn is imported only when a pipeline is published
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 LATEST = "latest"  # the ref ``resolve`` reads as the newest complete version
+SigningKey: TypeAlias = signing.Ed25519PrivateKey
+Digests: TypeAlias = dict[str, str] | None  # relative path -> sha256 (``sign``)
 
 
 class RegistryError(RuntimeError):
@@ -276,20 +276,20 @@ class ModelRegistry:
             raise
         return version
 
-    def sign(self, name: str, version: str, key: signing.Ed25519PrivateKey) -> None:
-        """Sign an existing version (e.g. one published before signing was set up) after
-        checking its model files against their recorded sha256."""
-        self.verify(name, version)
-        root = self.version_dir(name, version)
-        infos = self.fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    def sign(self, name: str, version: str, key: SigningKey, expected: Digests = None) -> Digests:
+        """Sign a legacy version if its files are exactly ``expected``, sha256 from a record the
+        operator trusts (``signing.check_digests``); returns the digests signed."""
+        root = self.version_dir(name, version) if self.metadata(name, version) else ""
         contents = {
             posixpath.relpath(i.path, root): self._read(i.path)
-            for i in infos
+            for i in self.fs.get_file_info(pafs.FileSelector(root, recursive=True))
             if i.type == pafs.FileType.File
         }
         contents.pop(SIGNATURE_FILE, None)
+        digests = signing.check_digests(f"{name}/{version}", contents, expected)
         blob = signing.sign(key, name, version, contents)
         self._write_atomic(posixpath.join(root, SIGNATURE_FILE), blob)
+        return digests
 
     def _set_alias(self, name: str, version: str, history: list[str]) -> None:
         """Point ``production`` at ``version`` (``history``: the promotions up to it). Only

@@ -152,12 +152,18 @@ def test_signing_an_existing_version_checks_its_files_first(
     reg, keys, trained_loans_model, exported
 ):
     version = _publish(reg, trained_loans_model, exported)
-    reg.sign(NAME, version, keys["key"])
+    files = {
+        p.relative_to(_vdir(reg, version)).as_posix(): p for p in _vdir(reg, version).rglob("*")
+    }
+    recorded = {
+        rel: signing.sha256_bytes(p.read_bytes()) for rel, p in files.items() if p.is_file()
+    }
+    reg.sign(NAME, version, keys["key"], recorded)  # the digests the operator trusts
     reg.verify(NAME, version, keys["pub"])
     broken = _publish(reg, trained_loans_model, exported)
     (_vdir(reg, broken) / layout.MODEL_FILE).write_bytes(b"tampered")
     with pytest.raises(signing.IntegrityError):
-        reg.sign(NAME, broken, keys["key"])
+        reg.sign(NAME, broken, keys["key"], recorded)
     assert not (_vdir(reg, broken) / layout.SIGNATURE_FILE).exists()
 
 
@@ -187,7 +193,16 @@ def test_cli_generates_signs_and_verifies(tmp_path, capsys, reg, trained_loans_m
     pub = ["--public-key", f"{prefix}.pub"]
     assert cli(["models", "verify", version, *store, *pub]) == 2  # unsigned
     assert "is unsigned" in capsys.readouterr().err
-    assert cli(["models", "sign", version, *store, "--signing-key", f"{prefix}.key"]) == 0
+    # metadata.json vouches for nothing: sign needs the operator's digests (issue 18)
+    assert cli(["models", "sign", version, *store, "--signing-key", f"{prefix}.key"]) == 2
+    assert "needs the sha256 of each of its files" in capsys.readouterr().err
+    vdir = _vdir(reg, version)
+    recorded = {
+        p.relative_to(vdir).as_posix(): signing.sha256_bytes(p.read_bytes())
+        for p in vdir.rglob("*")
+        if p.is_file()
+    }
+    reg.sign(NAME, version, signing.load_private_key(f"{prefix}.key"), recorded)
     assert cli(["models", "verify", version, *store, *pub]) == 0
     assert cli(["models", "promote", version, *store, *pub]) == 0
     assert reg.alias(NAME) == version
