@@ -26,14 +26,13 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from sparc_ray.registry import storage
 from sparc_ray.training.config import CVConfig, SearchConfig
 from sparc_ray.training.experiment_seal import latest_experiment as latest_experiment
+from sparc_ray.training.placement import trial_resources
 from sparc_ray.training.search_space import expand_candidates, order_candidates
 
 if TYPE_CHECKING:  # scikit-learn is imported by the fold and refit tasks, not by trials
     from sparc_ray.training.estimator import SPARCClassificationModel
 
 METRIC = "cv_mean"
-# A trial holds no CPU (its folds do): a little memory, so that its request is not empty.
-TRIAL_RESOURCES: dict[str, float] = {"cpu": 0, "memory": 128 * 2**20}
 SPARE_CPU_POLL_S = 0.5  # how often a waiting trial looks for idle CPUs to run folds ahead
 LABEL_WIDTH = 72  # the progress table's config column: a candidate's label, rarely cut
 # (X, y, candidate, cv, fold, cpus) -> score; ``cv`` is the model's ``cross_validation``
@@ -214,7 +213,7 @@ def build_tuner(
             milestones=fold_milestones(n_folds, search),
             fold_fn=fold_fn,
         ),
-        TRIAL_RESOURCES,
+        trial_resources(ray.cluster_resources()),  # off the head when workers offer it
     )
     if resume_path is not None:
         fs, path = storage.open_fs(resume_path)

@@ -142,3 +142,38 @@ def test_an_intact_experiment_is_the_one_resumed(tmp_path, key, capsys):
     assert experiment_seal.resumable(str(tmp_path / "tune"), NAME, private) == str(newer)
     assert "seal verified" in capsys.readouterr().out
     assert experiment_seal.resumable(str(tmp_path / "none"), NAME, private) is None
+
+
+# -- trial actors stay off the training head, which can read the signing key (item 9) -------
+@pytest.mark.parametrize("workers_offer", [True, False])
+def test_trials_request_a_resource_only_workers_offer(monkeypatch, capsys, workers_offer):
+    import pandas as pd
+    import ray
+
+    from sparc_ray.training import tuning
+    from sparc_ray.training.config import TrainConfig
+    from sparc_ray.training.placement import TRIAL_NODE_RESOURCE
+
+    cluster = {"CPU": 8.0, "memory": 2.0**33}  # the head: num-cpus 0, never the resource
+    if workers_offer:
+        cluster[TRIAL_NODE_RESOURCE] = 200.0  # two workers started with --resources
+    made: dict = {}
+    monkeypatch.setattr(ray, "put", lambda value: value)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: cluster)
+    monkeypatch.setattr(tuning.tune, "Tuner", lambda trainable, **kw: made.update(t=trainable))
+    cfg = TrainConfig.model_validate(
+        {
+            "name": NAME,
+            "data": {"path": "builtin:iris"},
+            "search": {"space": {"logistic_regression": {"C": [1.0]}}},
+        }
+    )
+    tuning.build_tuner(pd.DataFrame({"a": [1]}), pd.Series([1]), cfg.search, cfg.cv, "x")
+    (bundle,) = made["t"]._resources.bundles
+    out = capsys.readouterr().out
+    if workers_offer:
+        assert bundle.get(TRIAL_NODE_RESOURCE) == 1 and not bundle.get("CPU")
+        assert "warning" not in out
+    else:  # one-node dev cluster: as before, and the log says so
+        assert TRIAL_NODE_RESOURCE not in bundle
+        assert f"no node advertises the {TRIAL_NODE_RESOURCE!r} resource" in out
