@@ -83,8 +83,9 @@ demo: venv
 	  python jobs/train.py --config tune/default.yaml \
 	  --store "$(CURDIR)/model_store" --storage-path "$(CURDIR)/ray_results" \
 	  --signing-key "$(CURDIR)/keys/model_signing.key"
-	@echo "== 3/5 deploy serve_config.yaml"
-	$(BIN)/serve deploy serve_config.yaml --address $(DASHBOARD)
+	@echo "== 3/5 deploy serve_config.yaml, with the traffic capture on ($(DEMO)/serve_config.yaml)"
+	$(BIN)/python -m sparc_ray.demo --write-config $(DEMO)/serve_config.yaml
+	$(BIN)/serve deploy $(DEMO)/serve_config.yaml --address $(DASHBOARD)
 	@echo "== 4/5 sample requests, drift report of what was captured"
 	$(BIN)/python -m sparc_ray.demo --dashboard $(DASHBOARD)
 	@echo "== 5/5 batch scoring job (Ray Data): the bundled dataset -> $(DEMO)/scores-*/"

@@ -1,6 +1,6 @@
 """``sparc-ray`` command line: train; inspect, sign, verify, promote, roll back and release
 models (canary, shadow); generate signing keys; score files with Ray Data; bulk predict over
-HTTP."""
+HTTP; erase captured traffic."""
 
 from __future__ import annotations
 
@@ -107,6 +107,28 @@ def _status(reg: ModelRegistry, name: str) -> dict:
     }
 
 
+def _capture(args: argparse.Namespace) -> int:
+    """``capture purge``: erase captured rows and labels (before a date, or by prediction id)."""
+    import datetime as dt
+
+    from sparc_ray.monitoring.capture import capture_root
+    from sparc_ray.monitoring.capture_files import purge
+
+    if args.before is None and not args.prediction_id:
+        raise ValueError("capture purge needs --before DATE or --prediction-id ID")
+    before = dt.date.fromisoformat(args.before) if args.before else None
+    location = args.uri or capture_root(args.store, args.name)
+    try:
+        done = purge(location, before, args.prediction_id or ())
+    except OSError as exc:  # the sink (a disk, an object store) refused
+        raise ValueError(f"capture purge of {location} failed: {exc}") from exc
+    print(
+        f"{location}: {done.partitions} date partitions deleted, {done.rows} rows and labels "
+        f"erased ({done.files_rewritten} files rewritten, {done.files_deleted} deleted)"
+    )
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from sparc_ray.client import score_csv
 
@@ -180,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--public-key", help="verify the version's metadata with this Ed25519 key (PEM)"
     )
 
+    capture = sub.add_parser("capture", help="erase captured rows and labels (purge)")
+    capture.add_argument("action", choices=["purge"])
+    capture.add_argument("--store", default=DEFAULT_STORE)
+    capture.add_argument("--name", help="model name (the capture is <store>/<name>/_capture)")
+    capture.add_argument("--uri", help="the capture location instead (the app's capture_uri)")
+    capture.add_argument("--before", help="erase every day before this date (YYYY-MM-DD, UTC)")
+    capture.add_argument(
+        "--prediction-id",
+        action="append",
+        metavar="ID",
+        help="erase the rows and labels of this prediction (repeatable)",
+    )
+
     predict = sub.add_parser("predict", help="score a CSV file over HTTP in chunks")
     predict.add_argument(
         "--url", required=True, help="service base URL, e.g. http://127.0.0.1:8000"
@@ -218,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
                 + (f"most drifted: {top.name} (PSI {top.psi:.3f})" if top else "no features")
             )
             return 0
+        if args.command == "capture":
+            if not (args.uri or args.name):
+                raise ValueError("capture purge needs --name (or --uri)")
+            return _capture(args)
         return _models(args) if args.command == "models" else _predict(args)
     except (RegistryError, IntegrityError, signing.SigningKeyError, ValueError) as exc:
         print(f"sparc-ray: {exc}", file=sys.stderr)

@@ -1,15 +1,35 @@
 """Sample requests for `make demo`: valid rows, probabilities, one invalid request, then a
-drift report over what the service captured."""
+drift report over what the service captured. ``--write-config OUT`` first writes the demo's
+Serve config: serve_config.yaml with the traffic capture on (it ships off)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from pathlib import Path
+
+import yaml
 
 from sparc_ray.client import PredictionError, SparcClient, records
 from sparc_ray.data.loading import load_dataset
 from sparc_ray.registry.layout import DEFAULT_STORE
+
+
+def write_config(out: str, source: str = "serve_config.yaml", capture_rate: float = 1.0) -> None:
+    """``source`` with the Postprocessor's ``capture_rate`` set (mode 0600: it is a deploy
+    config), for ``serve deploy``. Every other setting stays as ``source`` has it."""
+    config = yaml.safe_load(Path(source).read_text())
+    for app in config["applications"]:
+        for deployment in app.get("deployments", []):
+            if deployment["name"] == "Postprocessor":
+                deployment.setdefault("user_config", {})["capture_rate"] = capture_rate
+    text = "# written by `python -m sparc_ray.demo --write-config` from serve_config.yaml\n"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + yaml.safe_dump(config, sort_keys=False))
 
 
 def wait_healthy(client: SparcClient, timeout: float = 180) -> dict:
@@ -32,7 +52,12 @@ def main() -> None:
     parser.add_argument("--dashboard", default="http://127.0.0.1:8265")
     parser.add_argument("--store", default=DEFAULT_STORE, help="the app's model store")
     parser.add_argument("--report", default=".demo/drift_report.html")
+    parser.add_argument("--write-config", metavar="OUT", help="write the demo's Serve config")
     args = parser.parse_args()
+    if args.write_config:
+        write_config(args.write_config)
+        print(f"{args.write_config}: serve_config.yaml with the traffic capture on")
+        return
     client = SparcClient(args.url)
     health = wait_healthy(client)
     print(f"health: {json.dumps(health)}\n")
@@ -59,7 +84,7 @@ def main() -> None:
         client.predict([rows[1], bad])
     except PredictionError as exc:
         print(f"\ninvalid   -> HTTP {exc.status}: {json.dumps(exc.body, indent=2)}")
-    # The app captures what it scores (serve_config.yaml: capture_rate): report on it.
+    # The demo's config turns the capture on (serve_config.yaml ships it off): report on it.
     client.predict(records(df.drop(columns=target).sample(400, random_state=1)))
     time.sleep(3)  # the capture writes every 2 s
     try:

@@ -6,33 +6,36 @@
     <root>/labels/capture_date=YYYY-MM-DD/part-<time>-<id>.parquet
         prediction_id, row, label, timestamp
 
-``root`` is ``<model store>/<name>/_capture`` unless configured (any pyarrow URI). The
-serving side (``CaptureWriter``) only appends to a bounded queue; a thread writes.
-``sparc_ray.data.captured`` reads it back for the drift report and retraining.
+``root`` is ``<model store>/<name>/_capture`` unless configured (any pyarrow URI; a
+location of its own is recommended, docs/serving.md). The serving side (``CaptureWriter``)
+only appends to a bounded queue; a thread writes (files 0600 and directories 0700 on local
+disks, ``capture_files``), leaves out the features named in ``exclude`` and deletes date
+partitions older than ``retention_days``. ``sparc_ray.data.captured`` reads it back for the
+drift report and retraining.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import posixpath
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from sparc_ray.monitoring import capture_files
 from sparc_ray.registry import storage
 from sparc_ray.registry.layout import CAPTURE_DIR, CAPTURE_LABELS, CAPTURE_PREDICTIONS
 
 logger = logging.getLogger(__name__)
 # Hive partition keys of the directories (both hold text; labels have no version).
-DATE_KEY, VERSION_KEY = "capture_date", "model_version"
+DATE_KEY, VERSION_KEY = capture_files.DATE_KEY, "model_version"
+EXPIRE_EVERY_S = 3600.0  # how often the retention is enforced (and once at start)
 MAX_ROW = 2**31  # rows are stored as int32
 LOG_EVERY_S = 30.0  # a failure that repeats is logged at most this often (always counted)
 
@@ -64,8 +67,11 @@ class CaptureWriter:
         max_queued_rows: int = 100_000,
         on_drop: Callable[[int, str], None] = lambda n, reason: None,
         on_write: Callable[[int, str], None] = lambda n, version: None,
+        retention_days: int | None = None,
+        exclude: Collection[str] = (),
     ) -> None:
         self.root, self.rate, self.flush_s = root, rate, flush_s
+        self.retention_days, self.exclude = retention_days, frozenset(exclude)
         self.max_queued_rows, self.on_drop, self.on_write = max_queued_rows, on_drop, on_write
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._queued_rows = 0
@@ -103,7 +109,7 @@ class CaptureWriter:
                 "prediction_id": ids,
                 "row": within,
                 "timestamp": time.time(),
-                "features": {n: c[rows] for n, c in columns.items()},
+                "features": {n: c[rows] for n, c in columns.items() if n not in self.exclude},
                 "prediction": [labels[r] for r in rows],
                 "probabilities": proba[rows],
             }
@@ -169,9 +175,23 @@ class CaptureWriter:
 
     # -- writer thread ----------------------------------------------------------------------
     def _run(self) -> None:
-        while not self._stop.wait(self.flush_s):
+        next_expiry = 0.0
+        while True:
+            if self.retention_days is not None and time.monotonic() >= next_expiry:
+                next_expiry = time.monotonic() + EXPIRE_EVERY_S
+                self.expire()
+            if self._stop.wait(self.flush_s):
+                break
             self.flush()
         self.flush()
+
+    def expire(self) -> None:
+        """Delete the date partitions older than ``retention_days`` (failures counted)."""
+        try:
+            if self.retention_days is not None:
+                capture_files.expire(self.root, self.retention_days)
+        except Exception:
+            self._error(f"could not enforce the retention under {self.root}")
 
     def flush(self) -> None:
         """Write everything queued, one file per dataset partition."""
@@ -225,15 +245,9 @@ class CaptureWriter:
     def _write(self, kind: str, version: str | None, day: str, table: pa.Table) -> None:
         parts = [kind, f"{DATE_KEY}={day}"] + ([f"{VERSION_KEY}={version}"] if version else [])
         fs, root = storage.open_fs(self.root)
-        directory = posixpath.join(root, *parts)
-        fs.create_dir(directory, recursive=True)
+        directory = capture_files.make_dirs(fs, root, parts)
         name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
-        if storage.is_local(fs):  # readers never see a half-written file
-            tmp = posixpath.join(directory, f".{name}.tmp")
-            pq.write_table(table, tmp, filesystem=fs)
-            fs.move(tmp, posixpath.join(directory, name))
-        else:
-            pq.write_table(table, posixpath.join(directory, name), filesystem=fs)
+        capture_files.write_table(fs, directory, name, table)
 
     def close(self) -> None:
         self._stop.set()

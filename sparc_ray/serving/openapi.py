@@ -3,9 +3,14 @@ version's own request schema, so client generators and fuzzers get the real cont
 
 ``/predict`` rows are objects with exactly the version's features, all required: numbers
 (or null = missing) within the version's input limits for numeric features, strings (or
-null) for categorical ones, with the training categories as examples (an unseen category
-is accepted: the model treats it as none of the known ones). Bearer schemes guard the
-admin and feedback operations; a link leads from a prediction to its feedback.
+null) for categorical ones (an unseen category is accepted: the model treats it as none of
+the known ones). Bearer schemes guard the admin and feedback operations; a link leads from a
+prediction to its feedback.
+
+Training values (the categories, as examples, and each numeric feature's mid-range in the
+example row) are only in the document rendered with ``training_values=True``: for the admin
+token, or when ``ValidatorSettings.openapi_training_values`` says anyone may see them. The
+anonymous document's example row holds 0 for numbers and null for categories.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ SECURITY_SCHEMES = {
 }
 
 
-def row_schema(meta: ModelMetadata) -> dict[str, Any]:
-    """JSON Schema of one ``/predict`` row for the version described by ``meta``."""
+def row_schema(meta: ModelMetadata, training_values: bool = False) -> dict[str, Any]:
+    """JSON Schema of one ``/predict`` row for the version described by ``meta`` (with its
+    training categories as examples if ``training_values``)."""
     properties: dict[str, Any] = {}
     for f in meta.features:
         if f.kind == "numeric":
@@ -51,7 +57,7 @@ def row_schema(meta: ModelMetadata) -> dict[str, Any]:
             properties[f.name] = {
                 "type": ["string", "null"],
                 "maxLength": MAX_STRING_CHARS,
-                **({"examples": f.categories[:50]} if f.categories else {}),
+                **({"examples": f.categories[:50]} if f.categories and training_values else {}),
             }
     return {
         "type": "object",
@@ -61,11 +67,14 @@ def row_schema(meta: ModelMetadata) -> dict[str, Any]:
     }
 
 
-def example_row(meta: ModelMetadata) -> dict[str, Any]:
-    """A valid row: mid-range numbers, the first training category."""
+def example_row(meta: ModelMetadata, training_values: bool = True) -> dict[str, Any]:
+    """A valid row: mid-range numbers, the first training category; without
+    ``training_values``, 0 and null (valid for every version)."""
     row: dict[str, Any] = {}
     for f in meta.features:
-        if f.kind == "numeric":
+        if not training_values:
+            row[f.name] = 0.0 if f.kind == "numeric" else None
+        elif f.kind == "numeric":
             lo, hi = f.min, f.max
             row[f.name] = round((lo + hi) / 2, 6) if lo is not None and hi is not None else 0.0
         else:
@@ -73,8 +82,11 @@ def example_row(meta: ModelMetadata) -> dict[str, Any]:
     return row
 
 
-def build_openapi(app: FastAPI, meta: ModelMetadata | None, max_instances: int) -> dict:
-    """The app's OpenAPI document, with ``meta``'s features when a version serves."""
+def build_openapi(
+    app: FastAPI, meta: ModelMetadata | None, max_instances: int, training_values: bool = False
+) -> dict:
+    """The app's OpenAPI document, with ``meta``'s features when a version serves (and their
+    training values if ``training_values``: the admin's document)."""
     schema = copy.deepcopy(
         get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
@@ -97,23 +109,28 @@ def build_openapi(app: FastAPI, meta: ModelMetadata | None, max_instances: int) 
     instances = body["schema"]["properties"]["instances"]
     instances["maxItems"] = max_instances
     if meta is not None:
-        instances["items"] = row_schema(meta)
+        instances["items"] = row_schema(meta, training_values)
         instances["description"] = (
             f"Rows for {meta.name} version {meta.version}: every feature, by name"
         )
-        body["example"] = {"instances": [example_row(meta)], "include_probabilities": True}
+        row = example_row(meta, training_values)
+        body["example"] = {"instances": [row], "include_probabilities": True}
     return schema
 
 
 class OpenAPIDocument:
-    """``build_openapi`` once per (served version, max_instances)."""
+    """``build_openapi`` once per (served version, max_instances, training_values)."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self._cached: tuple[tuple, dict] | None = None
+        self._cached: dict[bool, tuple[tuple, dict]] = {}
 
-    def render(self, meta: ModelMetadata | None, max_instances: int) -> dict:
+    def render(
+        self, meta: ModelMetadata | None, max_instances: int, training_values: bool = False
+    ) -> dict:
         key = (meta and meta.version, max_instances)
-        if self._cached is None or self._cached[0] != key:
-            self._cached = key, build_openapi(self.app, meta, max_instances)
-        return self._cached[1]
+        cached = self._cached.get(training_values)
+        if cached is None or cached[0] != key:
+            doc = build_openapi(self.app, meta, max_instances, training_values)
+            self._cached[training_values] = cached = key, doc
+        return cached[1]

@@ -105,6 +105,8 @@ class Postprocessor:
                     n, tags={**name, "reason": reason}
                 ),
                 on_write=lambda n, v: self.captured_rows.inc(n, tags={**name, "model_version": v}),
+                retention_days=s.capture_retention_days,
+                exclude=s.capture_exclude_features,
             )
 
     async def _meta(self, version: str) -> ModelMetadata:

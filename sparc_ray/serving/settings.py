@@ -70,6 +70,11 @@ class ValidatorSettings(_Settings):
     retry_refused_s: float = Field(
         5.0, ge=0, description="a version whose metadata was refused is read again after this"
     )
+    openapi_training_values: bool = Field(
+        False,
+        description="anonymous /openapi.json shows training values (categories as examples, "
+        "mid-range numbers in the example row); off: only with the admin token",
+    )
 
     @field_validator("model_version")
     @classmethod
@@ -127,7 +132,15 @@ class PostprocessorSettings(_Settings):
         description="share of requests whose rows are captured (monitoring/capture.py); 0: off",
     )
     capture_uri: str | None = Field(
-        None, description="where captures go (path or URI); default <model_store>/<name>/_capture"
+        None,
+        description="where captures go (path or URI); default <model_store>/<name>/_capture. "
+        "A location of its own, readable only by the serving and retraining jobs, is advised",
+    )
+    capture_retention_days: int = Field(
+        30, ge=1, description="captured date partitions older than this are deleted"
+    )
+    capture_exclude_features: list[str] = Field(
+        [], description="features never written to the capture (e.g. direct identifiers)"
     )
     capture_flush_s: float = Field(2.0, gt=0, description="how often captured rows are written")
     capture_max_queued_rows: int = Field(

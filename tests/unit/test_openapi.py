@@ -24,7 +24,8 @@ META = ModelMetadata.from_json(
 
 @pytest.fixture(scope="module")
 def doc():
-    return build_openapi(api, META, max_instances=50)
+    """The admin's document: with the version's training values."""
+    return build_openapi(api, META, max_instances=50, training_values=True)
 
 
 def _body_schema(doc, path):
@@ -48,6 +49,27 @@ def test_predict_rows_have_exactly_the_versions_features(doc):
         assert not check.is_valid(bad), bad
     items = schema["properties"]["instances"]["items"]
     assert items["properties"]["purpose"]["examples"] == ["car", "home"]
+
+
+def test_the_anonymous_document_shows_no_training_values():
+    """Issue 18, item 5: no training categories and no mid-range of a feature's training
+    range, unless the admin token is presented (or the setting allows it)."""
+    import json
+
+    from sparc_ray.serving.openapi import OpenAPIDocument
+
+    rendered = OpenAPIDocument(api)
+    anonymous = rendered.render(META, 50)
+    text = json.dumps(anonymous)
+    assert '"car"' not in text and '"home"' not in text
+    schema = _body_schema(anonymous, "/predict")
+    example = anonymous["paths"]["/predict"]["post"]["requestBody"]["content"]
+    row = example["application/json"]["example"]["instances"][0]
+    assert row == {"income": 0.0, "purpose": None}  # not the training mid-range, 20.0
+    assert jsonschema.Draft202012Validator(schema).is_valid({"instances": [row]})
+    assert schema["properties"]["instances"]["items"]["required"] == ["income", "purpose"]
+    admin = rendered.render(META, 50, training_values=True)
+    assert '"car"' in json.dumps(admin) and rendered.render(META, 50) == anonymous
 
 
 def test_without_a_served_version_rows_stay_generic():
