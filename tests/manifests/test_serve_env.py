@@ -14,9 +14,8 @@ import pytest
 import yaml
 
 from sparc_ray.serving.fastpath import read_env
-from tests.unit.test_manifests import _cluster_spec
+from tests.manifests.helpers import RAY_DOCS, ROOT, cluster_spec
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVE_ENV = ROOT / "serve.env"
 MANIFESTS = ("raycluster.yaml", "rayjob-train.yaml", "rayjob-score.yaml", "rayservice.yaml")
 # Serve's fast path: HAProxy ingress and throughput-optimized replicas.
@@ -69,7 +68,7 @@ def _ray_containers() -> list[tuple[str, dict]]:
     """(id, container) of every container of every Ray pod template (head and workers)."""
     out = []
     for name in MANIFESTS:
-        cluster = _cluster_spec(_load(name))
+        cluster = cluster_spec(_load(name))
         groups = [("head", cluster["headGroupSpec"])]
         groups += [(f"worker/{g['groupName']}", g) for g in cluster["workerGroupSpecs"]]
         for role, group in groups:
@@ -96,6 +95,12 @@ def test_dockerfile_env_equals_serve_env():
         assert env.get(key) == value, f"Dockerfile: ENV {key}={env.get(key)!r}, serve.env {value!r}"
     extra = {k for k in env if k.startswith(PREFIX)} - set(expected)
     assert not extra, f"Dockerfile sets {sorted(extra)}, which serve.env does not have"
+
+
+def test_serve_env_checks_cover_every_ray_manifest():
+    files = {Path(src).name for src, _ in RAY_DOCS}
+    missing = files - set(MANIFESTS)
+    assert not missing, f"add {sorted(missing)} to MANIFESTS"
 
 
 def test_every_ray_pod_template_found():
