@@ -17,7 +17,13 @@ from sparc_ray.inference.onnx_model import OnnxModel
 from sparc_ray.registry.artifacts import IntegrityError
 from sparc_ray.registry.layout import MODEL_FILE
 from sparc_ray.registry.metadata import ModelMetadata
-from sparc_ray.registry.releases import Release, current_release
+from sparc_ray.registry.releases import (
+    GatesFailed,
+    Release,
+    ReleaseRecords,
+    current_release,
+    read_records,
+)
 from sparc_ray.registry.signing import SignatureError, key_id
 from sparc_ray.registry.store import ModelRegistry
 
@@ -101,6 +107,22 @@ class RegistryLoader:
     def release_state(self) -> tuple[str | None, Release | None]:
         """The registry's record of what is served: production and the release in progress."""
         return self.registry.alias(self.name), current_release(self.registry, self.name)
+
+    def release_records(self) -> ReleaseRecords:
+        """The release records, each read on its own (a refused one is named, not raised)."""
+        return read_records(self.registry, self.name)
+
+    def check_release(self, version: str) -> ModelMetadata:
+        """What a version needs to serve through the (unsigned) release records: its
+        signature verifies and its signed metadata says its gates passed. A version that
+        failed them serves only when pinned (the Validator's ``user_config.model_version``)."""
+        meta = self.load_metadata(version)
+        if not meta.gates.passed:
+            raise GatesFailed(
+                f"{version} failed its gates {meta.gates.failed}: it serves only when pinned "
+                "(user_config.model_version of the Validator)"
+            )
+        return meta
 
     def load(self, version: str) -> LoadedModel:
         reg, signer = self.registry, key_id(self.public_key) if self.public_key else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,10 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sparc_ray.registry.layout import CANDIDATE_FILE, RELEASE_LOG
 from sparc_ray.registry.metadata import ModelMetadata
-from sparc_ray.registry.store import ModelRegistry, RegistryError
+from sparc_ray.registry.store import ModelRegistry, RegistryError, check_name
 
 MAX_LOG_ENTRIES = 500
 Decision = Literal["promoted", "rolled_back", "aborted"]
+
+
+class GatesFailed(RegistryError):
+    """The version's signed metadata says it failed its acceptance gates."""
 
 
 class ReleasePolicy(BaseModel):
@@ -94,7 +99,7 @@ def _schema(meta: ModelMetadata) -> list[tuple[str, str]]:
 def _check_gates(meta: ModelMetadata, force: bool, action: str) -> None:
     """A version that failed its gates is promoted or released only with ``force``."""
     if not force and not meta.gates.passed:
-        raise RegistryError(
+        raise GatesFailed(
             f"version {meta.version} failed its gates {meta.gates.failed}; use force to {action} it"
         )
 
@@ -105,12 +110,52 @@ def _move_production(reg: ModelRegistry, name: str, version: str) -> None:
 
 
 def current_release(reg: ModelRegistry, name: str) -> Release | None:
+    """candidate.json, schema-checked (size-capped by the store); RegistryError if refused."""
     raw = reg.read_json(name, CANDIDATE_FILE)
-    return Release.model_validate(raw) if raw else None
+    try:
+        release = Release.model_validate(raw) if raw else None
+    except ValidationError as exc:
+        raise RegistryError(f"{CANDIDATE_FILE} refused: {exc}") from None
+    if release is not None:
+        check_name(release.version)
+    return release
 
 
 def release_log(reg: ModelRegistry, name: str) -> list[dict[str, Any]]:
-    return reg.read_json(name, RELEASE_LOG) or []
+    """releases.json: a list of objects (size-capped by the store); RegistryError if not."""
+    log = reg.read_json(name, RELEASE_LOG) or []
+    if not isinstance(log, list) or not all(isinstance(e, dict) for e in log):
+        raise RegistryError(f"{RELEASE_LOG} refused: expected a list of objects")
+    return log
+
+
+@dataclass(frozen=True)
+class ReleaseRecords:
+    """The release records as read for serving: the alias, the candidate and the history.
+    A record that is refused (schema, size) is left out and named in ``error``."""
+
+    alias: str | None
+    release: Release | None
+    history: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def read_records(reg: ModelRegistry, name: str) -> ReleaseRecords:
+    """Every release record, each read on its own: a forged candidate.json does not hide
+    production, a forged alias does not hide the history."""
+    errors: list[str] = []
+
+    def attempt(what: str, read: Any, default: Any) -> Any:
+        try:
+            return read()
+        except Exception as exc:
+            errors.append(f"{what}: {type(exc).__name__}: {exc}")
+            return default
+
+    alias = attempt("production", lambda: reg.alias(name), None)
+    release = attempt(CANDIDATE_FILE, lambda: current_release(reg, name), None)
+    history = attempt("history", lambda: tuple(map(check_name, reg.history(name))), ())
+    return ReleaseRecords(alias, release, history, "; ".join(errors) or None)
 
 
 def _log(reg: ModelRegistry, name: str, entry: dict[str, Any]) -> None:
@@ -179,8 +224,8 @@ def finish_release(
     release = current_release(reg, name)
     if release is None or release.id != release_id:
         return False
-    if decision == "promoted":
-        reg.verify(name, release.version)  # gates were checked when it started
+    if decision == "promoted":  # the record is unsigned: gates are checked again
+        _check_gates(reg.verify(name, release.version), False, "promote")
         _move_production(reg, name, release.version)
     reg.delete_record(name, CANDIDATE_FILE)
     _log(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pyarrow.fs as pafs
 
-from sparc_ray.registry import signing, storage
+from sparc_ray.registry import limits, signing, storage
 from sparc_ray.registry.artifacts import IntegrityError, sha256_bytes
 from sparc_ray.registry.layout import (
     ALIAS,
@@ -91,9 +91,8 @@ class ModelRegistry:
     def version_dir(self, name: str, version: str) -> str:
         return self._path(check_name(name, "model name"), check_name(version))
 
-    def _read(self, path: str) -> bytes:
-        with self.fs.open_input_stream(path) as fh:
-            return fh.read()
+    def _read(self, path: str) -> bytes:  # records: size-capped (``limits``)
+        return limits.read_capped(self.fs, path, RegistryError)
 
     def _write_atomic(self, path: str, data: bytes) -> None:
         if storage.is_local(self.fs):

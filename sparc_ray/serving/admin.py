@@ -57,8 +57,9 @@ class ReloadRequest:
 
 
 def promote_for_reload(loader: ModelLoader, ask: ReloadRequest) -> str | None:
-    """Move production as the CLI would (verified files and signature; gates unless
-    ``force``); returns the version it replaced, or None when nothing was asked."""
+    """Move production as the CLI would (verified files and signature; gates passed, since a
+    version that failed them would not serve through the record even with ``force``: it
+    needs a pin); returns the version it replaced, or None when nothing was asked."""
     if ask.version is None:
         return None
     reg = loader.registry
@@ -68,6 +69,11 @@ def promote_for_reload(loader: ModelLoader, ask: ReloadRequest) -> str | None:
     except RegistryError as exc:
         raise RequestError(404, str(exc), [detail(None, "version", str(exc))]) from None
     try:
+        if ask.force and not (meta := loader.load_metadata(version)).gates.passed:
+            raise releases.GatesFailed(
+                f"{version} failed its gates {meta.gates.failed}: it serves only when pinned "
+                "(the Validator's user_config.model_version), not through production"
+            )
         return releases.promote(
             reg, loader.name, version, force=ask.force, by="api", public_key=loader.public_key
         )
@@ -91,15 +97,19 @@ def health_body(
 ) -> dict[str, Any]:
     """``/health``: whether a version answers, and the registry's release state (reads the
     release log: blocking I/O)."""
-    log = releases.release_log(loader.registry, loader.name)
-    decisions = [e for e in log if e["event"] != "started"]
-    release = view.release.model_dump() if view.release else None
     store = str(loader.registry.store)
+    try:
+        log, log_error = releases.release_log(loader.registry, loader.name), None
+    except Exception as exc:  # a refused record is reported, never a 500
+        log, log_error = [], f"{type(exc).__name__}: {exc}"
+    decisions = [e for e in log if e.get("event") != "started"]
+    release = view.release.model_dump() if view.release else None
     return {
         "status": "healthy" if answering else "unhealthy",
         "model_loaded": answering is not None,
         "model_version": answering,
         "production": view.production,
+        "production_record": view.alias,
         "pinned": view.pinned,
         "release": release,
         "release_evidence": evidence,
@@ -107,7 +117,9 @@ def health_body(
         "errors": {
             "load": redact(error, store),
             "unavailable": {v: redact(r, store) for v, r in unavailable.items()} or None,
-            "registry": redact(view.error, store),
+            "registry": redact(view.error or log_error, store),
+            # versions the release records name that may not serve through them, and why
+            "refused": {v: redact(r, store) for v, r in view.refused} or None,
         },
         "timestamp": now_iso(),
         "uptime_seconds": uptime_s,

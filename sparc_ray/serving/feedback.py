@@ -17,19 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from ray.serve import metrics
 
 # A version's classes, or None when they are not known here (then any label is accepted).
 ClassesOf = Callable[[str], Sequence[Any] | None]
-
-
-def conflicts_counter() -> metrics.Counter:
-    """``ray_ml_feedback_conflicts_total``: later labels for an already labelled row."""
-    return metrics.Counter(
-        "ml_feedback_conflicts",
-        "/feedback labels for a row that already had one (the first label wins).",
-        tag_keys=("model_name",),
-    )
 
 
 @dataclass

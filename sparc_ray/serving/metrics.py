@@ -19,6 +19,8 @@ ray_ml_shadow_agreement                 Post       shadow: share of rows labelle
 ray_ml_release_decisions_total          Post       policy decisions, label ``decision``
 ray_ml_captured_rows_total              Post       rows written by the traffic capture
 ray_ml_capture_dropped_total            Post       rows the capture dropped, ``reason``
+                                                   (queue_full, write_failed, error)
+ray_ml_feedback_conflicts_total         Post       later /feedback labels for a labelled row
 ray_ml_internal_errors_total            all        failures kept off the request path,
                                                    ``where`` (logged too)
 ======================================  =========  =======================================
@@ -63,6 +65,14 @@ def internal_errors() -> metrics.Counter:
     )
 
 
+def feedback_conflicts() -> metrics.Counter:
+    return metrics.Counter(
+        "ml_feedback_conflicts",
+        "/feedback labels for a row that already had one (the first label wins).",
+        tag_keys=_keys("model_name"),
+    )
+
+
 def predictions() -> metrics.Counter:
     return metrics.Counter(
         "ml_predictions",
@@ -82,7 +92,7 @@ def captured_rows() -> metrics.Counter:
 def capture_dropped() -> metrics.Counter:
     return metrics.Counter(
         "ml_capture_dropped",
-        "Rows the traffic capture dropped; reason: queue_full or write_failed.",
+        "Rows the traffic capture dropped; reason: queue_full, write_failed or error.",
         tag_keys=_keys("model_name", "reason"),
     )
 

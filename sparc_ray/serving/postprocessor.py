@@ -32,7 +32,7 @@ from sparc_ray.monitoring.capture import CaptureWriter, capture_root
 from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.serving import metrics
 from sparc_ray.serving.drift_tracker import DriftTracker
-from sparc_ray.serving.feedback import FeedbackStore, conflicts_counter
+from sparc_ray.serving.feedback import FeedbackStore
 from sparc_ray.serving.messages import PostBatch, ScoredGroup
 from sparc_ray.serving.release.monitor import Labelled, ReleaseMonitor
 from sparc_ray.serving.responses import shape_responses
@@ -72,7 +72,7 @@ class Postprocessor:
             metrics.captured_rows(),
             metrics.capture_dropped(),
         )
-        self.conflicts, self._name_tag = conflicts_counter(), {"model_name": self.name}
+        self.conflicts, self._name_tag = metrics.feedback_conflicts(), {"model_name": self.name}
         self.capture: CaptureWriter | None = None
         self.tasks = BackgroundTasks()
         self.tasks.start("monitor", self._monitor_forever())

@@ -153,3 +153,43 @@ def test_cli_canary_status_abort(reg, capsys, tmp_path):
         )["release"]["mode"]
         == "shadow"
     )
+
+
+def _watch(loader, watcher=None):
+    import asyncio
+
+    from sparc_ray.serving.routing import ReleaseWatcher
+
+    watcher = watcher or ReleaseWatcher(loader)
+    return watcher, asyncio.run(watcher.refresh(force=True))
+
+
+def test_rewritten_records_never_route_to_a_gate_failed_version(reg):
+    """The records are unsigned: a gate-failed production or candidate is refused, the last
+    verified production (the watcher's, else the history's) serves; only a pin serves it."""
+    from sparc_ray.inference.loader import RegistryLoader
+
+    v1, _, failed = reg.versions("loans")
+    loader = RegistryLoader(reg.store, "loans")
+    watcher, view = _watch(loader)
+    assert view.serving == v1 and view.refused == ()
+    (reg.root_path / "loans" / layout.ALIAS).write_text(f"{failed}\n")
+    _, view = _watch(loader, watcher)
+    assert (view.serving, view.alias) == (v1, failed)
+    assert "failed its gates" in dict(view.refused)[failed]
+    _, fresh = _watch(loader)  # a replica that starts now: the history's newest verified
+    assert fresh.serving == v1
+    watcher.pin(failed)  # an operator's explicit pin serves it
+    assert watcher.view.serving == failed and loader.load_metadata(failed).version == failed
+    watcher.pin(None)
+    (reg.root_path / "loans" / layout.ALIAS).write_text(f"{v1}\n")
+    forged = {"id": "r-x", "version": failed, "mode": "canary", "weight": 100, "baseline": v1}
+    candidate = reg.root_path / "loans" / layout.CANDIDATE_FILE
+    candidate.write_text(json.dumps({**forged, "started_at": "2026-01-01"}))
+    _, view = _watch(loader)
+    assert view.release is None and {view.route() for _ in range(50)} == {v1}
+    with pytest.raises(releases.GatesFailed):
+        releases.finish_release(reg, "loans", "r-x", "promoted", "forged evidence")
+    candidate.write_text(json.dumps({**forged, "started_at": "2026-01-01", "extra": 1}))
+    _, view = _watch(loader)
+    assert view.serving == v1 and "candidate.json" in (view.error or "")
