@@ -177,3 +177,36 @@ def test_trials_request_a_resource_only_workers_offer(monkeypatch, capsys, worke
     else:  # one-node dev cluster: as before, and the log says so
         assert TRIAL_NODE_RESOURCE not in bundle
         assert f"no node advertises the {TRIAL_NODE_RESOURCE!r} resource" in out
+
+
+@pytest.mark.cluster
+def test_a_real_experiment_is_sealed_and_resumed(tmp_path, key):
+    """Real Tune files (run under `flock /tmp/sparc-ray.lock`): the job seals what Tune
+    wrote, the seal verifies, `--resume` continues it and seals it again."""
+    cfg = {
+        "name": NAME,
+        "data": {"path": str(DATA / "loans.csv"), "target": "decision", "test_size": 0.25},
+        "cv": {"n_folds": 2},
+        "search": {
+            "scheduler": "fifo",
+            "space": {"logistic_regression": {"C": [0.1, 1.0]}},
+            "storage_path": str(tmp_path / "tune"),
+        },
+        "registry": {"store": str(tmp_path / "store")},
+    }
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(cfg))
+    argv = [sys.executable, str(ROOT / "jobs/train.py"), "--config", str(tmp_path / "job.yaml")]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", signing.KEY_FILE_ENV: str(key)}
+    first = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    (exp,) = (tmp_path / "tune").iterdir()
+    assert {"tuner.pkl", experiment_seal.SEAL_FILE} <= {p.name for p in exp.iterdir()}
+    private = signing.load_private_key(str(key))
+    experiment_seal.verify(str(exp), private)
+
+    again = subprocess.run(
+        [*argv, "--resume"], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert f"experiment {exp}: seal verified" in again.stdout
+    experiment_seal.verify(str(exp), private)  # resealed over what the resume wrote
