@@ -162,6 +162,10 @@ def run(plan: ScorePlan, actors: int | None = None, batch_rows: int = SCORE_BATC
 def run_job(args: argparse.Namespace) -> int:
     """Check (no Ray, nothing written on bad input), then score; returns the exit code."""
     try:
+        if not args.public_key and not getattr(args, "allow_unsigned", False):
+            raise signing.SigningKeyError(
+                "--public-key is required: the Ed25519 public key the version is signed with"
+            )
         public_key = signing.public_key_bytes(args.public_key) if args.public_key else None
         plan = ScorePlan.check(args.data, args.name, args.store, args.out, args.version, public_key)
     except (InputError, RegistryError, IntegrityError, signing.SigningKeyError) as exc:

@@ -5,6 +5,7 @@ Deployments take a ``ModelLoader`` so tests (and other registries) can inject th
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,6 +27,8 @@ from sparc_ray.registry.releases import (
 )
 from sparc_ray.registry.signing import SignatureError, key_id
 from sparc_ray.registry.store import ModelRegistry
+
+logger = logging.getLogger("ray.serve")
 
 if TYPE_CHECKING:  # scikit-learn is imported only by the fallback engine
     from sparc_ray.training.estimator import SPARCClassificationModel
@@ -124,12 +127,21 @@ class RegistryLoader:
             )
         return meta
 
+    def _warn_unsigned(self, version: str) -> None:
+        logger.warning(
+            "UNSIGNED: %s/%s is loaded without a signature check (no public_key; "
+            "allow_unsigned is for development only)",
+            self.name,
+            version,
+        )
+
     def load(self, version: str) -> LoadedModel:
         reg, signer = self.registry, key_id(self.public_key) if self.public_key else None
         if self.public_key is not None:
             signed = reg.verify_signature(self.name, version, self.public_key)
             meta, read = signed.metadata, signed.read
         else:
+            self._warn_unsigned(version)
             meta = reg.metadata(self.name, version)
 
             def read(rel: str) -> bytes:
@@ -162,5 +174,6 @@ class RegistryLoader:
     def load_metadata(self, version: str) -> ModelMetadata:
         """metadata.json (as signed, with a public key), for validation and monitoring."""
         if self.public_key is None:
+            self._warn_unsigned(version)
             return self.registry.metadata(self.name, version)
         return self.registry.verify_signature(self.name, version, self.public_key).metadata

@@ -1,16 +1,18 @@
 """Compiled inference at serving time: score an ONNX graph written by
 ``sparc_ray.training.onnx_export``
-with onnxruntime, from the Validator's per-feature arrays. Loading verifies the file's sha256
-and executes no code (no pickle).
+with onnxruntime, from the Validator's per-feature arrays. Loading verifies the file's sha256,
+refuses a graph with external data (tensors read from other files), and executes no code
+(no pickle).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
 
@@ -19,6 +21,44 @@ from sparc_ray.registry.artifacts import IntegrityError, sha256_bytes
 
 OUTPUT = "probabilities"
 META_KEY = "sparc.onnx"  # model metadata: {"classes": [...], "categorical_fill": str | None}
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph holds: initializers, sparse ones, and node attributes, in
+    subgraphs (``If``, ``Loop``, ``Scan`` bodies) too."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        yield from _attribute_tensors(node.attribute)
+
+
+def _attribute_tensors(attributes: Sequence[onnx.AttributeProto]) -> Iterator[onnx.TensorProto]:
+    for attr in attributes:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+        for sparse in [attr.sparse_tensor, *attr.sparse_tensors]:
+            yield from (sparse.values, sparse.indices)
+        if attr.HasField("g"):
+            yield from _tensors(attr.g)
+        for graph in attr.graphs:
+            yield from _tensors(graph)
+
+
+def external_data(data: bytes) -> list[str]:
+    """Names of the tensors in an ONNX model whose data lives outside it (``data_location``
+    EXTERNAL): onnxruntime would read them from files next to the process."""
+    model = onnx.ModelProto.FromString(data)
+    tensors = [*_tensors(model.graph)]
+    for function in model.functions:
+        for node in function.node:
+            tensors.extend(_attribute_tensors(node.attribute))
+    return [
+        t.name or "(unnamed)"
+        for t in tensors
+        if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data)
+    ]
 
 
 def columns_from_frame(
@@ -62,6 +102,12 @@ class OnnxModel:
         actual = sha256_bytes(data)
         if actual != expected_sha256:
             raise IntegrityError(f"ONNX model sha256 {actual} != recorded {expected_sha256}")
+        try:
+            external = external_data(data)
+        except Exception as exc:  # not a model protobuf: no session for it either
+            raise IntegrityError(f"ONNX model does not parse: {type(exc).__name__}") from None
+        if external:  # refused before a session exists: it would read files on this host
+            raise IntegrityError(f"ONNX model refers to external data: {external[:5]}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -15,7 +15,7 @@ each deployment's typed settings (``user_config``) have their defaults in
 
 from typing import cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray.serve import Application, Deployment
 
 from sparc_ray.inference.loader import RegistryLoader
@@ -45,9 +45,24 @@ class AppArgs(BaseModel):
     public_key: str | None = Field(
         None,
         description="Ed25519 public key every served version must be signed with: a PEM file "
-        "(relative paths resolve like model_store) or the PEM text. Unset: only ONNX versions "
-        "(checked by sha256) are served; the pickled sklearn fallback is refused.",
+        "(relative paths resolve like model_store) or the PEM text. Required, unless "
+        "allow_unsigned.",
     )
+    allow_unsigned: bool = Field(
+        False,
+        description="development only: serve without public_key (unsigned ONNX versions, "
+        "checked by sha256 against the unsigned metadata; the pickled fallback is refused). "
+        "Every load logs a warning.",
+    )
+
+    @model_validator(mode="after")
+    def _key_or_explicitly_unsigned(self) -> "AppArgs":
+        if not self.public_key and not self.allow_unsigned:
+            raise ValueError(
+                "public_key is required: the Ed25519 public key every served version is "
+                "signed with (`allow_unsigned: true` serves unsigned versions, for development)"
+            )
+        return self
 
 
 def build_app(args: AppArgs) -> Application:

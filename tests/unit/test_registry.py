@@ -143,3 +143,35 @@ def test_save_model_load_model_round_trip_verifies(tmp_path, trained_loans_model
     (tmp_path / "m" / layout.MODEL_FILE).write_bytes(b"tampered")
     with pytest.raises(IntegrityError):
         SPARCClassificationModel({}).load_model(tmp_path / "m")
+
+
+def test_serving_and_batch_scoring_require_a_public_key(tmp_path, capsys, caplog):
+    """A key is mandatory; serving unsigned needs `allow_unsigned: true`, and then every load
+    says so in the log."""
+    import argparse
+
+    from pydantic import ValidationError
+
+    from sparc_ray.batch.job import EXIT_BAD_INPUT, run_job
+    from sparc_ray.serving.app import AppArgs, build_app
+    from sparc_ray.training.job_args import add_score_arguments
+
+    with pytest.raises(ValidationError, match="public_key is required"):
+        build_app(AppArgs(model_store=str(tmp_path), model_name="m"))
+    assert AppArgs(model_name="m", allow_unsigned=True).public_key is None
+    parser = argparse.ArgumentParser()
+    add_score_arguments(parser)
+    args = parser.parse_args(
+        ["--data", "x.csv", "--name", "m", "--store", str(tmp_path), "--out", str(tmp_path / "o")]
+    )
+    assert run_job(args) == EXIT_BAD_INPUT
+    assert "--public-key is required" in capsys.readouterr().err
+
+
+def test_an_unsigned_load_warns_every_time(reg, trained_loans_model, caplog):
+    v = reg.publish("m", trained_loans_model, PASSED)
+    loader = RegistryLoader(reg.store, "m")
+    with caplog.at_level("WARNING", logger="ray.serve"):
+        loader.load_metadata(v)
+        loader.load_metadata(v)
+    assert sum("UNSIGNED" in r.message for r in caplog.records) == 2
