@@ -37,7 +37,7 @@ from sparc_ray.registry.metadata import SCHEMA_VERSION, MetadataError, ModelMeta
 if TYPE_CHECKING:  # scikit-learn is imported only when a pipeline is published
     from sparc_ray.training.estimator import SPARCClassificationModel
 
-VERSION_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9._-]+\Z")  # \Z, not $: no trailing newline
 LATEST = "latest"  # the ref ``resolve`` reads as the newest complete version
 SigningKey: TypeAlias = signing.Ed25519PrivateKey
 Digests: TypeAlias = dict[str, str] | None  # relative path -> sha256 (``sign``)
@@ -62,7 +62,7 @@ def _parse_metadata(data: bytes, where: str) -> ModelMetadata:
 
 
 def check_name(value: str, what: str = "version") -> str:
-    if not VERSION_RE.match(value or "") or value in {".", ".."} or value.startswith("."):
+    if not VERSION_RE.fullmatch(value or "") or value in {".", ".."} or value.startswith("."):
         raise RegistryError(f"invalid {what} {value!r}: must match {VERSION_RE.pattern}")
     return value
 
@@ -130,7 +130,7 @@ class ModelRegistry:
             i.base_name
             for i in self.fs.get_file_info(sel)
             if i.type == pafs.FileType.Directory
-            and VERSION_RE.match(i.base_name)
+            and VERSION_RE.fullmatch(i.base_name)
             and not i.base_name.startswith(".")
         )
 

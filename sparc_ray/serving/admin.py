@@ -126,6 +126,14 @@ def health_body(
     }
 
 
+def version_denied(version: str, view: ReleaseView, denied: Response | None) -> Response | None:
+    """``/model?version=``: anyone may name what serves (production, the pin, the candidate);
+    any other version needs the admin token (``denied``: its check), so that anonymous
+    callers cannot make Model replicas load versions (and evict production)."""
+    release = view.release.version if view.release else None
+    return None if version in {view.serving, view.production, release} else denied
+
+
 async def check_version(
     version: str, metadata: Callable[[str], Awaitable[ModelMetadata]], store: str
 ) -> Response | None:
@@ -134,7 +142,7 @@ async def check_version(
     try:
         await metadata(check_name(version))
     except RegistryError as exc:
-        status = 404 if VERSION_RE.match(version) else 422
+        status = 404 if VERSION_RE.fullmatch(version) else 422
         return error_response(
             status, "unknown version", [(None, "version", redact(str(exc), store))]
         )

@@ -3,6 +3,7 @@
 
 import datetime as dt
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -95,9 +96,20 @@ def shape_responses(
     return out
 
 
+_URI = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]*")
+
+
 def redact(text: str | None, store: str) -> str | None:
-    """No storage paths in what anonymous callers read."""
-    return text.replace(store, "<store>") if text else text
+    """No storage locations in what anonymous callers read: the store as configured, without
+    its query (e.g. ``?endpoint_override=``), its path or ``bucket/key`` without the scheme,
+    and any other URI."""
+    if not text:
+        return text
+    base = store.split("?", 1)[0]
+    forms = {store, base, base.partition("://")[2] or base}
+    for form in sorted((f.rstrip("/") for f in forms if f.strip("/")), key=len, reverse=True):
+        text = text.replace(form, "<store>")
+    return _URI.sub("<uri>", text)
 
 
 def failed_prediction(exc: Exception, prediction_id: str, store: str) -> tuple[Response, str, int]:

@@ -223,7 +223,10 @@ class Validator:
         """Anyone: what a request needs (``public_metadata``). The admin token: the whole
         metadata.json (``full=true`` adds the drift references)."""
         if version:  # asked for by name: it must exist (no load for nothing)
-            refused = await admin.check_version(version, self.versions.metadata, self.store)
+            denied = self.admin_token.check(request.headers.get("authorization"))
+            refused = admin.version_denied(version, self.watcher.view, denied) or (
+                await admin.check_version(version, self.versions.metadata, self.store)
+            )
             if refused:
                 return refused
         version = version or self.watcher.view.serving

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sparc_ray.data.loading import load_dataset
 from sparc_ray.registry import layout, releases, signing
 from sparc_ray.registry.store import ModelRegistry
-from tests.integration.cluster import running_cluster
+from tests.integration.cluster import ADMIN_TOKEN, running_cluster
 
 pytestmark = pytest.mark.cluster
 NAME = "breast_cancer"  # serve_config.yaml's model_name
@@ -165,3 +165,15 @@ def test_a_forged_candidate_gets_no_traffic(app):
     outcome = _load(app, seconds=2)
     assert set(outcome) == {(200, app["v1"])}, outcome
     (app["dir"] / layout.CANDIDATE_FILE).unlink()
+
+
+def test_anonymous_model_lookups_cannot_make_replicas_load_other_versions(app):
+    _write(app, layout.ALIAS, f"{app['v1']}\n")
+    url = f"{app['url']}/model"
+    assert httpx.get(url, params={"version": app["v1"]}, timeout=30).status_code == 200
+    for version in (app["failed"], app["other_key"], "v-unknown"):
+        r = httpx.get(url, params={"version": version}, timeout=30)
+        assert r.status_code == 401 and r.json()["error"], r.text
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    r = httpx.get(url, params={"version": app["failed"]}, headers=admin, timeout=60)
+    assert r.status_code == 200 and r.json()["version"] == app["failed"]

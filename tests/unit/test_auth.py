@@ -6,7 +6,8 @@ import pytest
 
 from sparc_ray.serving.auth import MIN_TOKEN_CHARS, BearerToken, Tokens
 
-RELEASE, FEEDBACK = "r" * MIN_TOKEN_CHARS, "f" * (MIN_TOKEN_CHARS + 11)
+RELEASE = "r3lease-Tok3n-9f8e7d6c5b4a3210zyxw"  # MIN_TOKEN_CHARS, not repetitive
+FEEDBACK = "feedback-tok-a1b2c3d4e5f6g7h8i9j0klmnopq"
 
 
 def _error(response) -> str:
@@ -62,3 +63,19 @@ def test_one_token_for_both_groups_is_refused_for_feedback(env):
     assert release.check(f"Bearer {RELEASE}") is None
     r = feedback.check(f"Bearer {RELEASE}")
     assert r.status_code == 403 and "must differ" in _error(r)
+
+
+def test_tokens_are_compared_stripped_so_padding_is_not_a_second_token(env):
+    release, feedback = env(RELEASE, f" {RELEASE}\n")  # the admin token plus whitespace
+    r = feedback.check(f"Bearer {RELEASE}")
+    assert r.status_code == 403 and "must differ" in _error(r)
+    release, feedback = env(f"{RELEASE} ", FEEDBACK)
+    assert release.check(f"Bearer {RELEASE}") is None
+    assert release.check(f" Bearer {RELEASE}\t") is None
+
+
+@pytest.mark.parametrize("weak", ["a" * 32, "ab" * 20, "abcd" * 10, "0123456" * 6])
+def test_a_repetitive_token_disables_its_endpoints(env, weak):
+    release, _ = env(weak, FEEDBACK)
+    r = release.check(f"Bearer {weak}")
+    assert r.status_code == 403 and "too repetitive" in _error(r)
