@@ -6,7 +6,9 @@ nodes that may run trials advertise a custom resource, ``ray start
 --resources='{"sparc_trials": 100}'`` (kuberay/rayjob-train.yaml: the worker group's
 ``rayStartParams.resources``); each trial then requests one unit of it, which the head never
 offers. A cluster where no node advertises it (``make demo``, a laptop, the tests: one node
-that is also the head) keeps the previous placement, and the job says so in its log.
+that is also the head) keeps the previous placement, and the job says so in its log. The
+check looks at the cluster when the search starts, so an autoscaled cluster must keep at
+least one such worker up (rayjob-train.yaml: ``minReplicas: 1``).
 """
 
 from __future__ import annotations

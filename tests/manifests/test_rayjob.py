@@ -75,6 +75,9 @@ def test_trial_actors_only_fit_on_training_workers():
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # no fold either
     for group in cluster["workerGroupSpecs"]:
         assert offered(group["rayStartParams"]) == {TRIAL_NODE_RESOURCE: TRIAL_NODE_UNITS}
+    # The job looks at the live cluster when it starts: with no worker up yet it would
+    # fall back to placing trials anywhere, the head included.
+    assert sum(g["minReplicas"] for g in cluster["workerGroupSpecs"]) >= 1
 
 
 @pytest.mark.parametrize("job", sorted(JOB_SCRIPTS))
