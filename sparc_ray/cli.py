@@ -78,8 +78,13 @@ def _models(args: argparse.Namespace) -> int:
         if key is None:
             raise RegistryError(f"sign needs --signing-key or ${signing.KEY_FILE_ENV}")
         version = reg.resolve(args.name, _needs_version(args))
-        reg.sign(args.name, version, key)
-        print(f"{args.name}/{version}: signed")
+        if not args.digests:
+            raise RegistryError("sign needs --digests FILE (the expected sha256 of every file)")
+        with open(args.digests, "rb") as f:
+            expected = signing.load_digests(f.read(), args.digests)
+        signed = reg.sign(args.name, version, key, expected)
+        print(json.dumps(signed, indent=2))
+        print(f"{args.name}/{version}: signed these {len(signed)} files")
     elif args.action == "verify":
         if public_key is None:
             raise RegistryError("verify needs --public-key")
@@ -178,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument(
         "--signing-key", help=f"sign: private key PEM (default ${signing.KEY_FILE_ENV})"
+    )
+    models.add_argument(
+        "--digests",
+        metavar="FILE",
+        help="sign: JSON {path: sha256} of every file of the version, from a record you trust "
+        "(training log, MLflow run)",
     )
 
     keys = sub.add_parser("keys", help="Ed25519 key pair that signs published versions")

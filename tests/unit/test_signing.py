@@ -194,15 +194,21 @@ def test_cli_generates_signs_and_verifies(tmp_path, capsys, reg, trained_loans_m
     assert cli(["models", "verify", version, *store, *pub]) == 2  # unsigned
     assert "is unsigned" in capsys.readouterr().err
     # metadata.json vouches for nothing: sign needs the operator's digests (issue 18)
-    assert cli(["models", "sign", version, *store, "--signing-key", f"{prefix}.key"]) == 2
-    assert "needs the sha256 of each of its files" in capsys.readouterr().err
+    sign = ["models", "sign", version, *store, "--signing-key", f"{prefix}.key"]
+    assert cli(sign) == 2
+    assert "sign needs --digests FILE" in capsys.readouterr().err
     vdir = _vdir(reg, version)
     recorded = {
         p.relative_to(vdir).as_posix(): signing.sha256_bytes(p.read_bytes())
         for p in vdir.rglob("*")
         if p.is_file()
     }
-    reg.sign(NAME, version, signing.load_private_key(f"{prefix}.key"), recorded)
+    digests = tmp_path / "digests.json"
+    digests.write_text(json.dumps({**recorded, "model.joblib": "0" * 64}))
+    assert cli([*sign, "--digests", str(digests)]) == 2  # a file that is not as recorded
+    digests.write_text(json.dumps(recorded))
+    assert cli([*sign, "--digests", str(digests)]) == 0
+    assert f"signed these {len(recorded)} files" in capsys.readouterr().out
     assert cli(["models", "verify", version, *store, *pub]) == 0
     assert cli(["models", "promote", version, *store, *pub]) == 0
     assert reg.alias(NAME) == version
