@@ -108,8 +108,9 @@ def health_body(
         "status": "healthy" if answering else "unhealthy",
         "model_loaded": answering is not None,
         "model_version": answering,
-        "production": view.production,
-        "production_record": view.alias,
+        "production": view.alias if view.alias is not None else view.production,  # the record
+        "verified_production": view.production,  # what serves as production (a refused
+        # record leaves the last verified one serving; errors.refused says why)
         "pinned": view.pinned,
         "release": release,
         "release_evidence": evidence,

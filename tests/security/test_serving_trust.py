@@ -122,7 +122,7 @@ def test_a_refused_production_leaves_the_verified_one_serving_before_any_request
     health = httpx.get(f"{app['url']}/health", timeout=10)
     body = health.json()
     assert health.status_code == 200 and body["model_version"] == app["v1"]
-    assert body["production"] == app["v1"]
+    assert (body["production"], body["verified_production"]) == (app["other_key"], app["v1"])
     assert "signed by key" in body["errors"]["refused"][app["other_key"]]
 
 
