@@ -45,22 +45,29 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## Full suite: lint, unit, model, integration and slow end-to-end tests.
+## Full suite (what CI runs, .ci/run): lint, then every test, those that start Ray
+## clusters (marked `cluster`) included; about 21 minutes on 2 CPUs.
 test: venv lint
 	bash .ci/install-apt.sh promtool prometheus
 	bash .ci/install-apt.sh chromium chromium
 	bash .ci/install-apt.sh redis-server redis-server
 	$(BIN)/python -m pytest -q -ra --durations=15
 
+## Not only unit tests: every test that starts no Ray (-m 'not cluster': unit, model,
+## manifest and security tests, and the parts of tests/integration that need no cluster),
+## about 1 minute. A test that starts Ray without the `cluster` marker fails
+## (tests/conftest.py), so this selection stays true.
 test-unit: venv
-	$(BIN)/python -m pytest -q tests/unit -m 'not slow'
+	$(BIN)/python -m pytest -q -m 'not cluster'
 
+## The model tests of one family: make test-model MODEL_TYPE=logistic_regression
 test-model: venv
 	$(BIN)/python -m pytest -q tests/model -k "$(MODEL_TYPE)"
 
+## The KubeRay manifests, alert rules and dashboard (tests/manifests/), promtool installed.
 test-manifests: venv
 	bash .ci/install-apt.sh promtool prometheus
-	$(BIN)/python -m pytest -q tests/unit/test_manifests.py
+	$(BIN)/python -m pytest -q tests/manifests
 
 ## Train on the bundled dataset with a local Ray, serve it, send sample requests.
 demo: venv

@@ -10,7 +10,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,10 @@ import httpx
 import yaml
 
 from sparc_ray.registry import signing
+from sparc_ray.registry.releases import current_release
+from sparc_ray.registry.store import ModelRegistry
 from sparc_ray.serving.fastpath import read_env, stop_haproxy
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -137,18 +139,27 @@ class Cluster:
     def deploy(self, config: Path, timeout: float = 180, healthy: tuple[int, ...] = (200,)) -> None:
         """`serve deploy`, then wait until GET /health answers with one of ``healthy``."""
         self.run(str(BIN / "serve"), "deploy", str(config), "-a", self.dashboard_url)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+
+        def answers_healthy() -> bool:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/health", timeout=5).status_code in healthy:
-                    return
-            status = self.run(
-                str(BIN / "serve"), "status", "-a", self.dashboard_url, check=False
-            ).stdout
-            if "DEPLOY_FAILED" in status:
-                break
-            time.sleep(1)
-        raise RuntimeError(f"app not healthy:\n{status}")
+                    return True
+            status = self.run(str(BIN / "serve"), "status", "-a", self.dashboard_url, check=False)
+            if "DEPLOY_FAILED" in status.stdout:
+                raise RuntimeError(f"serve deploy failed:\n{status.stdout}")
+            return False
+
+        wait_until(
+            answers_healthy,
+            timeout,
+            interval=1,
+            message=lambda: (
+                f"GET /health answering {healthy} after `serve deploy`; serve status:\n"
+                + self.run(
+                    str(BIN / "serve"), "status", "-a", self.dashboard_url, check=False
+                ).stdout
+            ),
+        )
 
 
 @contextlib.contextmanager
@@ -159,3 +170,25 @@ def running_cluster(workdir: Path, redis: tuple[str, str] | None = None) -> Iter
         yield cluster
     finally:
         cluster.stop()
+
+
+def end_release(cluster: Cluster, store: Path, name: str) -> str | None:
+    """Abort the release (canary or shadow) of ``name`` still in progress, if any, with
+    `sparc-ray models abort`, and wait until the app no longer serves it; returns the aborted
+    release's id. Modules whose tests share a deployment call it after every test (an autouse
+    fixture), so a test that fails mid-release does not fail the next one that starts a
+    release ("release ... is in progress; abort it first")."""
+    release = current_release(ModelRegistry(store), name)
+    if release is None:
+        return None
+    cluster.run(
+        sys.executable, "-m", "sparc_ray.cli", "models", "abort",
+        "--store", str(store), "--name", name,
+    )  # fmt: skip
+    wait_until(
+        lambda: httpx.get(f"{cluster.url}/health", timeout=30).json()["release"] is None,
+        timeout=60,
+        message=f"the app to drop release {release.id} of {name} after `sparc-ray models abort`",
+        ignore=(httpx.HTTPError,),
+    )
+    return release.id

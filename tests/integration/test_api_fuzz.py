@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.integration.cluster import ADMIN_TOKEN, FEEDBACK_TOKEN, running_cluster
 from tests.integration.test_serving import job_config
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.cluster
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FEEDBACK_AUTH = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import sys
-import time
 
 import httpx
 import pytest
@@ -20,10 +19,11 @@ from sparc_ray.data.loading import load_dataset
 from sparc_ray.monitoring.capture import capture_root
 from sparc_ray.registry.releases import current_release
 from sparc_ray.registry.store import ModelRegistry
-from tests.integration.cluster import FEEDBACK_TOKEN, running_cluster
+from tests.integration.cluster import FEEDBACK_TOKEN, end_release, running_cluster
 from tests.integration.test_serving import job_config
+from tests.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.cluster
 NAME, SHIFTED = "breast_cancer", "mean radius"
 CAPTURE = {"capture_rate": 1.0, "capture_flush_s": 0.5}
 
@@ -46,6 +46,13 @@ def loop(tmp_path_factory):
         }
 
 
+@pytest.fixture(autouse=True)
+def no_release_left_behind(loop):
+    """The release a test started (retraining into a canary) ends with the test."""
+    yield
+    end_release(loop["cluster"], loop["store"], NAME)
+
+
 def traffic(loop, n: int) -> list[dict]:
     def one(i: int) -> dict:
         row = i % len(loop["rows"])
@@ -62,13 +69,6 @@ def captured(loop) -> int:
     return len(read_predictions(capture_root(str(loop["store"]), NAME)))
 
 
-def wait_for(check, timeout: float = 30):
-    deadline = time.time() + timeout
-    while not (value := check()) and time.time() < deadline:
-        time.sleep(0.5)
-    return value
-
-
 def test_shifted_traffic_and_labels_are_captured_and_the_report_finds_the_shift(loop, tmp_path):
     answers = traffic(loop, 569)
     assert {a["status"] for a in answers} == {200}
@@ -79,7 +79,13 @@ def test_shifted_traffic_and_labels_are_captured_and_the_report_finds_the_shift(
     auth = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
     r = httpx.post(f"{loop['cluster'].url}/feedback", json=items, headers=auth, timeout=60)
     assert r.status_code == 200 and r.json()["matched"] == 569
-    assert wait_for(lambda: captured(loop) >= 569)
+    wait_until(lambda: captured(loop) >= 569, 30, message="569 captured rows")
+    url = f"http://127.0.0.1:{loop['cluster'].metrics}/metrics"
+    wait_until(
+        lambda: re.search(r"^ray_ml_captured_rows_total\{", httpx.get(url, timeout=30).text, re.M),
+        60,
+        message=f"{url} to export ray_ml_captured_rows_total",
+    )
     out = tmp_path / "drift.html"
     report = loop["cluster"].run(
         sys.executable, "-m", "sparc_ray.cli", "report", "drift", "--store", str(loop["store"]),
@@ -99,22 +105,23 @@ def test_an_unwritable_sink_fails_no_prediction_and_capture_resumes(loop):
         answers = traffic(loop, 300)
         assert {a["status"] for a in answers} == {200}  # zero failed predictions
         url = f"http://127.0.0.1:{loop['cluster'].metrics}/metrics"
-        dropped = wait_for(
+        dropped = wait_until(
             lambda: re.search(
                 r'^ray_ml_capture_dropped_total\{[^}]*reason="write_failed"[^}]*\} (\d+)',
                 httpx.get(url, timeout=30).text,
                 re.M,
             ),
-            timeout=60,
+            60,
+            message=f"{url} to export ray_ml_capture_dropped_total{{reason=write_failed}}",
         )
-        assert dropped and float(dropped.group(1)) > 0
+        assert float(dropped.group(1)) > 0
         health = httpx.get(f"{loop['cluster'].url}/health", timeout=30)
         assert health.status_code == 200
     finally:
         os.remove(root)
         shutil.move(f"{root}.aside", root)
     assert {a["status"] for a in traffic(loop, 100)} == {200}
-    assert wait_for(lambda: captured(loop) >= before + 100)  # capture resumed
+    wait_until(lambda: captured(loop) >= before + 100, 30, message="capture to resume")
 
 
 def test_retraining_from_labelled_captures_lands_as_a_canary(loop):

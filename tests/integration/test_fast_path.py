@@ -10,7 +10,7 @@ import pytest
 from sparc_ray.serving.fastpath import haproxy_pids
 from tests.integration.cluster import Cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.cluster
 
 
 def port_is_free(port: int) -> bool:

@@ -21,6 +21,7 @@ from sparc_ray.registry.store import ModelRegistry
 from sparc_ray.training.config import CVConfig, SearchConfig
 from sparc_ray.training.onnx_export import export_onnx
 from sparc_ray.training.tuning import build_tuner, latest_experiment, run_search
+from tests.integration.models import load_verified
 
 BUCKET, NAME = "models", "loans"
 PASSED = {"gates": {"passed": True, "failed": []}}
@@ -105,7 +106,7 @@ def test_publish_lists_verifies_and_loads_from_s3(published, keys, trained_loans
         proba = loaded.scorer.predict_proba(columns_from_frame(X, list(X.columns), kinds))
         assert loaded.engine == engine
         np.testing.assert_allclose(proba, expected, atol=1e-5)
-    model, meta = reg.load(NAME, onnx)
+    model, meta = load_verified(reg, NAME, onnx, keys[1])
     assert meta.version == onnx and (model.predict(X) == trained_loans_model.predict(X)).all()
 
 
@@ -119,7 +120,7 @@ def test_promote_release_and_rollback_on_s3(published):
     assert not releases.finish_release(reg, NAME, release.id, "rolled_back", "too late")
     assert reg.alias(NAME) == fallback and releases.current_release(reg, NAME) is None
     assert [e["event"] for e in releases.release_log(reg, NAME)] == ["started", "promoted"]
-    assert reg.rollback(NAME) == onnx and reg.alias(NAME) == onnx
+    assert releases.rollback(reg, NAME) == onnx and reg.alias(NAME) == onnx
 
 
 def test_a_tampered_object_is_refused(published, keys, s3):
@@ -157,6 +158,7 @@ def test_datasets_and_experiment_locations_on_s3(s3, loans):
     assert fs.get_file_info(f"{path}/tuner.pkl").size == 1
 
 
+@pytest.mark.cluster
 def test_batch_scoring_from_and_to_s3(published, keys, s3, loans):
     """Ray Data reads the rows from S3 and writes predictions, rejects and summary there."""
     import pandas as pd
@@ -226,7 +228,7 @@ def test_data_version_of_an_object_in_a_versioned_bucket(s3, loans):
     assert data_version(uri(s3, "data/loans.csv")) is None  # an unversioned bucket
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_tune_experiments_on_s3_resume_without_rerunning_trials(s3, loans):
     """The search's experiment storage on the S3 server: a finished search, then the same
     search resumed from its experiment there (Tuner.restore) runs no trial again."""

@@ -1,6 +1,7 @@
 """Canary and shadow releases on a real `ray start --head` cluster: `serve deploy`, real HTTP,
 the real training job and registry files, `sparc-ray models ...` for the release commands.
-Tests run in file order and share the deployment."""
+Tests run in file order and share the deployment; each ends the release it started (an
+autouse fixture aborts what a failed test left in progress)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ import yaml
 from sparc_ray.data.loading import load_dataset
 from sparc_ray.registry.releases import current_release, release_log
 from sparc_ray.registry.store import ModelRegistry
-from tests.integration.cluster import ADMIN_TOKEN, FEEDBACK_TOKEN, running_cluster
+from tests.integration.cluster import ADMIN_TOKEN, FEEDBACK_TOKEN, end_release, running_cluster
 from tests.integration.test_serving import job_config
+from tests.waiting import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.cluster
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FEEDBACK_AUTH = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 NAME = "breast_cancer"
@@ -72,6 +74,13 @@ def rel(tmp_path_factory):
         }
 
 
+@pytest.fixture(autouse=True)
+def no_release_left_behind(rel):
+    """The release a test started ends with the test, passed or failed."""
+    yield
+    end_release(rel["cluster"], rel["work"] / "model_store", NAME)
+
+
 def cli(rel, *args: str) -> str:
     store = ["--store", str(rel["work"] / "model_store"), "--name", NAME]
     return rel["cluster"].run(sys.executable, "-m", "sparc_ray.cli", "models", *args, *store).stdout
@@ -107,13 +116,37 @@ def label(rel, answers: list[dict]) -> dict:
 
 
 def wait_release(rel, release_id: str | None, timeout: float = 30) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        health = httpx.get(f"{rel['url']}/health", timeout=30).json()
-        if (health["release"] or {}).get("id") == release_id:
-            return health
-        time.sleep(0.5)
-    raise AssertionError(f"release {release_id} not seen: {health}")
+    """GET /health once it reports ``release_id`` as the release in progress (None: none)."""
+
+    def health() -> dict:
+        return httpx.get(f"{rel['url']}/health", timeout=30).json()
+
+    def reported() -> dict | None:
+        body = health()
+        return body if (body["release"] or {}).get("id") == release_id else None
+
+    return wait_until(
+        reported,
+        timeout,
+        message=lambda: f"/health to report release {release_id}; now: {health()['release']}",
+    )
+
+
+def metric_lines(rel, *patterns: str, timeout: float = 60) -> str:
+    """Ray's metrics endpoint once a line matches each regex in ``patterns`` (a metric is
+    exported a few seconds after the app records it)."""
+    url = f"http://127.0.0.1:{rel['cluster'].metrics}/metrics"
+    seen = {"text": ""}
+
+    def exported() -> str | None:
+        seen["text"] = httpx.get(url, timeout=30).text
+        return seen["text"] if all(re.search(p, seen["text"], re.M) for p in patterns) else None
+
+    def missing() -> str:
+        absent = [p for p in patterns if not re.search(p, seen["text"], re.M)]
+        return f"{url} to export lines matching {absent}"
+
+    return wait_until(exported, timeout, interval=1, message=missing)
 
 
 def test_canary_weight_is_kept_and_keys_are_sticky(rel):
@@ -130,6 +163,7 @@ def test_canary_weight_is_kept_and_keys_are_sticky(rel):
     by_key = {k: {a["model_version"] for a in keyed if a["key"] == k} for k in keys}
     assert all(len(v) == 1 for v in by_key.values()), by_key
     assert {v for s in by_key.values() for v in s} == {rel["v1"], rel["good"]}
+    cli(rel, "abort")
 
 
 def _pids(rel, pattern: str) -> list[int]:
@@ -137,18 +171,27 @@ def _pids(rel, pattern: str) -> list[int]:
 
 
 def test_sigkill_of_every_model_replica_and_the_controller_loses_no_release_state(rel):
+    cli(rel, "canary", rel["good"], "--weight", "20", "--policy", str(rel["work"] / "hold.yaml"))
     before = current_release(rel["reg"], NAME)
+    wait_release(rel, before.id)
     victims = _pids(rel, r"ServeController|ServeReplica:sparc:Model")
     assert len(victims) >= 2, victims
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
+
+    def recovered() -> bool:
         alive = _pids(rel, r"ServeReplica:sparc:Model")
-        recovered = alive and not set(alive) & set(victims) and _pids(rel, "ServeController")
-        if recovered and httpx.get(f"{rel['url']}/health", timeout=30).status_code == 200:
-            break
-        time.sleep(1)
+        if not alive or set(alive) & set(victims) or not _pids(rel, "ServeController"):
+            return False
+        return httpx.get(f"{rel['url']}/health", timeout=30).status_code == 200
+
+    wait_until(
+        recovered,
+        120,
+        interval=1,
+        message="new Model replicas and a new ServeController, and /health answering 200",
+        ignore=(httpx.HTTPError,),
+    )
     health = wait_release(rel, before.id)
     assert health["release"]["weight"] == 20 and current_release(rel["reg"], NAME) == before
     answers = traffic(rel, 1000)
@@ -188,20 +231,28 @@ def test_shadow_answers_clients_with_production_and_records_agreement(rel):
     answers = traffic(rel, 600)
     assert {(a["status"], a["model_version"]) for a in answers} == {(200, rel["v1"])}
     label(rel, answers)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        evidence = httpx.get(f"{rel['url']}/health").json()["release_evidence"]
-        if evidence["shadow"]["rows"] >= 500:
-            break
-        time.sleep(1)
+
+    def health_evidence() -> dict:
+        return httpx.get(f"{rel['url']}/health", timeout=30).json()["release_evidence"]
+
+    evidence = wait_until(
+        lambda: (e := health_evidence())["shadow"]["rows"] >= 500 and e,
+        30,
+        interval=1,
+        message=lambda: f"the shadow evidence to cover 500 rows; now: {health_evidence()}",
+    )
     shadow = evidence["shadow"]
     assert shadow["rows"] >= 500 and 0.2 < shadow["agreement"] < 0.95, evidence
     cand = evidence["versions"][rel["bad"]]
     prod = evidence["versions"][rel["v1"]]
     assert cand["labelled_rows"] > 100 and cand["accuracy"] < prod["accuracy"] - 0.1, evidence
-    metrics = httpx.get(f"http://127.0.0.1:{rel['cluster'].metrics}/metrics", timeout=30).text
-    for name in ("ray_ml_release_weight", "ray_ml_shadow_agreement"):
-        assert re.search(rf'^{name}{{[^}}]*model_version="{rel["bad"]}"', metrics, re.M), name
+    metric_lines(
+        rel,
+        *(
+            rf'^{name}{{[^}}]*model_version="{rel["bad"]}"'
+            for name in ("ray_ml_release_weight", "ray_ml_shadow_agreement")
+        ),
+    )
     cli(rel, "abort")
     wait_release(rel, None)
 
@@ -213,12 +264,19 @@ def test_a_good_candidate_from_the_training_job_is_promoted_automatically(rel):
     assert release.mode == "canary" and release.weight == 30 and release.started_by == "train"
     wait_release(rel, release.id)
     statuses = Counter()
-    deadline = time.time() + 240
-    while current_release(rel["reg"], NAME) is not None and time.time() < deadline:
+
+    def labelled_traffic_until_decided() -> bool:
         answers = traffic(rel, 200)
         statuses.update(a["status"] for a in answers)
         label(rel, answers)
-        time.sleep(1.2)
+        return current_release(rel["reg"], NAME) is None
+
+    wait_until(
+        labelled_traffic_until_decided,
+        240,
+        interval=1.2,  # the policy runs every second
+        message=lambda: f"the release policy to decide on {release.id}; answers: {statuses}",
+    )
     assert set(statuses) == {200}, statuses
     decision = release_log(rel["reg"], NAME)[-1]
     assert decision["event"] == "promoted", decision
@@ -226,13 +284,7 @@ def test_a_good_candidate_from_the_training_job_is_promoted_automatically(rel):
     assert rel["reg"].history(NAME)[-2:] == [rel["v1"], release.version]
     health = wait_release(rel, None)
     assert health["production"] == release.version
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        metrics = httpx.get(f"http://127.0.0.1:{rel['cluster'].metrics}/metrics").text
-        if 'decision="rolled_back"' in metrics and 'decision="promoted"' in metrics:
-            break
-        time.sleep(2)
-    assert re.search(r'^ray_ml_release_decisions_total{[^}]*decision="promoted"', metrics, re.M)
+    metric_lines(rel, r'^ray_ml_release_decisions_total{[^}]*decision="promoted"')
 
 
 def test_status_shows_the_history(rel):

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,8 @@ import yaml
 from sparc_ray.registry import signing
 from sparc_ray.registry.store import ModelRegistry
 from tests.conftest import DATA, ROOT
+from tests.integration.models import load_verified
+from tests.waiting import wait_until
 
 TINY_SPACE = {
     "random_forest": {"n_estimators": [20, 40], "max_depth": [None, 6]},
@@ -77,7 +78,7 @@ def test_bad_data_exits_nonzero_and_writes_nothing(tmp_path):
     assert not (tmp_path / "store").exists() and not (tmp_path / "ray_results").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_train_job_publishes_signs_promotes_and_tracks(tmp_path, loans):
     """Also: every trial and the published version in MLflow, and the DVC version of the
     data file in the metadata."""
@@ -134,7 +135,7 @@ def test_train_job_publishes_signs_promotes_and_tracks(tmp_path, loans):
     for png in ("confusion_matrix", "roc_pr_curves", "cv_scores", "feature_importance"):
         assert (vdir / f"report/{png}.png").read_bytes()[:4] == b"\x89PNG"
 
-    model, _ = reg.load("loans")
+    model, _ = load_verified(reg, "loans", version, signing.public_key_bytes(str(public)))
     X = loans.drop(columns="decision")
     accuracy = float(np.mean(model.predict(X) == loans["decision"].to_numpy()))
     assert accuracy > 0.8
@@ -169,7 +170,7 @@ def test_train_job_publishes_signs_promotes_and_tracks(tmp_path, loans):
     assert "report/confusion_matrix.png" in artifacts
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_failed_gates_store_but_do_not_promote(tmp_path):
     cfg = write_config(
         tmp_path,
@@ -194,7 +195,7 @@ def _results(exp: Path) -> dict[str, int]:
     }
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
     rng = np.random.default_rng(1)
     X = pd.DataFrame(rng.normal(size=(4000, 12)), columns=[f"x{i}" for i in range(12)])
@@ -209,24 +210,31 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
             "space": {"random_forest": {"n_estimators": list(range(300, 310))}},
         },
     )
+    # The job seals its experiment with the signing key and resumes only a sealed one.
+    private, _ = signing.generate_key_pair(tmp_path / "keys/k")
+    key = {signing.KEY_FILE_ENV: str(private)}
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "jobs/train.py"), "--config", str(cfg)],
         cwd=tmp_path,
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **key},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    exp = None
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        exps = list((tmp_path / "ray_results").glob("big-*"))
-        if exps:
-            exp = exps[0]
+
+    def two_trials_finished() -> Path | None:
+        for exp in (tmp_path / "ray_results").glob("big-*"):
             if sum(n == 3 for n in _results(exp).values()) >= 2:
-                break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+                return exp
+        return None
+
+    try:
+        exp = wait_until(
+            two_trials_finished, 240, interval=0.2, message="two trials to finish their 3 folds"
+        )
+    finally:  # interrupted as a user would, also when the wait failed
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out[-3000:]
     assert "search interrupted; nothing published" in out
     assert not (tmp_path / "store").exists()
@@ -234,7 +242,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
     finished = {t for t, n in before.items() if n == 3}
     assert 2 <= len(finished) < 10
 
-    r = run_job("--config", str(cfg), "--resume", cwd=tmp_path)
+    r = run_job("--config", str(cfg), "--resume", cwd=tmp_path, env=key)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert str(exp) in r.stdout
     after = _results(exp)

@@ -11,9 +11,9 @@ import pytest
 import ray
 
 from sparc_ray.training.config import CVConfig, SearchConfig
+from sparc_ray.training.search_space import candidate_label
 from sparc_ray.training.tuning import build_tuner, fold_milestones, refit, run_search, score_fold
 
-pytestmark = pytest.mark.slow
 N_FOLDS = 5
 SPACE = {
     # Three good configurations, which cost more and so start first, and three hopeless ones
@@ -21,6 +21,7 @@ SPACE = {
     "random_forest": {"n_estimators": [10, 20, 40]},
     "logistic_regression": {"C": [1e-7, 2e-7, 4e-7]},
 }
+LOW_C = SPACE["logistic_regression"]["C"]
 
 
 class CountingFold:
@@ -71,6 +72,7 @@ def test_fold_milestones_follow_asha_rungs():
     assert fold_milestones(5, search(scheduler="fifo")) == [5]
 
 
+@pytest.mark.cluster
 def test_asha_stops_hopeless_trials_and_their_folds_never_run(local_ray, loans, tmp_path):
     ran = tmp_path / "folds"
     ran.mkdir()
@@ -83,13 +85,14 @@ def test_asha_stops_hopeless_trials_and_their_folds_never_run(local_ray, loans, 
     assert sum(reported.values()) <= len(folds_run) < len(reported) * N_FOLDS - 3
     assert len({(label, fold) for label, fold, _ in folds_run}) == len(folds_run)
     # ASHA is asynchronous: the first trial to reach a rung has no one to lose to.
-    hopeless = [reported[f"logistic_regression(C={c})"] for c in ("1e-07", "2e-07", "4e-07")]
+    hopeless = [reported[candidate_label("logistic_regression", {"C": c})] for c in LOW_C]
     assert sum(n < N_FOLDS for n in hopeless) >= 2, reported
     assert result.best["folds"] == N_FOLDS and result.best["model_type"] == "random_forest"
     # The folds ran as tasks in more than one worker process (two CPUs, trials hold none).
     assert len({pid for _, _, pid in folds_run}) >= 2
 
 
+@pytest.mark.cluster
 def test_fifo_runs_every_fold_and_refit_is_a_ray_task(local_ray, loans, tmp_path):
     result = _search(loans, tmp_path, "fifo", score_fold)
     assert all(t["folds"] == N_FOLDS for t in result.trials)
