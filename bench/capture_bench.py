@@ -34,7 +34,7 @@ from baselines import ours_body, wrk  # noqa: E402
 from serve_bench import NAME, WORK, dataset, signing_keys, train  # noqa: E402
 
 from sparc_ray.data.captured import read_predictions  # noqa: E402
-from sparc_ray.monitoring.capture import capture_root  # noqa: E402
+from sparc_ray.registry.layout import capture_root  # noqa: E402
 from tests.integration.cluster import running_cluster  # noqa: E402
 
 OUT = ROOT / "bench/results/capture_bench.json"

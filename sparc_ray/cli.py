@@ -51,6 +51,13 @@ def _models(args: argparse.Namespace) -> int:
         version = reg.resolve(args.name, _needs_version(args))
         releases.promote(reg, args.name, version, force=args.force, public_key=public_key)
         print(f"{args.name}: production -> {reg.alias(args.name)}")
+        if not reg.metadata(args.name, version).gates.passed:
+            print(
+                f"[sparc-ray] warning: {version} failed its gates: the serving app keeps the "
+                "last verified production; only a pin (Validator user_config model_version) "
+                "serves it",
+                file=sys.stderr,
+            )
     elif args.action == "rollback":
         print(f"{args.name}: production -> {releases.rollback(reg, args.name)}")
     elif args.action in ("canary", "shadow"):
@@ -116,8 +123,8 @@ def _capture(args: argparse.Namespace) -> int:
     """``capture purge``: erase captured rows and labels (before a date, or by prediction id)."""
     import datetime as dt
 
-    from sparc_ray.monitoring.capture import capture_root
     from sparc_ray.monitoring.capture_files import purge
+    from sparc_ray.registry.layout import capture_root
 
     if args.before is None and not args.prediction_id:
         raise ValueError("capture purge needs --before DATE or --prediction-id ID")

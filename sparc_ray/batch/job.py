@@ -162,7 +162,7 @@ def run(plan: ScorePlan, actors: int | None = None, batch_rows: int = SCORE_BATC
 def run_job(args: argparse.Namespace) -> int:
     """Check (no Ray, nothing written on bad input), then score; returns the exit code."""
     try:
-        if not args.public_key and not getattr(args, "allow_unsigned", False):
+        if not args.public_key and not args.allow_unsigned:
             raise signing.SigningKeyError(
                 "--public-key is required: the Ed25519 public key the version is signed with"
             )

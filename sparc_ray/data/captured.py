@@ -18,9 +18,15 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 
 from sparc_ray.data.loading import DataError, load_dataset
-from sparc_ray.monitoring.capture import DATE_KEY, VERSION_KEY, capture_root
 from sparc_ray.registry import storage
-from sparc_ray.registry.layout import ALIAS, CAPTURE_LABELS, CAPTURE_PREDICTIONS
+from sparc_ray.registry.layout import (
+    ALIAS,
+    CAPTURE_DATE_KEY,
+    CAPTURE_LABELS,
+    CAPTURE_PREDICTIONS,
+    CAPTURE_VERSION_KEY,
+    capture_root,
+)
 
 if TYPE_CHECKING:
     from sparc_ray.registry.metadata import ModelMetadata
@@ -28,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 # Partition values are text: a version id of digits stays a string, not an integer.
 PARTITIONING = pds.partitioning(
-    pa.schema([(DATE_KEY, pa.string()), (VERSION_KEY, pa.string())]), flavor="hive"
+    pa.schema([(CAPTURE_DATE_KEY, pa.string()), (CAPTURE_VERSION_KEY, pa.string())]), flavor="hive"
 )
 SHOWN = 5  # unknown labels named in an error
 
@@ -80,7 +86,7 @@ def read_predictions(
     if since is not None:
         expr = pds.field("timestamp") >= since
     if version is not None:
-        clause = pds.field(VERSION_KEY) == version
+        clause = pds.field(CAPTURE_VERSION_KEY) == version
         expr = clause if expr is None else expr & clause
     table = ds.to_table(filter=expr)
     features = table.column("features").combine_chunks()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -150,6 +151,18 @@ def normalize_features(X: pd.DataFrame) -> pd.DataFrame:
                 dtype=object,
             )
     return X.assign(**converted) if converted else X
+
+
+def columns_from_frame(
+    df: pd.DataFrame, feature_names: Sequence[str], feature_kinds: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """A frame as a scorer takes it (``inference.columns``): numeric float64 (NaN =
+    missing), categorical object str / NaN."""
+    X = normalize_features(df[list(feature_names)])
+    return {
+        n: X[n].to_numpy(dtype=np.float64 if k == "numeric" else object, na_value=np.nan)
+        for n, k in zip(feature_names, feature_kinds, strict=True)
+    }
 
 
 def fingerprint(df: pd.DataFrame) -> str:

@@ -16,7 +16,6 @@ import onnx
 import onnxruntime as ort
 import pandas as pd
 
-from sparc_ray.data.loading import normalize_features
 from sparc_ray.registry.artifacts import IntegrityError, sha256_bytes
 
 OUTPUT = "probabilities"
@@ -59,17 +58,6 @@ def external_data(data: bytes) -> list[str]:
         for t in tensors
         if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data)
     ]
-
-
-def columns_from_frame(
-    df: pd.DataFrame, feature_names: Sequence[str], feature_kinds: Sequence[str]
-) -> dict[str, np.ndarray]:
-    """The validator's column dict: numeric float64 (NaN = missing), categorical object str/NaN."""
-    X = normalize_features(df[list(feature_names)])
-    return {
-        n: X[n].to_numpy(dtype=np.float64 if k == "numeric" else object, na_value=np.nan)
-        for n, k in zip(feature_names, feature_kinds, strict=True)
-    }
 
 
 class OnnxModel:

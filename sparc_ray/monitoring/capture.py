@@ -9,9 +9,8 @@
 ``root`` is ``<model store>/<name>/_capture`` unless configured (any pyarrow URI; a
 location of its own is recommended, docs/serving.md). The serving side (``CaptureWriter``)
 only appends to a bounded queue; a thread writes (files 0600 and directories 0700 on local
-disks, ``capture_files``), leaves out the features named in ``exclude`` and deletes date
-partitions older than ``retention_days``. ``sparc_ray.data.captured`` reads it back for the
-drift report and retraining.
+disks), leaves out the ``exclude`` features and deletes days older than ``retention_days``.
+``sparc_ray.data.captured`` reads it back for the drift report and retraining.
 """
 
 from __future__ import annotations
@@ -30,18 +29,18 @@ import pyarrow as pa
 
 from sparc_ray.monitoring import capture_files
 from sparc_ray.registry import storage
-from sparc_ray.registry.layout import CAPTURE_DIR, CAPTURE_LABELS, CAPTURE_PREDICTIONS
+from sparc_ray.registry.layout import (
+    CAPTURE_DATE_KEY,
+    CAPTURE_LABELS,
+    CAPTURE_PREDICTIONS,
+    CAPTURE_VERSION_KEY,
+)
 
 logger = logging.getLogger(__name__)
 # Hive partition keys of the directories (both hold text; labels have no version).
-DATE_KEY, VERSION_KEY = capture_files.DATE_KEY, "model_version"
 EXPIRE_EVERY_S = 3600.0  # how often the retention is enforced (and once at start)
 MAX_ROW = 2**31  # rows are stored as int32
 LOG_EVERY_S = 30.0  # a failure that repeats is logged at most this often (always counted)
-
-
-def capture_root(store: str, name: str) -> str:
-    return storage.join(store, name, CAPTURE_DIR)
 
 
 def _today(ts: float) -> str:
@@ -243,7 +242,9 @@ class CaptureWriter:
             self._error("the on_write callback failed")
 
     def _write(self, kind: str, version: str | None, day: str, table: pa.Table) -> None:
-        parts = [kind, f"{DATE_KEY}={day}"] + ([f"{VERSION_KEY}={version}"] if version else [])
+        parts = [kind, f"{CAPTURE_DATE_KEY}={day}"] + (
+            [f"{CAPTURE_VERSION_KEY}={version}"] if version else []
+        )
         fs, root = storage.open_fs(self.root)
         directory = capture_files.make_dirs(fs, root, parts)
         name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"

@@ -25,10 +25,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sparc_ray.registry import storage
-from sparc_ray.registry.layout import CAPTURE_LABELS, CAPTURE_PREDICTIONS
+from sparc_ray.registry.layout import CAPTURE_DATE_KEY, CAPTURE_LABELS, CAPTURE_PREDICTIONS
 
 logger = logging.getLogger(__name__)
-DATE_KEY = "capture_date"
 DIR_MODE, FILE_MODE = 0o700, 0o600
 KINDS = (CAPTURE_PREDICTIONS, CAPTURE_LABELS)
 
@@ -76,7 +75,7 @@ def _dates(fs: pafs.FileSystem, root: str) -> Iterable[tuple[str, str]]:
         selector = pafs.FileSelector(posixpath.join(root, kind), allow_not_found=True)
         for info in fs.get_file_info(selector):
             base = info.base_name
-            if info.type == pafs.FileType.Directory and base.startswith(f"{DATE_KEY}="):
+            if info.type == pafs.FileType.Directory and base.startswith(f"{CAPTURE_DATE_KEY}="):
                 yield info.path, base.split("=", 1)[1]
 
 

@@ -25,9 +25,8 @@ import numpy as np
 import pandas as pd
 
 from sparc_ray.data.captured import parse_since, read_labels, read_predictions, version_metadata
-from sparc_ray.monitoring.capture import capture_root
 from sparc_ray.monitoring.drift import categorical_counts, numeric_counts, psi
-from sparc_ray.registry.layout import ALIAS
+from sparc_ray.registry.layout import ALIAS, capture_root
 from sparc_ray.registry.metadata import DriftReference
 from sparc_ray.registry.store import RegistryError
 

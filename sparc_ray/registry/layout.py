@@ -42,6 +42,15 @@ RELEASE_LOG = "releases.json"
 CAPTURE_DIR = "_capture"
 CAPTURE_PREDICTIONS = "predictions"
 CAPTURE_LABELS = "labels"
+CAPTURE_DATE_KEY = "capture_date"  # hive partitions: capture_date=YYYY-MM-DD/
+CAPTURE_VERSION_KEY = "model_version"  # predictions only: model_version=<id>/
+
+
+def capture_root(store: str, name: str) -> str:
+    """Where a model's captures go unless ``capture_uri`` says otherwise."""
+    from sparc_ray.registry import storage  # storage needs pyarrow; the names above do not
+
+    return storage.join(store, name, CAPTURE_DIR)
 
 
 def report_file(name: str) -> str:

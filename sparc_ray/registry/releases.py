@@ -283,27 +283,3 @@ def rollback(reg: ModelRegistry, name: str, by: str = "cli") -> str:
         finish_release(reg, name, release.id, "aborted", f"production rolled back by {by}")
     reg._set_alias(name, previous, history)
     return previous
-
-
-def release_new_version(
-    reg: ModelRegistry,
-    name: str,
-    version: str,
-    *,
-    eligible: bool,
-    mode: Literal["production", "canary", "shadow"],
-    weight: float | None,
-    policy: str | Path | None,
-    by: str,
-) -> tuple[bool, str | None]:
-    """After publishing: nothing (not ``eligible``: gates failed or promotion not asked),
-    promotion (``mode`` production, or the
-    model's first version: nothing to compare against), or a canary / shadow release.
-    Returns (promoted, the release started as text)."""
-    if not eligible:
-        return False, None
-    if mode == "production" or reg.alias(name) is None:
-        promote(reg, name, version, by=by)  # ends a release in progress
-        return True, None
-    r = start_release(reg, name, version, mode, weight=weight, policy=load_policy(policy), by=by)
-    return False, f"{r.mode} at {r.weight:g}% ({r.id})"

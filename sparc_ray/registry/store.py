@@ -1,7 +1,6 @@
-"""Model registry: each model's versions and the records beside them (layout:
-``sparc_ray.registry.layout``). ``metadata.json`` reads as a ``ModelMetadata``; ``signature.json``
-signs every file of a version (``sparc_ray.registry.signing``). Only ``releases`` moves
-``production`` (``_set_alias``); ``sparc_ray.inference.loader`` loads versions, verified.
+"""Model registry: each model's versions and the records beside them (``layout``).
+``metadata.json`` reads as a ``ModelMetadata``; ``signature.json`` signs every file of a
+version (``signing``). Only ``releases`` moves ``production``; ``inference.loader`` loads.
 
 The store is a local directory or a pyarrow URI (``s3://``, ``gs://``, ``file://``...). Locally
 a version is staged under a hidden name and renamed into place, records replaced by rename. On
@@ -275,7 +274,9 @@ class ModelRegistry:
             raise
         return version
 
-    def sign(self, name: str, version: str, key: SigningKey, expected: Digests = None) -> Digests:
+    def sign(
+        self, name: str, version: str, key: SigningKey, expected: Digests = None
+    ) -> dict[str, str]:
         """Sign a legacy version if its files are exactly ``expected``, sha256 from a record the
         operator trusts (``signing.check_digests``); returns the digests signed."""
         root = self.version_dir(name, version) if self.metadata(name, version) else ""

@@ -28,7 +28,8 @@ from ray.serve.handle import DeploymentHandle
 from sparc_ray.inference.columns import Columns
 from sparc_ray.inference.labels import class_index, labels_from_proba
 from sparc_ray.inference.loader import ModelLoader
-from sparc_ray.monitoring.capture import CaptureWriter, capture_root
+from sparc_ray.monitoring.capture import CaptureWriter
+from sparc_ray.registry.layout import capture_root
 from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.serving import metrics
 from sparc_ray.serving.drift_tracker import DriftTracker

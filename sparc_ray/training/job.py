@@ -24,7 +24,7 @@ from sparc_ray.data.loading import (
 from sparc_ray.data.validation import DataValidator
 from sparc_ray.inference.labels import labels_from_proba
 from sparc_ray.monitoring.drift import build_reference
-from sparc_ray.registry import releases, signing, storage
+from sparc_ray.registry import signing, storage
 from sparc_ray.registry.metadata import SCHEMA_VERSION
 from sparc_ray.registry.store import ModelRegistry
 from sparc_ray.training import experiment_seal, tracking
@@ -37,7 +37,7 @@ from sparc_ray.training.evaluation import apply_gates, metrics_from_proba
 from sparc_ray.training.job_args import add_train_arguments, load_config
 from sparc_ray.training.onnx_export import export_onnx
 from sparc_ray.training.report import build_report
-from sparc_ray.training.result import TrainResult, summary_text
+from sparc_ray.training.result import TrainResult, release_new_version, summary_text
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_GATES_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
@@ -205,7 +205,7 @@ def run_training(
         files[metadata["onnx"]["file"]] = onnx_bytes
     registry = ModelRegistry(cfg.registry.store)
     version = registry.publish(cfg.name, model, metadata, files, signing_key=signing_key)
-    promoted, release = releases.release_new_version(
+    promoted, release = release_new_version(
         registry,
         cfg.name,
         version,

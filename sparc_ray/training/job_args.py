@@ -80,6 +80,11 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--public-key", help="require the version to be signed by this Ed25519 key (PEM)"
     )
+    parser.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="development only: score without --public-key (ONNX versions, checked by sha256)",
+    )
     parser.add_argument("--actors", type=int, help="scoring actors (default: one per CPU)")
     parser.add_argument(
         "--batch-rows", type=int, default=SCORE_BATCH_ROWS, help="rows per model call"

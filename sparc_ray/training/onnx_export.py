@@ -26,8 +26,8 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
-from sparc_ray.data.loading import normalize_features
-from sparc_ray.inference.onnx_model import META_KEY, OUTPUT, OnnxModel, columns_from_frame
+from sparc_ray.data.loading import columns_from_frame, normalize_features
+from sparc_ray.inference.onnx_model import META_KEY, OUTPUT, OnnxModel
 from sparc_ray.registry.artifacts import sha256_bytes
 from sparc_ray.registry.layout import ONNX_FILE
 from sparc_ray.training.estimator import SPARCClassificationModel

@@ -1,10 +1,14 @@
-"""What a training job produced, and the summary it prints."""
+"""What a training job produced: the published version's release (promoted, or a canary /
+shadow started), the result, and the summary it prints."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
+from sparc_ray.registry import releases
+from sparc_ray.registry.store import ModelRegistry
 from sparc_ray.training.config import TrainConfig
 
 
@@ -46,3 +50,28 @@ def summary_text(cfg: TrainConfig, r: TrainResult) -> str:
         "=" * 72,
     ]
     return "\n".join(lines)
+
+
+def release_new_version(
+    reg: ModelRegistry,
+    name: str,
+    version: str,
+    *,
+    eligible: bool,
+    mode: Literal["production", "canary", "shadow"],
+    weight: float | None,
+    policy: str | Path | None,
+    by: str,
+) -> tuple[bool, str | None]:
+    """After publishing: nothing (not ``eligible``: gates failed or promotion not asked),
+    promotion (``mode`` production, or the
+    model's first version: nothing to compare against), or a canary / shadow release.
+    Returns (promoted, the release started as text)."""
+    if not eligible:
+        return False, None
+    if mode == "production" or reg.alias(name) is None:
+        releases.promote(reg, name, version, by=by)  # ends a release in progress
+        return True, None
+    policy_model = releases.load_policy(policy)
+    r = releases.start_release(reg, name, version, mode, weight=weight, policy=policy_model, by=by)
+    return False, f"{r.mode} at {r.weight:g}% ({r.id})"

@@ -16,7 +16,7 @@ import pytest
 
 from sparc_ray.data.captured import read_predictions
 from sparc_ray.data.loading import load_dataset
-from sparc_ray.monitoring.capture import capture_root
+from sparc_ray.registry.layout import capture_root
 from sparc_ray.registry.releases import current_release
 from sparc_ray.registry.store import ModelRegistry
 from tests.integration.cluster import FEEDBACK_TOKEN, end_release, running_cluster

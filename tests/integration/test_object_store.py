@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from moto.server import ThreadedMotoServer
 
-from sparc_ray.data.loading import data_version, load_dataset
+from sparc_ray.data.loading import columns_from_frame, data_version, load_dataset
 from sparc_ray.inference.loader import RegistryLoader
-from sparc_ray.inference.onnx_model import columns_from_frame
 from sparc_ray.registry import releases, signing, storage
 from sparc_ray.registry.artifacts import IntegrityError
 from sparc_ray.registry.store import ModelRegistry

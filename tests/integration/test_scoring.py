@@ -14,9 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sparc_ray.batch.job import ScorePlan, run
-from sparc_ray.data.loading import load_dataset
+from sparc_ray.data.loading import columns_from_frame, load_dataset
 from sparc_ray.inference.loader import RegistryLoader
-from sparc_ray.inference.onnx_model import columns_from_frame
 from sparc_ray.registry import releases, signing
 from sparc_ray.registry.store import ModelRegistry
 from sparc_ray.training.estimator import SPARCClassificationModel

@@ -499,9 +499,12 @@ def test_swapped_model_with_matching_metadata_is_refused_and_the_old_version_ser
         health = httpx.get(f"{url}/health").json()
         assert health["status"] == "healthy" and health["model_version"] == app["v2"]
         assert refused in json.dumps(health["errors"]), health["errors"]
-        for query in ("", f"?version={target}"):
-            r = httpx.get(f"{url}/model{query}", timeout=60)
-            assert r.status_code == 503 and refused in r.text, r.text
+        r = httpx.get(f"{url}/model", timeout=60)  # what serves: the verified version
+        assert r.status_code == 200 and r.json()["version"] == app["v2"], r.text
+        r = httpx.get(f"{url}/model?version={target}", timeout=60)  # another one: admin only
+        assert r.status_code == 401, r.text
+        r = httpx.get(f"{url}/model?version={target}", headers=AUTH, timeout=60)
+        assert r.status_code == 503 and refused in r.text, r.text
     finally:
         (root / "production").write_text(f"{app['v2']}\n")
     _wait_health(url, production=app["v2"], model_version=app["v2"])

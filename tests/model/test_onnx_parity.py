@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from sparc_ray.data.loading import load_dataset
-from sparc_ray.inference.onnx_model import OnnxModel, columns_from_frame
+from sparc_ray.data.loading import columns_from_frame, load_dataset
+from sparc_ray.inference.onnx_model import OnnxModel
 from sparc_ray.registry.artifacts import IntegrityError, sha256_bytes
 from sparc_ray.training import onnx_export
 from sparc_ray.training.estimator import MODEL_FAMILIES, SPARCClassificationModel

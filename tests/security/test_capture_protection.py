@@ -16,7 +16,8 @@ import yaml
 
 from sparc_ray.cli import main
 from sparc_ray.data.captured import labelled_rows, read_labels, read_predictions
-from sparc_ray.monitoring.capture import CaptureWriter, _table, capture_root
+from sparc_ray.monitoring.capture import CaptureWriter, _table
+from sparc_ray.registry.layout import capture_root
 from sparc_ray.registry.storage import open_fs
 from sparc_ray.serving.settings import PostprocessorSettings, ServingSettings
 from tests.s3_server import running_s3, s3_uri

@@ -5,7 +5,6 @@ fails its health check."""
 import asyncio
 
 import numpy as np
-
 import pytest
 
 from sparc_ray.inference.isolation import score_isolating

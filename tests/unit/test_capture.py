@@ -15,8 +15,9 @@ from sparc_ray.data.captured import (
     split_capture_location,
 )
 from sparc_ray.data.loading import DataError
-from sparc_ray.monitoring.capture import CaptureWriter, capture_root
+from sparc_ray.monitoring.capture import CaptureWriter
 from sparc_ray.registry import releases
+from sparc_ray.registry.layout import capture_root
 from sparc_ray.registry.store import ModelRegistry
 
 

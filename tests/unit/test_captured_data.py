@@ -14,8 +14,9 @@ import pytest
 
 from sparc_ray.data.captured import load_capture_dataset
 from sparc_ray.data.loading import DataError, load_dataset
-from sparc_ray.monitoring.capture import CaptureWriter, capture_root
+from sparc_ray.monitoring.capture import CaptureWriter
 from sparc_ray.registry import releases, signing
+from sparc_ray.registry.layout import capture_root
 from sparc_ray.registry.store import ModelRegistry
 
 NAME, OLD, PRODUCTION = "tumours", "v1-old", "v2-production"

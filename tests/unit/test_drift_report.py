@@ -12,12 +12,12 @@ import pytest
 
 from sparc_ray.cli import main
 from sparc_ray.data.captured import parse_since
-from sparc_ray.data.loading import normalize_features
-from sparc_ray.inference.onnx_model import columns_from_frame
-from sparc_ray.monitoring.capture import CaptureWriter, capture_root
+from sparc_ray.data.loading import columns_from_frame, normalize_features
+from sparc_ray.monitoring.capture import CaptureWriter
 from sparc_ray.monitoring.drift import build_reference
 from sparc_ray.monitoring.drift_report import build_report, render_html
 from sparc_ray.registry import releases
+from sparc_ray.registry.layout import capture_root
 from sparc_ray.registry.store import ModelRegistry
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -76,7 +76,9 @@ def test_a_training_promote_during_a_canary_ends_it(reg, trained_loans_model):
     fresh = reg.publish(
         "loans", trained_loans_model, {"gates": PASSED, "classes": ["a", "b"], "features": FEATURES}
     )
-    started = releases.release_new_version(
+    from sparc_ray.training.result import release_new_version
+
+    started = release_new_version(
         reg, "loans", fresh, eligible=True, mode="production", weight=None, policy=None, by="train"
     )
     assert started == (True, None)

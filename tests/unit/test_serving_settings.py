@@ -38,8 +38,8 @@ def test_a_pin_is_one_version_id():
 
 
 def test_reload_body_is_strict():
-    from sparc_ray.serving.requests import RequestError
     from sparc_ray.serving.admin import ReloadRequest
+    from sparc_ray.serving.requests import RequestError
 
     assert ReloadRequest.parse(b"", 10_000) == ReloadRequest()
     assert ReloadRequest.parse(b'{"version": "production"}', 10_000) == ReloadRequest()

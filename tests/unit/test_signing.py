@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from sparc_ray.cli import main as cli
+from sparc_ray.data.loading import columns_from_frame
 from sparc_ray.inference.loader import RegistryLoader
-from sparc_ray.inference.onnx_model import columns_from_frame
 from sparc_ray.registry import layout, signing
 from sparc_ray.registry.signing import SignatureError
 from sparc_ray.registry.store import ModelRegistry
