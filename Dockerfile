@@ -2,7 +2,7 @@
 # Ray 2.60.0 on Python 3.11 plus this package and its jobs/ and tune/ files.
 #   docker build -t sparc-ray:2.60.0-py311 .
 # The Ray version must match `rayVersion` in kuberay/*.yaml and ray==2.60.* in
-# pyproject.toml (tests/unit/test_manifests.py checks both).
+# pyproject.toml (tests/manifests/ checks both).
 FROM rayproject/ray:2.60.0-py311
 
 # The base image's user is `ray`: uid 1000, primary group `users` (gid 100),
@@ -11,7 +11,7 @@ FROM rayproject/ray:2.60.0-py311
 USER 1000:100
 
 # Ray Serve's fast path (HAProxy ingress, throughput-optimized replicas) for every Ray
-# process of the image: the values of serve.env (tests/unit/test_serve_env.py keeps them
+# process of the image: the values of serve.env (tests/manifests/test_serve_env.py keeps them
 # equal; the KubeRay manifests set them on every Ray container as well).
 ENV RAY_SERVE_ENABLE_HA_PROXY=1
 ENV RAY_SERVE_THROUGHPUT_OPTIMIZED=1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make a Debian-packaged tool the tests need available: `install-apt.sh COMMAND PACKAGE`
 # installs PACKAGE with apt-get when COMMAND is missing. Used by `make test` for
-#   promtool  (prometheus) - Prometheus rule checks / unit tests in tests/unit/test_manifests.py
+#   promtool  (prometheus) - Prometheus rule checks / unit tests in tests/manifests/
 #   chromium  (chromium)   - the offline /docs rendering check in tests/integration/test_serving.py
 #   redis-server (redis-server) - the GCS fault-tolerance test (tests/integration/test_gcs_ft.py)
 # Never fails the build: without the tool those tests are skipped, loudly.

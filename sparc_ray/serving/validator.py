@@ -55,6 +55,8 @@ logger = logging.getLogger("ray.serve")
 # FastAPIOffline: /docs and /redoc load Swagger UI / ReDoc from the app, not from a CDN.
 api = FastAPIOffline(title="sparc-ray model API", version=__version__, description=DOCS)
 api.add_exception_handler(RequestValidationError, invalid_parameters)
+# /openapi.json is served by the Validator (below): training values only for the admin token.
+api.router.routes = [r for r in api.router.routes if getattr(r, "path", "") != api.openapi_url]
 DEFAULTS = ValidatorSettings()
 
 
@@ -83,9 +85,6 @@ class Validator:
         self.unavailable: dict[str, str] = {}  # versions that could not be loaded, and why
         self._in_flight = 0  # micro-batches sent and not yet answered
         self.openapi = OpenAPIDocument(api)  # /openapi.json: the served version's features
-        api.openapi = lambda: self.openapi.render(  # type: ignore[method-assign]
-            self.versions.cached_metadata(self.watcher.view.serving), self.settings.max_instances
-        )
         self.tasks = BackgroundTasks()
         self.tasks.start("registry_watch", self._watch_forever())
         self.tasks.start("log_flush", flush_logs_forever(self.failures))
@@ -242,6 +241,12 @@ class Validator:
         return json_response(
             200, meta if full else {k: v for k, v in meta.items() if k != "reference"}
         )
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi_json(self, request: Request) -> Response:
+        full = self.settings.openapi_training_values or self._is_admin(request)
+        meta = self.versions.cached_metadata(self.watcher.view.serving)
+        return json_response(200, self.openapi.render(meta, self.settings.max_instances, full))
 
     def _is_admin(self, request: Request) -> bool:
         return self.admin_token.allows(request.headers.get("authorization"))

@@ -368,6 +368,15 @@ def test_health_model_metrics_and_docs(app):
         spec["paths"]
     )
     assert "example" in json.dumps(spec["paths"]["/predict"]["post"]["requestBody"])
+
+    # Training values (mid-range numbers in the example row) only in the admin's document.
+    def example(doc: dict) -> dict:
+        return doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+
+    anonymous = example(spec)["example"]["instances"][0]
+    assert set(anonymous.values()) <= {0.0, None}, anonymous
+    full = example(httpx.get(f"{url}/openapi.json", headers=AUTH).json())
+    assert set(full["example"]["instances"][0].values()) - {0.0, None}
     assert httpx.get(f"{url}/docs").status_code == 200
 
 
