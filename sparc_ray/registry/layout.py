@@ -9,10 +9,12 @@
           signature.json              SIGNATURE_FILE: Ed25519 over every file (when signed)
           metadata.json               METADATA_FILE: written last; a version without it is
                                       not a version
-        production                    ALIAS: the promoted version (one line)
-        production.history            HISTORY_FILE: the promotions so far (rollback)
-        candidate.json                CANDIDATE_FILE: the release in progress
-        releases.json                 RELEASE_LOG: every release and how it ended
+        _records/                     RECORDS_DIR: what the Serve app may write; versions are
+                                      read-only to it (a mount of this directory alone)
+          production                  ALIAS: the promoted version (one line)
+          production.history          HISTORY_FILE: the promotions so far (rollback)
+          candidate.json              CANDIDATE_FILE: the release in progress
+          releases.json               RELEASE_LOG: every release and how it ended
         _capture/                     CAPTURE_DIR: traffic capture (sparc_ray.monitoring.capture)
           predictions/ labels/        CAPTURE_PREDICTIONS, CAPTURE_LABELS
 
@@ -20,6 +22,9 @@ Tune's experiments live apart from the store, under DEFAULT_TUNE_STORAGE unless 
 """
 
 from __future__ import annotations
+
+import datetime as dt
+import uuid
 
 DEFAULT_STORE = "model_store"
 DEFAULT_TUNE_STORAGE = "ray_results"
@@ -32,7 +37,8 @@ SIGNATURE_FILE = "signature.json"
 REPORT_DIR = "report"
 STAGING_PREFIX = ".staging-"
 
-# -- a model's records, beside its versions ---------------------------------------------------
+# -- a model's records, in a directory of their own beside its versions -------------------------
+RECORDS_DIR = "_records"  # before it existed they sat beside the versions: still read there
 ALIAS = "production"
 HISTORY_FILE = f"{ALIAS}.history"
 CANDIDATE_FILE = "candidate.json"
@@ -51,6 +57,12 @@ def capture_root(store: str, name: str) -> str:
     from sparc_ray.registry import storage  # storage needs pyarrow; the names above do not
 
     return storage.join(store, name, CAPTURE_DIR)
+
+
+def new_version(now: dt.datetime | None = None) -> str:
+    """Sortable, unique version id: UTC time to the microsecond plus a random suffix."""
+    now = now or dt.datetime.now(dt.UTC)
+    return now.strftime("v%Y%m%d-%H%M%S-%f-") + uuid.uuid4().hex[:6]
 
 
 def report_file(name: str) -> str:

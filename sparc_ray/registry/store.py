@@ -1,16 +1,10 @@
-"""Model registry: each model's versions and the records beside them (``layout``).
-``metadata.json`` reads as a ``ModelMetadata``; ``signature.json`` signs every file of a
-version (``signing``). Only ``releases`` moves ``production``; ``inference.loader`` loads.
-
-The store is a local directory or a pyarrow URI (``s3://``, ``gs://``, ``file://``...). Locally
-a version is staged under a hidden name and renamed into place, records replaced by rename. On
-object stores a version's files are written in place, ``metadata.json`` last (readers ignore a
-version without it), each record one atomic PUT: a reader sees a whole version or none.
-"""
+"""Model registry: each model's versions and its records (paths: ``layout``), in a local
+directory or any pyarrow URI. Locally a version is staged under a hidden name and renamed into
+place; on object stores its files are written in place, ``metadata.json`` last. Records are
+replaced atomically. Only ``releases`` moves ``production``; ``inference.loader`` loads."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import posixpath
@@ -21,13 +15,14 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pyarrow.fs as pafs
 
-from sparc_ray.registry import limits, signing, storage
+from sparc_ray.registry import layout, limits, signing, storage
 from sparc_ray.registry.artifacts import IntegrityError, sha256_bytes
 from sparc_ray.registry.layout import (
     ALIAS,
     HISTORY_FILE,
     METADATA_FILE,
     MODEL_FILE,
+    RECORDS_DIR,
     SIGNATURE_FILE,
     STAGING_PREFIX,
 )
@@ -44,12 +39,6 @@ Digests: TypeAlias = dict[str, str] | None  # relative path -> sha256 (``sign``)
 
 class RegistryError(RuntimeError):
     """Unknown model / version, bad name, or a refused operation."""
-
-
-def new_version(now: dt.datetime | None = None) -> str:
-    """Sortable, unique version id: UTC time to the microsecond plus a random suffix."""
-    now = now or dt.datetime.now(dt.UTC)
-    return now.strftime("v%Y%m%d-%H%M%S-%f-") + uuid.uuid4().hex[:6]
 
 
 def _parse_metadata(data: bytes, where: str) -> ModelMetadata:
@@ -106,20 +95,30 @@ class ModelRegistry:
     def _exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 
-    # -- model-level records (aliases, release state) ------------------------------------
+    # -- model-level records (aliases, release state) in RECORDS_DIR ----------------------
+    def _records(self, name: str, rel: str) -> tuple[str, str]:
+        """Where a record is written (RECORDS_DIR), and where one from before it sits."""
+        return self._path(check_name(name, "model name"), RECORDS_DIR, rel), self._path(name, rel)
+
+    def _read_record(self, name: str, rel: str) -> bytes | None:
+        found = [p for p in self._records(name, rel) if self._exists(p)]
+        return self._read(found[0]) if found else None
+
+    def _write_record(self, name: str, rel: str, data: bytes) -> None:
+        path = self._records(name, rel)[0]
+        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        self._write_atomic(path, data)
+
     def read_json(self, name: str, rel: str) -> Any:
-        """A JSON record beside the versions (e.g. ``candidate.json``), or None."""
-        path = self._path(check_name(name, "model name"), rel)
-        return json.loads(self._read(path)) if self._exists(path) else None
+        """A JSON record (e.g. ``candidate.json``), or None."""
+        data = self._read_record(name, rel)
+        return None if data is None else json.loads(data)
 
     def write_json(self, name: str, rel: str, value: Any) -> None:
-        path = self._path(check_name(name, "model name"), rel)
-        self.fs.create_dir(posixpath.dirname(path), recursive=True)
-        self._write_atomic(path, json.dumps(value, indent=2, default=str).encode())
+        self._write_record(name, rel, json.dumps(value, indent=2, default=str).encode())
 
     def delete_record(self, name: str, rel: str) -> None:
-        path = self._path(check_name(name, "model name"), rel)
-        if self._exists(path):
+        for path in filter(self._exists, self._records(name, rel)):
             self.fs.delete_file(path)
 
     # -- reading ------------------------------------------------------------------------
@@ -155,13 +154,13 @@ class ModelRegistry:
         return _parse_metadata(self._read(path), f"{name}/{version}")
 
     def alias(self, name: str) -> str | None:
-        path = self._path(check_name(name, "model name"), ALIAS)
-        return self._read(path).decode().strip() if self._exists(path) else None
+        data = self._read_record(name, ALIAS)
+        return None if data is None else data.decode().strip()
 
     def history(self, name: str) -> list[str]:
         """The promoted versions so far, oldest first (what ``rollback`` goes back through)."""
-        path = self._path(check_name(name, "model name"), HISTORY_FILE)
-        return json.loads(self._read(path)) if self._exists(path) else []
+        data = self._read_record(name, HISTORY_FILE)
+        return [] if data is None else json.loads(data)
 
     def resolve(self, name: str, ref: str = ALIAS) -> str:
         """A version id, or ``production`` / ``latest`` resolved to one."""
@@ -237,7 +236,7 @@ class ModelRegistry:
         given, then metadata.json) and return its id. ``metadata`` gets ``schema_version``,
         ``name``, ``version``, ``model_file`` and ``sha256``, and must then fit the schema
         (``sparc_ray.registry.metadata``); RegistryError names the field that does not."""
-        version = check_name(version or new_version())
+        version = check_name(version or layout.new_version())
         final = self.version_dir(name, version)
         if self._exists(final):
             raise RegistryError(f"version {version!r} of {name!r} already exists")
@@ -294,7 +293,5 @@ class ModelRegistry:
     def _set_alias(self, name: str, version: str, history: list[str]) -> None:
         """Point ``production`` at ``version`` (``history``: the promotions up to it). Only
         ``sparc_ray.registry.releases`` calls this: it checks the version, ends the release."""
-        self._write_atomic(
-            self._path(check_name(name, "model name"), HISTORY_FILE), json.dumps(history).encode()
-        )
-        self._write_atomic(self._path(name, ALIAS), f"{check_name(version)}\n".encode())
+        self._write_record(name, HISTORY_FILE, json.dumps(history).encode())
+        self._write_record(name, ALIAS, f"{check_name(version)}\n".encode())

@@ -83,6 +83,7 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
                         "model_loaded": True,
                         "model_version": "v20261126-061517-005972-7910a4",
                         "production": "v20261126-061517-005972-7910a4",
+                        "verified_production": "v20261126-061517-005972-7910a4",
                         "pinned": None,
                         "release": {
                             "id": "r-3f2a9c1d0b",
@@ -108,7 +109,12 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
                             },
                         },
                         "last_release_decision": None,
-                        "errors": {"load": None, "unavailable": None, "registry": None},
+                        "errors": {
+                            "load": None,
+                            "unavailable": None,
+                            "registry": None,
+                            "refused": None,
+                        },
                         "timestamp": "2026-11-27T09:35:17+00:00",
                         "uptime_seconds": 12.5,
                     },
@@ -126,7 +132,7 @@ OPENAPI_EXTRA: dict[str, dict[str, Any]] = {
                 "engine. With the admin token: the whole metadata.json (drift "
                 "references with ?full=true), `serving` saying why sklearn serves if it does"
             },
-            **errors(404, 422, 503),
+            **errors(401, 403, 404, 422, 503),
         },
     },
     "metrics": {

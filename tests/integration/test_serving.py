@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from sparc_ray.data.loading import load_dataset
-from sparc_ray.registry import releases
+from sparc_ray.registry import layout, releases
 from sparc_ray.registry.layout import SIGNATURE_FILE
 from sparc_ray.registry.signing import load_private_key, public_key_bytes, sha256_bytes
 from sparc_ray.registry.store import ModelRegistry
@@ -496,7 +496,8 @@ def test_swapped_model_with_matching_metadata_is_refused_and_the_old_version_ser
     refused = "metadata.json was changed after the version was signed"
     r = httpx.post(f"{url}/reload-model", json={"version": target}, headers=AUTH, timeout=90)
     assert r.status_code == 409 and refused in r.text, r.text
-    (root / "production").write_text(f"{target}\n")  # the alias, written by hand
+    alias = root / layout.RECORDS_DIR / layout.ALIAS
+    alias.write_text(f"{target}\n")  # the alias, written by hand
     try:
         _wait_health(url, production=target)
         with cf.ThreadPoolExecutor(8) as pool:
@@ -515,7 +516,7 @@ def test_swapped_model_with_matching_metadata_is_refused_and_the_old_version_ser
         r = httpx.get(f"{url}/model?version={target}", headers=AUTH, timeout=60)
         assert r.status_code == 503 and refused in r.text, r.text
     finally:
-        (root / "production").write_text(f"{app['v2']}\n")
+        alias.write_text(f"{app['v2']}\n")
     _wait_health(url, production=app["v2"], model_version=app["v2"])
 
 

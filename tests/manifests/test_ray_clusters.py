@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from sparc_ray.registry.layout import CAPTURE_DIR, RECORDS_DIR
 from tests.manifests.helpers import (
     CAPTURE_PVC,
     DOCS,
@@ -145,7 +146,7 @@ def _storage_mounts(tpl: dict) -> dict[str, tuple[str, bool, str | None]]:
 def _capture_mount() -> str:
     (app,) = yaml.safe_load(only("RayService")["spec"]["serveConfigV2"])["applications"]
     assert app["args"]["model_store"] == "model_store"  # resolves to MODEL_STORE_MOUNT
-    return f"{MODEL_STORE_MOUNT}/{app['args']['model_name']}/_capture"  # capture_uri: null
+    return f"{MODEL_STORE_MOUNT}/{app['args']['model_name']}/{CAPTURE_DIR}"  # capture_uri: null
 
 
 def _expected_storage(kind: str, name: str, role: str) -> dict[str, tuple[str, bool, str | None]]:
@@ -153,8 +154,13 @@ def _expected_storage(kind: str, name: str, role: str) -> dict[str, tuple[str, b
     read-only wherever nothing publishes; captures on their own volume, serving only (and
     the training head, read-only, for capture: retraining)."""
     store, capture = MODEL_STORE_MOUNT, _capture_mount()
-    if kind == "RayService":  # alias and release records sit beside the versions
-        return {store: (MODEL_STORE_PVC, False, None), capture: (CAPTURE_PVC, False, None)}
+    if kind == "RayService":  # versions read-only; the release records (RECORDS_DIR) read-write
+        records = capture.removesuffix(CAPTURE_DIR) + RECORDS_DIR
+        return {
+            store: (MODEL_STORE_PVC, True, None),
+            records: (MODEL_STORE_PVC, False, records.removeprefix(f"{store}/")),
+            capture: (CAPTURE_PVC, False, None),
+        }
     if kind == "RayCluster":  # dev: reads and serves, never publishes
         return {store: (MODEL_STORE_PVC, True, None)}
     if name == SCORE_JOB:  # versions read-only; results in _batches only

@@ -60,7 +60,7 @@ def app(tmp_path_factory):
         )
         yield {
             "url": cluster.url,
-            "dir": reg.root_path / NAME,
+            "dir": reg.root_path / NAME / layout.RECORDS_DIR,  # the release records
             "rows": X.head(3).to_dict("records"),
             "v1": v1,
             "other_key": other_key,

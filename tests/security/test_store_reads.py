@@ -104,7 +104,8 @@ def test_a_huge_signature_or_record_is_refused_without_being_read_whole(signed, 
     with signature.open("r+b") as fh:  # valid JSON start, then 300 MB (sparse on disk)
         fh.seek(300 * 2**20)
         fh.write(b" ")
-    candidate = reg.root_path / "m" / layout.CANDIDATE_FILE
+    candidate = reg.root_path / "m" / layout.RECORDS_DIR / layout.CANDIDATE_FILE
+    candidate.parent.mkdir(exist_ok=True)
     candidate.write_bytes(b"{" + b" " * (50 * 2**20) + b"}")
     tracemalloc.start()
     with pytest.raises(RegistryError, match=r"over .* bytes"):

@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sparc_ray.inference.loader import RegistryLoader
 from sparc_ray.registry import layout, releases, signing
 from sparc_ray.registry.artifacts import IntegrityError
-from sparc_ray.registry.store import ModelRegistry, RegistryError, check_name, new_version
+from sparc_ray.registry.layout import new_version
+from sparc_ray.registry.store import ModelRegistry, RegistryError, check_name
 
 SCHEMA = {"classes": ["a", "b"], "features": [{"name": "x", "kind": "numeric"}]}
 PASSED = {"gates": {"passed": True, "failed": []}, **SCHEMA}
@@ -96,13 +97,30 @@ def test_promote_alias_and_rollback(reg, trained_loans_model):
     for v in (v1, v2, v3):
         releases.promote(reg, "m", v)
     assert reg.alias("m") == v3 == reg.resolve("m")
-    assert (reg.root_path / "m" / layout.ALIAS).read_text() == f"{v3}\n"
+    assert (reg.root_path / "m" / layout.RECORDS_DIR / layout.ALIAS).read_text() == f"{v3}\n"
     assert reg.history("m") == [v1, v2, v3]
     assert releases.rollback(reg, "m") == v2 and reg.resolve("m") == v2
     assert releases.rollback(reg, "m") == v1 and reg.history("m") == [v1]
     with pytest.raises(RegistryError, match="no earlier promoted version"):
         releases.rollback(reg, "m")
     assert reg.resolve("m", "latest") == v3
+
+
+def test_records_live_apart_from_versions_and_old_stores_still_read(reg, trained_loans_model):
+    """The Serve app may write only ``_records/`` (a mount of its own); a store written before
+    that directory existed keeps its production until the next promotion moves it there."""
+    v1, v2 = (reg.publish("m", trained_loans_model, PASSED) for _ in range(2))
+    model_dir = reg.root_path / "m"
+    (model_dir / layout.ALIAS).write_text(f"{v1}\n")  # where records sat before
+    (model_dir / layout.HISTORY_FILE).write_text(json.dumps([v1]))
+    assert reg.alias("m") == v1 and reg.history("m") == [v1]
+    releases.promote(reg, "m", v2)
+    assert (model_dir / layout.RECORDS_DIR / layout.ALIAS).read_text() == f"{v2}\n"
+    assert reg.alias("m") == v2 and reg.history("m") == [v1, v2]
+    assert sorted(p.name for p in (model_dir / layout.RECORDS_DIR).iterdir()) == [
+        layout.ALIAS,
+        layout.HISTORY_FILE,
+    ]
 
 
 def test_promote_refuses_failed_gates_unless_forced(reg, trained_loans_model):

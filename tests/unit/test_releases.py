@@ -175,7 +175,7 @@ def test_rewritten_records_never_route_to_a_gate_failed_version(reg):
     loader = RegistryLoader(reg.store, "loans")
     watcher, view = _watch(loader)
     assert view.serving == v1 and view.refused == ()
-    (reg.root_path / "loans" / layout.ALIAS).write_text(f"{failed}\n")
+    (reg.root_path / "loans" / layout.RECORDS_DIR / layout.ALIAS).write_text(f"{failed}\n")
     _, view = _watch(loader, watcher)
     assert (view.serving, view.alias) == (v1, failed)
     assert "failed its gates" in dict(view.refused)[failed]
@@ -184,9 +184,9 @@ def test_rewritten_records_never_route_to_a_gate_failed_version(reg):
     watcher.pin(failed)  # an operator's explicit pin serves it
     assert watcher.view.serving == failed and loader.load_metadata(failed).version == failed
     watcher.pin(None)
-    (reg.root_path / "loans" / layout.ALIAS).write_text(f"{v1}\n")
+    (reg.root_path / "loans" / layout.RECORDS_DIR / layout.ALIAS).write_text(f"{v1}\n")
     forged = {"id": "r-x", "version": failed, "mode": "canary", "weight": 100, "baseline": v1}
-    candidate = reg.root_path / "loans" / layout.CANDIDATE_FILE
+    candidate = reg.root_path / "loans" / layout.RECORDS_DIR / layout.CANDIDATE_FILE
     candidate.write_text(json.dumps({**forged, "started_at": "2026-01-01"}))
     _, view = _watch(loader)
     assert view.release is None and {view.route() for _ in range(50)} == {v1}
