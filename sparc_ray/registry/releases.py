@@ -3,11 +3,11 @@ decides it. This module is the only way production moves: ``promote`` (by hand o
 training), ``rollback``, and the end of a release (``finish_release``); each ends the release
 in progress, so a candidate is never compared with a stale baseline.
 
-The registry holds the whole release state, next to the versions (``layout``)::
+The registry holds the whole release state in the model's records directory (``layout``)::
 
-    <store>/<name>/production       the promoted version; production.history, the promotions
-    <store>/<name>/candidate.json   the release in progress: version, mode, weight, policy
-    <store>/<name>/releases.json    every release started and how it ended (newest last)
+    <name>/_records/production      the promoted version; production.history, the promotions
+    <name>/_records/candidate.json  the release in progress: version, mode, weight, policy
+    <name>/_records/releases.json   every release started and how it ended (newest last)
 
 ``canary`` sends ``weight`` percent of requests to the candidate; ``shadow`` scores a copy of
 ``weight`` percent of production's requests with it, off the request path. Serving reads
