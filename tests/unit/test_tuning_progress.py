@@ -33,13 +33,17 @@ def _trials(candidates: list[dict]) -> list[Trial]:
     return trials
 
 
-def test_the_table_shows_each_trial_by_label_with_folds_and_cv(capsys, tmp_path):
+def test_the_table_shows_each_trial_by_label_with_folds_and_cv(tmp_path, monkeypatch):
     candidates = expand_candidates(SPACE, "grid", 1)
     reporter = tuning.run_config("exp", str(tmp_path), n_folds=5).progress_reporter
     assert isinstance(reporter, CLIReporter)  # a new search's run config reports through it
+    printed: list[str] = []
+    # What the reporter prints goes through Ray's tqdm-safe print, which earlier in-process
+    # Ray sessions of the suite may have redirected: take the text where it is printed.
+    monkeypatch.setattr(reporter, "_print", printed.append)
     reporter.setup(start_time=time.time(), metric=tuning.METRIC, mode="max")
     reporter.report(_trials(candidates), False)
-    table = capsys.readouterr().out
+    table = "\n".join(printed)
     header = next(line for line in table.splitlines() if "Trial name" in line)
     assert [c.strip() for c in header.strip("|").split("|")][-4:] == [
         "config",
