@@ -4,13 +4,8 @@
 
 from __future__ import annotations
 
-import logging
-import socket
-
-import boto3
 import numpy as np
 import pytest
-from moto.server import ThreadedMotoServer
 
 from sparc_ray.data.loading import columns_from_frame, data_version, load_dataset
 from sparc_ray.inference.loader import RegistryLoader
@@ -21,34 +16,18 @@ from sparc_ray.training.config import CVConfig, SearchConfig
 from sparc_ray.training.onnx_export import export_onnx
 from sparc_ray.training.tuning import build_tuner, latest_experiment, run_search
 from tests.integration.models import load_verified
+from tests.s3_server import running_s3
 
 BUCKET, NAME = "models", "loans"
 PASSED = {"gates": {"passed": True, "failed": []}}
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
+def s3():
     """(endpoint, boto3 client) of a fresh S3 server with one bucket."""
-    mp = pytest.MonkeyPatch()
-    for var, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        mp.setenv(var, value)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
-    client.create_bucket(Bucket=BUCKET)
-    try:
-        yield f"127.0.0.1:{port}", client
-    finally:
-        server.stop()
-        mp.undo()
+    with running_s3() as (endpoint, client):
+        client.create_bucket(Bucket=BUCKET)
+        yield endpoint, client
 
 
 def uri(s3, path: str) -> str:
