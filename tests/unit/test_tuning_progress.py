@@ -5,6 +5,7 @@ import time
 
 from ray.tune import CLIReporter
 from ray.tune.experiment import Trial
+from ray.tune.utils import log as tune_log
 
 from sparc_ray.training import tuning
 from sparc_ray.training.search_space import expand_candidates
@@ -35,6 +36,9 @@ def _trials(candidates: list[dict]) -> list[Trial]:
 
 def test_the_table_shows_each_trial_by_label_with_folds_and_cv(tmp_path, monkeypatch):
     candidates = expand_candidates(SPACE, "grid", 1)
+    # Tune keeps its verbosity in a global that a search run earlier in this process (the
+    # integration tests, verbose=1) leaves lowered: start from Tune's own default.
+    monkeypatch.setattr(tune_log, "verbosity", tune_log.Verbosity.V3_TRIAL_DETAILS)
     reporter = tuning.run_config("exp", str(tmp_path), n_folds=5).progress_reporter
     assert isinstance(reporter, CLIReporter)  # a new search's run config reports through it
     printed: list[str] = []
