@@ -23,6 +23,7 @@ from tests.manifests.helpers import (
     redis_deployment,
     redis_pod_selector,
 )
+from tests.manifests.kuberay_pods import monitoring_stack, selects
 
 
 def _pod_labels() -> dict[str, dict]:
@@ -37,6 +38,17 @@ def _pod_labels() -> dict[str, dict]:
 
 def _ports(rule: dict) -> set[int]:
     return {p["port"] for p in rule.get("ports", [])}
+
+
+def _other_namespaces() -> list[tuple[dict, dict, set[int]]]:
+    """(namespace labels, pod labels, ports) egress may reach outside the namespace: DNS,
+    and the Prometheus and Grafana of the monitoring stack on their pods' ports."""
+    namespace, backends = monitoring_stack()
+    monitoring = {"kubernetes.io/metadata.name": namespace}
+    return [
+        ({"kubernetes.io/metadata.name": "kube-system"}, {"k8s-app": "kube-dns"}, {53}),
+        *((monitoring, b.pod_labels, {b.pod_port}) for b in backends.values()),
+    ]
 
 
 def test_network_policies_expose_only_serve_port():
@@ -98,8 +110,9 @@ def test_egress_is_denied_by_default_and_allowed_narrowly():
                     assert ports and ports <= {443, 6443}, name
                     continue
                 target = peer["podSelector"]["matchLabels"]
-                if "namespaceSelector" in peer:  # DNS only
-                    assert target == {"k8s-app": "kube-dns"} and ports == {53}, name
+                if "namespaceSelector" in peer:  # DNS, or Prometheus / Grafana for the heads
+                    namespace = peer["namespaceSelector"]["matchLabels"]
+                    assert (namespace, target, ports) in _other_namespaces(), name
                 elif not ports:  # Ray-internal: same cluster only
                     assert target == selector, f"{name}: egress beyond its own cluster"
                 elif target == redis_pod_selector():  # GCS FT: Redis's port only
@@ -109,30 +122,13 @@ def test_egress_is_denied_by_default_and_allowed_narrowly():
                     assert target["app.kubernetes.io/instance"] in instances, name
 
 
-def _selects(selector: dict, labels: dict) -> bool:
-    """Kubernetes label-selector semantics (matchLabels AND matchExpressions)."""
-    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
-        return False
-    for e in selector.get("matchExpressions", []):
-        value, op = labels.get(e["key"]), e["operator"]
-        if op == "In" and value not in e["values"]:
-            return False
-        if op == "NotIn" and value in e["values"]:
-            return False
-        if op == "Exists" and e["key"] not in labels:
-            return False
-        if op == "DoesNotExist" and e["key"] in labels:
-            return False
-    return True
-
-
 def _allowed(direction: str, pod: dict, peer: dict, port: int) -> bool:
     """Does some policy selecting `pod` allow `direction` traffic with `peer` (same namespace)?"""
     key, peers = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
     for pol in every("NetworkPolicy"):
         if direction not in pol["spec"]["policyTypes"]:
             continue
-        if not _selects(pol["spec"]["podSelector"], pod):
+        if not selects(pol["spec"]["podSelector"], pod):
             continue
         for rule in pol["spec"].get(key, []):
             if rule.get("ports") and port not in _ports(rule):
@@ -141,7 +137,7 @@ def _allowed(direction: str, pod: dict, peer: dict, port: int) -> bool:
                 return True
             for p in rule[peers]:
                 same_namespace = "namespaceSelector" not in p and "ipBlock" not in p
-                if same_namespace and _selects(p.get("podSelector", {}), peer):
+                if same_namespace and selects(p.get("podSelector", {}), peer):
                     return True
     return False
 
@@ -228,7 +224,7 @@ def test_only_head_pods_reach_the_kubernetes_api():
     ]
     assert len(outside) == 1, "one policy opens the Kubernetes API"
     selected = {
-        pod for pod, labels in pods.items() if _selects(outside[0]["spec"]["podSelector"], labels)
+        pod for pod, labels in pods.items() if selects(outside[0]["spec"]["podSelector"], labels)
     }
     autoscaled = {
         f"{doc_id(doc)}/head"

@@ -78,6 +78,8 @@ def test_ray_token_auth_and_autoscaling(src, doc):
             assert g["minReplicas"] == g["replicas"] == g["maxReplicas"], (src, g["groupName"])
     else:
         assert cluster["enableInTreeAutoscaling"] is True, src
+        # Idle workers are removed after this many seconds (read by the Ray autoscaler).
+        assert cluster["autoscalerOptions"]["idleTimeoutSeconds"] > 0, src
     if doc["kind"] == "RayService":
         assert any(g["maxReplicas"] > g["minReplicas"] for g in cluster["workerGroupSpecs"])
 

@@ -1,6 +1,7 @@
-"""Every document under kuberay/ is well formed, and the ray.io manifests validate against
-the KubeRay v1.7.0 CRD schemas in tests/data/kuberay-crds/ in a strict mode (unknown fields
-fail, see its README)."""
+"""Every document under kuberay/ is well formed, the ray.io manifests validate against the
+KubeRay v1.7.0 CRD schemas in tests/data/kuberay-crds/ in a strict mode (unknown fields
+fail, see its README), and so do the built-in kinds listed in BUILTIN_SCHEMAS against the
+fields of their Kubernetes API types."""
 
 from __future__ import annotations
 
@@ -32,11 +33,71 @@ CORE_KINDS = {
     "NetworkPolicy": "networking.k8s.io/v1",
     "Deployment": "apps/v1",
     "Service": "v1",
+    "PodDisruptionBudget": "policy/v1",
     "PodMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
 }
 # Core kinds that must carry a spec.
-WITH_SPEC = {"PersistentVolumeClaim", "NetworkPolicy", "Deployment", "Service"}
+WITH_SPEC = {
+    "PersistentVolumeClaim",
+    "NetworkPolicy",
+    "Deployment",
+    "Service",
+    "PodDisruptionBudget",
+}
+
+# Built-in kinds checked as strictly as the CRDs: the fields of their Kubernetes API types
+# (io.k8s.api.policy.v1.PodDisruptionBudgetSpec and io.k8s.apimachinery.pkg.apis.meta.v1.
+# LabelSelector, Kubernetes 1.27+), closed like _strict does, and the API server's rules.
+_LABEL_SELECTOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "matchExpressions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["key", "operator"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                    "values": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
+_INT_OR_PERCENT = {
+    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]+%$"}]
+}
+BUILTIN_SCHEMAS = {
+    "PodDisruptionBudget": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "policy/v1"},
+            "kind": {"const": "PodDisruptionBudget"},
+            "metadata": {"type": "object"},
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                # Ours: a budget and a selector (policy/v1's empty selector is every pod).
+                "required": ["selector"],
+                "oneOf": [{"required": ["minAvailable"]}, {"required": ["maxUnavailable"]}],
+                "properties": {
+                    "minAvailable": _INT_OR_PERCENT,
+                    "maxUnavailable": _INT_OR_PERCENT,
+                    "selector": _LABEL_SELECTOR,
+                    "unhealthyPodEvictionPolicy": {"enum": ["IfHealthyBudget", "AlwaysAllow"]},
+                },
+            },
+        },
+    },
+}
+BUILTIN_DOCS = [(src, d) for src, d in DOCS if d.get("kind") in BUILTIN_SCHEMAS]
 
 
 def _strict(node, *, open_object: bool = False):
@@ -70,8 +131,11 @@ _VALIDATORS: dict[str, jsonschema.Draft7Validator] = {}
 def _schema_errors(doc: dict) -> list[str]:
     kind = doc["kind"]
     if kind not in _VALIDATORS:
-        schema = json.loads((CRD_DIR / CRD_SCHEMAS[kind]).read_text())
-        _VALIDATORS[kind] = jsonschema.Draft7Validator(_strict(schema))
+        if kind in BUILTIN_SCHEMAS:
+            schema = BUILTIN_SCHEMAS[kind]
+        else:
+            schema = _strict(json.loads((CRD_DIR / CRD_SCHEMAS[kind]).read_text()))
+        _VALIDATORS[kind] = jsonschema.Draft7Validator(schema)
     errors = _VALIDATORS[kind].iter_errors(doc)
     return [
         f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
@@ -119,3 +183,22 @@ def test_strict_schema_rejects_unknown_fields():
     service = copy.deepcopy(only("RayService"))
     service["metadata"]["annotations"] = {"example.com/anything": "x"}
     assert not _schema_errors(service)
+
+
+@pytest.mark.parametrize(("src", "doc"), BUILTIN_DOCS, ids=doc_ids(BUILTIN_DOCS))
+def test_builtin_manifest_matches_its_api_type(src, doc):
+    errors = _schema_errors(doc)
+    assert not errors, f"{src} fails the strict {doc['kind']} schema:\n" + "\n".join(errors)
+
+
+def test_builtin_schemas_cover_a_manifest_each_and_reject_what_the_api_would():
+    assert {d["kind"] for _, d in BUILTIN_DOCS} == set(BUILTIN_SCHEMAS)
+    pdb = copy.deepcopy(only("PodDisruptionBudget"))
+    pdb["spec"]["maxUnavaliable"] = 1  # a typo the API server would drop silently
+    pdb["spec"]["selector"]["matchExpressions"] = [{"key": "a", "operator": "in"}]
+    errors = "\n".join(_schema_errors(pdb))
+    assert "maxUnavaliable" in errors and "'in' is not one of" in errors
+    both = copy.deepcopy(only("PodDisruptionBudget"))
+    both["spec"] |= {"minAvailable": 1, "maxUnavailable": 1}  # the API refuses both
+    assert _schema_errors(both)
+    assert not _schema_errors(only("PodDisruptionBudget"))
