@@ -35,8 +35,9 @@ from sklearn.pipeline import Pipeline
 from sparc_ray.registry.layout import DEFAULT_TUNE_STORAGE
 from sparc_ray.training.config import CVConfig, SearchConfig
 from sparc_ray.training.estimator import build_pipeline
+from sparc_ray.training.search_result import run_search
 from sparc_ray.training.search_space import expand_candidates
-from sparc_ray.training.tuning import build_tuner, run_search
+from sparc_ray.training.tuning import build_tuner
 
 SPACES = {
     # A first, broad search: most configurations are clearly weaker after one fold, the

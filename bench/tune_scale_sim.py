@@ -37,8 +37,9 @@ import numpy as np
 from tune_bench import N_FOLDS, SPACES, make_data
 
 from sparc_ray.training.config import CVConfig, SearchConfig
+from sparc_ray.training.search_result import run_search
 from sparc_ray.training.search_space import expand_candidates, fit_cost
-from sparc_ray.training.tuning import build_tuner, run_search, score_fold
+from sparc_ray.training.tuning import build_tuner, score_fold
 
 ASHA = {"grace_period": 1, "reduction_factor": 3}
 

@@ -109,6 +109,15 @@ class SearchConfig(_Section):
     max_concurrent_trials: Int | None = Field(
         None, ge=1, **_rule("must be a positive integer, or null for 2 x CPUs / cpus_per_fold")
     )
+    max_failures: Int = Field(
+        3, ge=0, **_rule("must be an integer, at least 0 (restarts of a failed trial)")
+    )
+    fold_retries: Int = Field(
+        3, ge=0, **_rule("must be an integer, at least 0 (retries of a fold whose node died)")
+    )
+    allow_incomplete: bool = Field(
+        False, strict=True, **_rule("must be true or false", "--allow-incomplete")
+    )
     storage_path: str = Field(
         DEFAULT_TUNE_STORAGE,
         min_length=1,

@@ -38,8 +38,10 @@ from sparc_ray.training.job_args import add_train_arguments, load_config
 from sparc_ray.training.onnx_export import export_onnx
 from sparc_ray.training.report import build_report
 from sparc_ray.training.result import TrainResult, release_new_version, summary_text
+from sparc_ray.training.search_result import SearchIncomplete, SearchInterrupted, run_search
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_GATES_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_INCOMPLETE = 4  # some configurations could not be evaluated; nothing published
 
 
 @dataclass(frozen=True)
@@ -137,12 +139,14 @@ def run_training(
         X_train, y_train, cfg.search, cfg.cv, experiment, resume_path, seed, callbacks=callbacks
     )
     try:
-        search = tuning.run_search(tuner, n_folds)
+        search = run_search(tuner, n_folds)
     finally:  # finished or interrupted: sealed, so that only this key can resume it
         _seal(location, signing_key)
+    if search.failed and not cfg.search.allow_incomplete:
+        raise SearchIncomplete(search.experiment_path, search.failed)
     best = search.best
 
-    model = tuning.refit(X_train, y_train, best, cfg.cv)
+    model = tuning.refit(X_train, y_train, best, cfg.cv, cfg.search.fold_retries)
     proba = model.predict_proba(X_test)
     y_test_arr = np.asarray(y_test.tolist())
     holdout = metrics_from_proba(y_test_arr, proba, model.classes)
@@ -181,6 +185,7 @@ def run_training(
             "experiment_path": search.experiment_path,
             "trials": len(search.trials),
             "stopped_early": sum(t["stopped_early"] for t in search.trials),
+            "failed": search.failed,  # configurations never evaluated (allow_incomplete)
             "scheduler": cfg.search.scheduler,
             "sampler": cfg.search.sampler,
         },
@@ -219,8 +224,9 @@ def run_training(
         published = registry.metadata(cfg.name, version).to_dict()
         tracking.log_version(tracking_uri, cfg.name, published, files)
     signer = signing.key_id(signing.raw_public(signing_key)) if signing_key else None
+    experiment_path, failed = search.experiment_path, search.failed
     return TrainResult(
-        version, promoted, release, gates, best, holdout, search.experiment_path, signer
+        version, promoted, release, gates, best, holdout, experiment_path, signer, failed
     )
 
 
@@ -259,8 +265,6 @@ def run_job(args: argparse.Namespace) -> int:
 
     import ray
 
-    from sparc_ray.training.tuning import SearchInterrupted
-
     ray.init(ignore_reinit_error=True)
     try:
         result = run_training(cfg, prepared, signing_key, tracking_uri or None, resume)
@@ -271,6 +275,14 @@ def run_job(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    except SearchIncomplete as exc:
+        print(
+            f"[sparc-ray] search incomplete; nothing published. {exc}. Evaluate them with the "
+            f"same command plus --resume (experiment {exc.experiment_path}), or publish "
+            "without them with --allow-incomplete.",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
     finally:
         ray.shutdown()
     print(summary_text(cfg, result), flush=True)

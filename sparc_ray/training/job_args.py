@@ -44,6 +44,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, help="grid repeats / random configs per family")
     parser.add_argument("--scheduler", choices=["asha", "fifo"])
     parser.add_argument("--n-folds", type=int, help="CV folds per trial")
+    parser.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        default=None,
+        help="publish even if some configurations could not be evaluated (they are named in "
+        "the summary and metadata.json); without it such a search exits 4, publishing nothing",
+    )
     parser.add_argument("--resume", action="store_true", help="continue the latest experiment")
     parser.add_argument(
         "--mlflow",
@@ -120,6 +127,7 @@ def load_config(args: argparse.Namespace) -> TrainConfig:
         ("search", "num_samples"): args.num_samples,
         ("search", "scheduler"): args.scheduler,
         ("cv", "n_folds"): args.n_folds,
+        ("search", "allow_incomplete"): getattr(args, "allow_incomplete", None),
         ("registry", "release"): getattr(args, "release", None),
         ("registry", "release_weight"): getattr(args, "release_weight", None),
         ("registry", "release_policy"): getattr(args, "release_policy", None),

@@ -3,7 +3,7 @@ shadow started), the result, and the summary it prints."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +22,8 @@ class TrainResult:
     holdout: dict[str, Any]
     experiment_path: str
     signed_by: str | None = None  # id of the key that signed the version
+    # configurations never evaluated (published anyway: search.allow_incomplete)
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
 
 def summary_text(cfg: TrainConfig, r: TrainResult) -> str:
@@ -47,6 +49,9 @@ def summary_text(cfg: TrainConfig, r: TrainResult) -> str:
         f"promoted      {'yes (production)' if r.promoted else 'no'}"
         + (f"; released as {r.release}" if r.release else ""),
         f"experiment    {r.experiment_path}",
+        *(
+            f"NOT EVALUATED {t['label']}: {t['error'][:200]}" for t in r.failed
+        ),  # allowed by search.allow_incomplete; recorded in metadata.json["search"]["failed"]
         "=" * 72,
     ]
     return "\n".join(lines)

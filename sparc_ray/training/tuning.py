@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,12 +26,12 @@ from sparc_ray.registry import storage
 from sparc_ray.training.config import CVConfig, SearchConfig
 from sparc_ray.training.experiment_seal import latest_experiment as latest_experiment
 from sparc_ray.training.placement import trial_resources
+from sparc_ray.training.search_result import METRIC
 from sparc_ray.training.search_space import expand_candidates, order_candidates
 
 if TYPE_CHECKING:  # scikit-learn is imported by the fold and refit tasks, not by trials
     from sparc_ray.training.estimator import SPARCClassificationModel
 
-METRIC = "cv_mean"
 SPARE_CPU_POLL_S = 0.5  # how often a waiting trial looks for idle CPUs to run folds ahead
 LABEL_WIDTH = 72  # the progress table's config column: a candidate's label, rarely cut
 # (X, y, candidate, cv, fold, cpus) -> score; ``cv`` is the model's ``cross_validation``
@@ -60,7 +59,7 @@ def _model(candidate: dict[str, Any], cv: dict[str, Any], cpus: float) -> SPARCC
     return SPARCClassificationModel({**config, "cross_validation": cv, "n_jobs": n_jobs})
 
 
-@ray.remote
+@ray.remote(retry_exceptions=False)  # retried when its worker or node dies, not on errors
 def _fold_task(fold_fn: FoldFn, X, y, candidate, cv, fold: int, cpus: float) -> float:
     return fold_fn(X, y, candidate, cv, fold, cpus)
 
@@ -83,6 +82,7 @@ def cv_trainable(
     cv: dict[str, Any],
     cpus: float,
     milestones: list[int],
+    fold_retries: int = 3,
     fold_fn: FoldFn = score_fold,
 ) -> None:
     """Run one candidate's CV as fold tasks, reporting the running mean as each finishes.
@@ -93,7 +93,9 @@ def cv_trainable(
     cand = config["candidate"]
     # "DEFAULT": not in the trial's placement group (Tune makes trials capture child tasks);
     # fold tasks take any free CPU of the cluster.
-    task = _fold_task.options(num_cpus=cpus, scheduling_strategy="DEFAULT")
+    task = _fold_task.options(
+        num_cpus=cpus, scheduling_strategy="DEFAULT", max_retries=fold_retries
+    )
     n_folds = milestones[-1]
     scores: list[float] = []
     pending: list[ray.ObjectRef] = []
@@ -130,32 +132,22 @@ def cv_trainable(
             ray.cancel(ref)
 
 
-@ray.remote
+@ray.remote(retry_exceptions=False)
 def _refit_task(X: pd.DataFrame, y: pd.Series, best: dict, cv: dict, cpus: int):
     return _model(best, cv, cpus).fit(X, y)
 
 
 def refit(
-    X: pd.DataFrame, y: pd.Series, best: dict[str, Any], cv: CVConfig
+    X: pd.DataFrame, y: pd.Series, best: dict[str, Any], cv: CVConfig, retries: int = 3
 ) -> SPARCClassificationModel:
     """The best configuration fitted on the whole training split: a Ray task holding as many
     CPUs as one node can give it now (the largest node's, less what others use, e.g. a Serve
-    app on the same cluster); scikit-learn's threads use exactly those."""
+    app on the same cluster); scikit-learn's threads use exactly those. Rerun elsewhere
+    (up to ``retries`` times) if its node dies."""
     node = max(n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"])
     cpus = max(1, int(min(node, ray.available_resources().get("CPU", 0))))
-    task = _refit_task.options(num_cpus=cpus)
+    task = _refit_task.options(num_cpus=cpus, max_retries=retries)
     return ray.get(task.remote(X, y, best, cv.model_dump(), cpus))
-
-
-class SearchInterrupted(RuntimeError):
-    """The search stopped before every trial finished (SIGINT); resume it with --resume."""
-
-
-@dataclass
-class SearchResult:
-    best: dict[str, Any]  # the winning candidate plus its CV mean / std
-    trials: list[dict[str, Any]]  # one row per trial, for the report
-    experiment_path: str
 
 
 def progress_reporter(n_folds: int) -> CLIReporter:
@@ -169,9 +161,14 @@ def progress_reporter(n_folds: int) -> CLIReporter:
 
 
 def run_config(
-    experiment: str, storage_path: str, n_folds: int, callbacks: list | None = None
+    experiment: str,
+    storage_path: str,
+    n_folds: int,
+    callbacks: list | None = None,
+    max_failures: int = 3,
 ) -> tune.RunConfig:
-    """Where the experiment is stored, its loggers and its progress table."""
+    """Where the experiment is stored, its loggers, its progress table, and how often a
+    trial that failed (e.g. its actor died with its node) starts again from its first fold."""
     fs, root = storage.open_fs(storage_path)
     return tune.RunConfig(
         name=experiment,
@@ -180,6 +177,7 @@ def run_config(
         verbose=1,
         callbacks=[JsonLoggerCallback(), *(callbacks or [])],
         progress_reporter=progress_reporter(n_folds),
+        failure_config=tune.FailureConfig(max_failures=max_failures),
     )
 
 
@@ -211,6 +209,7 @@ def build_tuner(
             cv=cv.model_dump(),  # plain data, as stored in experiments before typed configs
             cpus=cpus,
             milestones=fold_milestones(n_folds, search),
+            fold_retries=search.fold_retries,
             fold_fn=fold_fn,
         ),
         trial_resources(ray.cluster_resources()),  # off the head when workers offer it
@@ -244,43 +243,7 @@ def build_tuner(
             max_concurrent_trials=search.max_concurrent_trials
             or max(2, int(2 * ray.cluster_resources().get("CPU", 1) / cpus)),
         ),
-        run_config=run_config(experiment, search.storage_path, n_folds, callbacks),
+        run_config=run_config(
+            experiment, search.storage_path, n_folds, callbacks, search.max_failures
+        ),
     )
-
-
-def run_search(tuner: tune.Tuner, n_folds: int) -> SearchResult:
-    """Fit the tuner; the best trial is the best CV mean among trials that ran every fold."""
-    grid = tuner.fit()
-    results = [grid[i] for i in range(len(grid))]  # (ResultGrid is indexed, not typed iterable)
-
-    # After SIGINT Tune marks every trial TERMINATED; only a finished (or scheduler-stopped)
-    # trial has reported ``done``. A trial that ran every fold is finished either way (a trial
-    # rerun after --resume can lack the flag).
-    def finished(m: dict) -> bool:
-        return bool(m.get("done")) or m.get("folds", 0) >= n_folds
-
-    if any(r.error is None and not finished(r.metrics or {}) for r in results):
-        raise SearchInterrupted(grid.experiment_path)
-    trials = []
-    for result in results:
-        m = result.metrics or {}
-        cand = (result.config or {})["candidate"]  # (a trial's result always holds it)
-        trials.append(
-            {
-                "trial_id": m.get("trial_id"),
-                "model_type": cand["model_type"],
-                "params": cand["params"],
-                "label": cand["label"],
-                "cv_mean": m.get(METRIC),
-                "cv_std": m.get("cv_std"),
-                "folds": m.get("folds", 0),
-                "stopped_early": m.get("folds", 0) < n_folds and result.error is None,
-                "error": str(result.error) if result.error else None,
-            }
-        )
-    complete = [t for t in trials if t["folds"] == n_folds and t["error"] is None]
-    if not complete:
-        errors = [t["error"] for t in trials if t["error"]]
-        raise RuntimeError(f"no trial completed all {n_folds} folds; errors: {errors[:3]}")
-    best = max(complete, key=lambda t: (t["cv_mean"], -t["cv_std"]))
-    return SearchResult(best=best, trials=trials, experiment_path=grid.experiment_path)

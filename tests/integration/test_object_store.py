@@ -14,7 +14,8 @@ from sparc_ray.registry.artifacts import IntegrityError
 from sparc_ray.registry.store import ModelRegistry
 from sparc_ray.training.config import CVConfig, SearchConfig
 from sparc_ray.training.onnx_export import export_onnx
-from sparc_ray.training.tuning import build_tuner, latest_experiment, run_search
+from sparc_ray.training.search_result import run_search
+from sparc_ray.training.tuning import build_tuner, latest_experiment
 from tests.integration.models import load_verified
 from tests.s3_server import running_s3
 

@@ -11,8 +11,9 @@ import pytest
 import ray
 
 from sparc_ray.training.config import CVConfig, SearchConfig
+from sparc_ray.training.search_result import run_search
 from sparc_ray.training.search_space import candidate_label
-from sparc_ray.training.tuning import build_tuner, fold_milestones, refit, run_search, score_fold
+from sparc_ray.training.tuning import build_tuner, fold_milestones, refit, score_fold
 
 N_FOLDS = 5
 SPACE = {

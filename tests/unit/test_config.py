@@ -133,6 +133,9 @@ def test_defaults_are_the_old_ones(tmp_path):
         "asha": {"grace_period": 1, "reduction_factor": 2},
         "cpus_per_fold": 1,
         "max_concurrent_trials": None,
+        "max_failures": 3,  # (new: trials and folds survive a lost node)
+        "fold_retries": 3,
+        "allow_incomplete": False,
         "storage_path": "ray_results",
         "space": {"random_forest": {}},
     }
