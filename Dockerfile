@@ -15,6 +15,7 @@ USER 1000:100
 # equal; the KubeRay manifests set them on every Ray container as well).
 ENV RAY_SERVE_ENABLE_HA_PROXY=1
 ENV RAY_SERVE_THROUGHPUT_OPTIMIZED=1
+ENV RAY_SERVE_HAPROXY_RETRY_ON="conn-failure empty-response junk-response 502"
 
 # Install the locked versions, each checked against its sha256 (requirements.lock, written
 # by .ci/lock.py for CPython 3.11 on Linux x86_64), then the package itself (non-editable).

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import numpy as np
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from sparc_ray.inference.columns import Columns, concat, take
@@ -25,6 +26,7 @@ from sparc_ray.inference.loader import ModelLoader
 from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.serving.messages import (
     NoModelError,
+    ReplicaLost,
     RequestMeta,
     Scored,
     ScoredGroup,
@@ -32,6 +34,8 @@ from sparc_ray.serving.messages import (
 )
 from sparc_ray.serving.requests import PredictInput, RequestError, detail
 from sparc_ray.serving.tasks import Failures
+
+REPLICA_LOST = (RayActorError, ActorUnavailableError)  # (ActorDiedError is a RayActorError)
 
 Call = Callable[[str, Columns, list[int]], Awaitable[Scored]]
 
@@ -90,7 +94,16 @@ class VersionCatalog:
         return self._handles[version]
 
     async def score(self, version: str, columns: Columns, sizes: list[int]) -> Scored:
-        return await self.handle(version).predict.remote(columns, sizes)
+        """Score on a Model replica. Scoring has no side effect: a call whose replica died
+        under it (its node was lost) goes once more to a live one, then fails with a 503."""
+        try:
+            return await self.handle(version).predict.remote(columns, sizes)
+        except REPLICA_LOST as exc:
+            self.failures.record("model_replica_lost", exc)
+        try:
+            return await self.handle(version).predict.remote(columns, sizes)
+        except REPLICA_LOST as exc:
+            raise ReplicaLost(f"the Model replica was lost twice: {type(exc).__name__}") from exc
 
     async def _load(self, version: str) -> tuple[ModelMetadata, list[FeatureCheck]]:
         if version not in self._meta:

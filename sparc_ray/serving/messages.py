@@ -17,6 +17,11 @@ class NoModelError(RuntimeError):
     """No model is loaded yet (nothing promoted, or every load failed)."""
 
 
+class ReplicaLost(NoModelError):
+    """Every Model replica the call was sent to died under it (its node was lost): a 503 the
+    client may retry, as for no model at all."""
+
+
 class VersionUnavailable(RuntimeError):
     """The version a call names cannot be loaded or verified here."""
 
