@@ -90,6 +90,11 @@ def _count_rows(fs: pafs.FileSystem, directory: str, keys: tuple[str, ...] = ())
     return len(seen)
 
 
+def _room(cpus: float) -> float:
+    """A node's CPUs as a candidate for the smallest node: nodes without any do not count."""
+    return cpus if cpus > 0 else float("inf")
+
+
 def run(plan: ScorePlan, actors: int | None = None, batch_rows: int = SCORE_BATCH_ROWS) -> dict:
     """Score with Ray Data (Ray initialised); returns the summary, also in OUT/summary.json."""
     import ray
@@ -103,8 +108,16 @@ def run(plan: ScorePlan, actors: int | None = None, batch_rows: int = SCORE_BATC
     # The CPUs free now (a Serve app may hold some); the whole cluster's if hardly any are.
     free = ray.available_resources().get("CPU", 0.0)
     cpus = free if free >= 0.5 else ray.cluster_resources().get("CPU", 1.0)
+    # Shares sized by the smallest node, so that every node keeps room for a read and a write
+    # task beside its actors (a budget pooled over several small nodes leaves no node with
+    # room for the reader: the job waits forever).
+    node = min(
+        [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]] + [cpus], key=_room
+    )
     actors = actors or max(1, int(cpus))
-    read_cpus, write_cpus = min(READ_CPUS, cpus / 4), min(WRITE_CPUS, cpus / 4)
+    read_cpus, write_cpus = min(READ_CPUS, node / 4), min(WRITE_CPUS, node / 4)
+    per_node = (node - read_cpus - write_cpus) / max(1, int(node))
+    actor_cpus = max(0.05, min(per_node, (cpus - read_cpus - write_cpus) / actors))
     # Blocks waiting between the reader and the scorers stay within this much object store
     # (Ray Data would otherwise let a fast reader run up to a share of the whole store).
     options = ray.data.DataContext.get_current().execution_options
@@ -124,7 +137,7 @@ def run(plan: ScorePlan, actors: int | None = None, batch_rows: int = SCORE_BATC
                 batch_size=batch_rows,
                 batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(size=actors),
-                num_cpus=max(0.05, (cpus - read_cpus - write_cpus) / actors),
+                num_cpus=actor_cpus,
             )
             .write_parquet(predictions, filesystem=fs, ray_remote_args={"num_cpus": write_cpus})
         )

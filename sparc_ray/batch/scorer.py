@@ -6,8 +6,8 @@ version loaded as a Serve replica loads it (rows the model fails on are isolated
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
-import uuid
 from typing import Any
 
 import numpy as np
@@ -87,8 +87,13 @@ class BatchScorer:
             table[SOURCE] = batch.column(SOURCE).take(index)
         for key in ("feature", "value", "reason"):
             table[key] = pa.array([p[key] for p in problems], pa.string())
-        first = batch.column(ROW_ID)[0].as_py()
-        name = f"part-{first:012d}-{uuid.uuid4().hex[:8]}.parquet"
+        # Named by the batch's first row: a batch scored again (its actor or node was lost)
+        # rewrites its own file instead of adding a copy, so each row is rejected once.
+        origin = ""
+        if SOURCE in batch.column_names:
+            source = str(batch.column(SOURCE)[0].as_py()).encode()
+            origin = hashlib.sha256(source).hexdigest()[:12] + "-"
+        name = f"part-{origin}{batch.column(ROW_ID)[0].as_py():012d}.parquet"
         pq.write_table(
             pa.table(table), posixpath.join(self.rejects_dir, name), filesystem=self.rejects_fs
         )
