@@ -17,7 +17,7 @@ Modelled (bench/scale_sim.py): trials start in order_candidates' order (costlies
 real run's, at most max_concurrent_trials at once (default max(2, int(2 N / cpus_per_fold)));
 a trial holds no CPU; its fold tasks queue FIFO, in submission order, for the fold slots of
 all nodes. FIFO: all folds submitted at once. ASHA: folds up to the next fold_milestones
-mark, then, past the first rung, more on idle CPUs (ray.available_resources, polled every
+mark, then more on idle CPUs (ray.available_resources, polled every
 SPARE_CPU_POLL_S); Ray's ASHA rule on each report's running mean (completion order); a
 stopped trial's queued folds are cancelled. Best: highest full-CV mean among trials that ran
 every fold (ties: std, fit_cost, label). GridSearchCV: (candidate, fold) fits in

@@ -157,11 +157,11 @@ class SearchSim:
 
     def _step(self, t: float, tr: _Trial, wait: bool) -> None:
         """One pass of cv_trainable's loop: submit up to the next milestone, run ahead on
-        idle CPUs once past the first rung, then ray.wait (polling every 0.5 s if ahead)."""
+        idle CPUs, then ray.wait (polling every 0.5 s while folds are left to run ahead)."""
         done = len(tr.scores)
         needed = next(m for m in self.milestones if m > done)
         self._submit(t, tr, needed - done - tr.pending)
-        ahead = self.milestones[0] <= done and done + tr.pending < self.n
+        ahead = done + tr.pending < self.n
         if ahead:  # ray.available_resources()["CPU"] // cpus_per_fold
             self._submit(t, tr, int(((self.warm + self.cold) * self.per + self.spare) // self.per))
         tr.gen += 1

@@ -10,6 +10,7 @@ start first. The final refit is a Ray task with explicit resources.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from sparc_ray.training.search_space import expand_candidates, order_candidates
 if TYPE_CHECKING:  # scikit-learn is imported by the fold and refit tasks, not by trials
     from sparc_ray.training.estimator import SPARCClassificationModel
 
+FOLD_TASK = "_fold_task"  # fold tasks' names start with it (then the label and fold)
 SPARE_CPU_POLL_S = 0.5  # how often a waiting trial looks for idle CPUs to run folds ahead
 LABEL_WIDTH = 72  # the progress table's config column: a candidate's label, rarely cut
 # (X, y, candidate, cv, fold, cpus) -> score; ``cv`` is the model's ``cross_validation``
@@ -66,12 +68,13 @@ def _fold_task(fold_fn: FoldFn, X, y, candidate, cv, fold: int, cpus: float) -> 
 
 def fold_milestones(n_folds: int, search: SearchConfig) -> list[int]:
     """Fold counts a trial runs up to before it waits for the scheduler: ASHA's rungs
-    (``grace_period * reduction_factor**k``), then all folds; FIFO: all folds at once."""
+    (``grace_period * reduction_factor**k``, rounded up: ASHA decides at the first fold count
+    that reaches a rung), then all folds; FIFO: all folds at once."""
     marks: list[int] = []
     t: float = search.asha.grace_period
     if search.scheduler == "asha":
         while t < n_folds:
-            marks.append(int(t))
+            marks.append(math.ceil(t - 1e-9))
             t *= search.asha.reduction_factor
     return sorted({*marks, n_folds})
 
@@ -87,15 +90,14 @@ def cv_trainable(
 ) -> None:
     """Run one candidate's CV as fold tasks, reporting the running mean as each finishes.
 
-    The folds the scheduler needs before its next decision are submitted at once; past the
-    first rung, later folds also run on spare CPUs (so the best configurations do not wait
-    rung by rung at the end); whatever is pending when the trial stops is cancelled."""
+    The folds the scheduler needs before its next decision are submitted at once; later
+    folds also run on CPUs that would otherwise sit idle (so on a large cluster no trial waits
+    rung by rung: bench/scale_model.py); whatever is pending when the trial stops is
+    cancelled."""
     cand = config["candidate"]
     # "DEFAULT": not in the trial's placement group (Tune makes trials capture child tasks);
     # fold tasks take any free CPU of the cluster.
-    task = _fold_task.options(
-        num_cpus=cpus, scheduling_strategy="DEFAULT", max_retries=fold_retries
-    )
+    options = {"num_cpus": cpus, "scheduling_strategy": "DEFAULT", "max_retries": fold_retries}
     n_folds = milestones[-1]
     scores: list[float] = []
     pending: list[ray.ObjectRef] = []
@@ -103,15 +105,17 @@ def cv_trainable(
     def submit(count: int) -> None:
         for _ in range(max(0, min(count, n_folds - len(scores) - len(pending)))):
             fold = len(scores) + len(pending)
+            # Named for Ray's dashboard and state API: "_fold_task <label> #<fold>".
+            task = _fold_task.options(name=f"{FOLD_TASK} {cand['label']} #{fold}", **options)
             pending.append(task.remote(fold_fn, data["X"], data["y"], cand, cv, fold, cpus))
 
     try:
         while len(scores) < n_folds:
             needed = next(m for m in milestones if m > len(scores))
             submit(needed - len(scores) - len(pending))
-            # Folds beyond the next decision, on CPUs nobody else is waiting for, only once
-            # the trial has passed its first rung: ahead of that, ASHA could not stop it.
-            ahead = milestones[0] <= len(scores) and len(scores) + len(pending) < n_folds
+            # Folds beyond the next decision, on CPUs nobody else is waiting for (a fold run
+            # ahead costs only a CPU that was idle; if ASHA stops the trial it is cancelled).
+            ahead = len(scores) + len(pending) < n_folds
             if ahead:
                 submit(int(ray.available_resources().get("CPU", 0) // cpus))
             timeout = SPARE_CPU_POLL_S if ahead else None

@@ -71,6 +71,10 @@ def test_fold_milestones_follow_asha_rungs():
     rungs = search(asha={"grace_period": 2, "reduction_factor": 2})
     assert fold_milestones(10, rungs) == [2, 4, 8, 10]
     assert fold_milestones(5, search(scheduler="fifo")) == [5]
+    # A rung between two fold counts is decided at the next one (ASHA: iteration >= rung).
+    assert fold_milestones(10, search(asha={"grace_period": 1, "reduction_factor": 2.5})) == [
+        1, 3, 7, 10
+    ]  # fmt: skip
 
 
 @pytest.mark.cluster
