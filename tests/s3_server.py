@@ -21,19 +21,20 @@ CREDENTIALS = {
 
 
 @contextmanager
-def running_s3() -> Iterator[tuple[str, Any]]:
-    """``(host:port, boto3 client)`` of a fresh server; the environment is restored after."""
+def running_s3(ip: str = "127.0.0.1") -> Iterator[tuple[str, Any]]:
+    """``(host:port, boto3 client)`` of a fresh server listening on ``ip`` (e.g. the address
+    the multi-node cluster's hosts reach); the environment is restored after."""
     mp = pytest.MonkeyPatch()
     for var, value in CREDENTIALS.items():
         mp.setenv(var, value)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((ip, 0))
         port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address=ip, port=port, verbose=False)
     server.start()
     try:
-        yield f"127.0.0.1:{port}", boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
+        yield f"{ip}:{port}", boto3.client("s3", endpoint_url=f"http://{ip}:{port}")
     finally:
         server.stop()
         mp.undo()

@@ -84,10 +84,11 @@ class Network:
         self.prefix = f"sr{os.getpid() % 100000}"
         self.subnet = _free_subnet()
         self.bridge = f"{self.prefix}br"
+        self.gateway = f"{self.subnet}.254"  # the test's own address on the bridge
         self.hosts: list[Host] = []
         try:
             _ip("link", "add", self.bridge, "type", "bridge")
-            _ip("addr", "add", f"{self.subnet}.254/24", "dev", self.bridge)
+            _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
             _ip("link", "set", self.bridge, "up")
             for i in range(1, n + 1):
                 self.hosts.append(self._add_host(i))

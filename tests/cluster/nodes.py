@@ -55,7 +55,11 @@ class MultiNodeCluster:
     advertise ``sparc_trials`` (where Tune's trial actors may run)."""
 
     def __init__(
-        self, workdir: Path, workers: int = 3, trial_nodes: Iterable[str] = ("node_a",)
+        self,
+        workdir: Path,
+        workers: int = 3,
+        trial_nodes: Iterable[str] = ("node_a",),
+        cpus_per_node: int = 1,
     ) -> None:
         self.workdir = workdir
         self.network = Network(workers + 1)
@@ -97,7 +101,7 @@ class MultiNodeCluster:
             resources = {name: 1, **(TRIALS if name in trial_nodes else {})}
             cmd = [
                 *common, f"--address={self.address}", f"--node-ip-address={host.address}",
-                "--num-cpus=1", f"--resources={json.dumps(resources)}",
+                f"--num-cpus={cpus_per_node}", f"--resources={json.dumps(resources)}",
                 "--object-store-memory=400000000",
             ]  # fmt: skip
             self.workers.append(Node(name, host, cmd))
@@ -161,13 +165,15 @@ class MultiNodeCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)  # the nodes' session dirs and logs
 
     # -- jobs ------------------------------------------------------------------------------
-    def submit(self, *command: str) -> str:
+    def submit(self, *command: str, env: dict[str, str] | None = None) -> str:
         """`ray job submit --no-wait` to the head (the driver runs there, in ``workdir``, as
-        on KubeRay); returns the submission id."""
+        on KubeRay), with ``env`` in the job's runtime environment (its driver and every
+        task and actor); returns the submission id."""
         entrypoint = f"cd {shlex.quote(str(self.workdir))} && " + shlex.join(command)
+        runtime_env = ["--runtime-env-json", json.dumps({"env_vars": env})] if env else []
         out = self.run(
             str(BIN / "ray"), "job", "submit", f"--address={self.dashboard_url}", "--no-wait",
-            "--", "bash", "-c", entrypoint,
+            *runtime_env, "--", "bash", "-c", entrypoint,
         ).stdout  # fmt: skip
         match = re.search(r"raysubmit_\w+", out)
         assert match, out

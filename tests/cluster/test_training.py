@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sparc_ray.inference.loader import RegistryLoader
+from sparc_ray.registry import signing
+from sparc_ray.registry.store import ModelRegistry
+from sparc_ray.training.experiment_seal import SEAL_FILE
 from tests.cluster.nodes import ROOT, MultiNodeCluster
+from tests.s3_server import CREDENTIALS, running_s3, s3_uri
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -75,7 +80,7 @@ def task_nodes(cluster: MultiNodeCluster, job_id: str, name: str) -> Counter:
     return Counter(
         names.get(t["node_id"], t["node_id"])
         for t in tasks
-        if t["name"].endswith(name) and t["state"] == "FINISHED"
+        if t["name"].startswith(name) and t["state"] == "FINISHED"
     )
 
 
@@ -150,3 +155,49 @@ def test_a_configuration_that_cannot_be_evaluated_is_named_never_dropped(multino
     failed = published(cluster, "broken")["search"]["failed"]
     assert [f["label"] for f in failed] == ["hist_gradient_boosting max_iter=0"]
     assert "max_iter" in failed[0]["error"]
+
+
+def test_on_s3_the_refit_survives_the_loss_of_its_node(multinode):
+    """The job with the registry and Tune's storage on an S3 server (moto) that every node
+    reaches, and the node running the refit (a Ray task) killed under it: the refit runs
+    again on another node, the experiment is sealed and the signed version loads verified
+    from the bucket."""
+    cluster = multinode
+    for name in ("node_a", "node_b"):
+        if not cluster.running(name):
+            cluster.restart(name)
+    names = {i: n.name for n in cluster.workers for i in n.ids}
+    space = {"random_forest": {"n_estimators": [1500]}}  # a refit of seconds on one CPU
+    config = write_config(cluster, "s3", space=space)
+    with running_s3(cluster.network.gateway) as (endpoint, s3):
+        s3.create_bucket(Bucket="sparc")
+        store, tune = s3_uri(endpoint, "sparc", "models"), s3_uri(endpoint, "sparc", "tune")
+        key = str(cluster.workdir / "keys/model_signing.key")
+        sid = cluster.submit(
+            sys.executable, str(ROOT / "jobs/train.py"), "--config", str(config),
+            "--signing-key", key, "--store", store, "--storage-path", tune, "--n-folds", "2",
+            env=CREDENTIALS,
+        )  # fmt: skip
+        job_id = wait_until(lambda: cluster.job(sid).get("job_id"), 60, message="the job's id")
+
+        def refit_node() -> str | None:
+            tasks = cluster.state("tasks", job_id=job_id, state="RUNNING")
+            running = [t for t in tasks if t["name"].endswith("_refit_task")]
+            return names.get(running[0]["node_id"]) if running else None
+
+        victim = wait_until(refit_node, 180, interval=0.2, message="the refit running")
+        cluster.kill(victim)
+        record, log = cluster.wait_job(sid)
+        assert record["driver_exit_code"] == 0, log[-3000:]
+
+        public = signing.public_key_bytes(str(cluster.workdir / "keys/model_signing.pub"))
+        version = ModelRegistry(store).alias("wine")
+        loaded = RegistryLoader(store, "wine", public).load(version)
+        assert loaded.signed_by == signing.key_id(public)
+        assert loaded.metadata.params["n_estimators"] == 1500
+        objects = s3.list_objects_v2(Bucket="sparc", Prefix="tune/")["Contents"]
+        assert any(o["Key"].endswith(SEAL_FILE) for o in objects)
+    refits = [t for t in cluster.state("tasks", job_id=job_id) if t["name"].endswith("_refit_task")]
+    finished = {names.get(t["node_id"]) for t in refits if t["state"] == "FINISHED"}
+    assert finished and victim not in finished, refits
+    cluster.restart(victim)
