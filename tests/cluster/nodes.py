@@ -151,6 +151,12 @@ class MultiNodeCluster:
             self._launch(node)  # for the names of their sockets
             self.wait_alive([node], timeout=120)
 
+    def ensure(self, *names: str) -> None:
+        """Start whichever of ``names`` is not running (a test leaves nodes as it needs)."""
+        for name in names:
+            if not self.running(name):
+                self.restart(name)
+
     def running(self, name: str) -> bool:
         node = self.node(name)
         return node.process is not None and node.process.poll() is None
@@ -186,6 +192,11 @@ class MultiNodeCluster:
         r.raise_for_status()
         return r.json()
 
+    def logs(self, submission_id: str) -> str:
+        """The job driver's output so far."""
+        url = f"{self.dashboard_url}/api/jobs/{submission_id}/logs"
+        return httpx.get(url, headers=self.auth, timeout=30).json()["logs"]
+
     def wait_job(self, submission_id: str, timeout: float = 600) -> tuple[dict, str]:
         """Wait until the job has ended; returns its record and its driver's log."""
         wait_until(
@@ -195,9 +206,7 @@ class MultiNodeCluster:
             message=f"job {submission_id} to end",
             ignore=(httpx.HTTPError,),
         )
-        url = f"{self.dashboard_url}/api/jobs/{submission_id}/logs"
-        logs = httpx.get(url, headers=self.auth, timeout=30).json()["logs"]
-        return self.job(submission_id), logs
+        return self.job(submission_id), self.logs(submission_id)
 
     # -- node loss and return ---------------------------------------------------------------
     def kill(self, name: str) -> None:

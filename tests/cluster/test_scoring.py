@@ -79,9 +79,7 @@ def results(cluster: MultiNodeCluster, out: str) -> tuple[pd.DataFrame, pd.DataF
 
 def test_scoring_loses_a_node_and_writes_every_row_exactly_once(multinode):
     cluster = multinode
-    for name in ("node_a", "node_b", "node_c"):
-        if not cluster.running(name):
-            cluster.restart(name)
+    cluster.ensure("node_a", "node_b", "node_c")
     publish(cluster)
     write_input(cluster)
 

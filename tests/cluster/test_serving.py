@@ -31,7 +31,9 @@ SPACE = {"logistic_regression": {"C": [1.0]}}
 
 
 def serve_config(cluster: MultiNodeCluster, store: Path) -> Path:
-    """serve_config.yaml for the wine model in ``store``, two Model replicas at least."""
+    """serve_config.yaml for the wine model in ``store``: two Model replicas at least, and
+    Validator and Model replicas on distinct nodes (as a multi-node deployment would pin
+    them with ``max_replicas_per_node``)."""
     cfg = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     app = cfg["applications"][0]
     app["args"].update(
@@ -39,6 +41,8 @@ def serve_config(cluster: MultiNodeCluster, store: Path) -> Path:
         public_key=str(cluster.workdir / "keys/model_signing.pub"),
     )  # fmt: skip
     for dep in app["deployments"]:
+        if dep["name"] in ("Validator", "Model"):  # one replica a node: spread, always
+            dep["max_replicas_per_node"] = 1
         if dep["name"] == "Model":
             dep["autoscaling_config"]["min_replicas"] = 2
     path = cluster.workdir / "serve_config.yaml"
@@ -65,7 +69,8 @@ def load(urls: list[str], stop: threading.Event, outcomes: list) -> None:
             url = urls[i % len(urls)]
             i += 1
             try:
-                status = client.post(f"{url}/predict", json={"instances": [ROW]}).status_code
+                body = {"instances": [ROW]}
+                status = client.post(f"{url}/predict", json=body).status_code
             except httpx.TimeoutException:
                 status = "hang"
             except httpx.HTTPError as exc:
@@ -79,12 +84,21 @@ def health(node: Node) -> dict:
 
 def test_serving_survives_the_loss_of_a_worker_node(multinode):
     cluster = multinode
-    for name in ("node_a", "node_b", "node_c"):
-        if not cluster.running(name):
-            cluster.restart(name)
+    cluster.ensure("node_a", "node_b", "node_c")
+    try:
+        check_serving_through_a_node_loss(cluster)
+    finally:  # the next tests find every node up and no Serve app holding CPUs
+        cluster.ensure("node_a", "node_b", "node_c")
+        cluster.run(str(BIN / "serve"), "shutdown", "-y", "-a", cluster.dashboard_url)
+
+
+def check_serving_through_a_node_loss(cluster: MultiNodeCluster) -> None:
     # Two versions: production, and a 20% canary started by the second training job.
     config = write_config(cluster, "serving", space=SPACE)
-    for extra in ((), ("--release", "canary", "--release-weight", "20")):
+    policy = cluster.workdir / "hold-release.yaml"  # the canary stays a canary in this test
+    policy.write_text(yaml.safe_dump({"auto_promote": False, "auto_rollback": False}))
+    canary = ("--release", "canary", "--release-weight", "20", "--release-policy", str(policy))
+    for extra in ((), canary):
         job = cluster.wait_job(train(cluster, config, *extra))
         assert job[0]["driver_exit_code"] == 0, job[1][-3000:]
     store = cluster.workdir / "serving/store"
@@ -101,9 +115,10 @@ def test_serving_survives_the_loss_of_a_worker_node(multinode):
         message="GET /health healthy from every node's proxy",
         ignore=(httpx.HTTPError, ValueError, KeyError),
     )
-    # Replicas on more than one node; a proxy answering on every node.
-    validators, models = replicas(cluster, "Validator"), replicas(cluster, "Model")
-    assert len(validators) >= 2 and len(models) >= 2, (validators, models)
+    # Validator replicas on more than one node; a proxy answering on every node.
+    assert len(replicas(cluster, "Validator")) >= 2
+    models = replicas(cluster, "Model")
+    assert len(models) >= 2, models  # Model replicas on two nodes
     for node in cluster.nodes:
         assert health(node)["release"]["weight"] == 20
 
@@ -124,6 +139,7 @@ def test_serving_survives_the_loss_of_a_worker_node(multinode):
             c.join(timeout=30)
     after = [s for t, s in outcomes if t >= killed_at and t < killed_at + 60]
     counts = Counter(after)
+    print(f"after the kill of {victim.name}: {dict(counts)}")
     assert counts[200] / len(after) >= 0.995, counts
     # No hang, no 500. Still seen (issue 19): now and then one keep-alive connection closed
     # without an answer while HAProxy reloads for the new replica set (1 in ~13,000 here);
@@ -148,4 +164,3 @@ def test_serving_survives_the_loss_of_a_worker_node(multinode):
     assert registry.alias("wine") == production
     assert current_release(registry, "wine") == release
     assert all(health(n)["release"]["weight"] == 20 for n in cluster.nodes if n is not victim)
-    cluster.run(str(BIN / "serve"), "shutdown", "-y", "-a", cluster.dashboard_url)

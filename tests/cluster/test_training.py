@@ -90,6 +90,7 @@ def trial_actors(cluster: MultiNodeCluster, job_id: str) -> list[dict]:
 
 def test_a_search_loses_the_node_of_its_trials_and_gives_the_undisturbed_answer(multinode):
     cluster = multinode
+    cluster.ensure("node_a", "node_b")
     if cluster.running("node_c"):  # this test has node_c join mid-search
         cluster.kill("node_c")
 
@@ -140,6 +141,7 @@ def test_a_configuration_that_cannot_be_evaluated_is_named_never_dropped(multino
     the job names it and publishes nothing, unless --allow-incomplete, and then the version's
     metadata and the summary name it."""
     cluster = multinode
+    cluster.ensure("node_a", "node_b")
     space = {"logistic_regression": {"C": [1.0]}, "hist_gradient_boosting": {"max_iter": [0]}}
     config = write_config(cluster, "broken", space=space, max_failures=0)
 
@@ -163,9 +165,7 @@ def test_on_s3_the_refit_survives_the_loss_of_its_node(multinode):
     again on another node, the experiment is sealed and the signed version loads verified
     from the bucket."""
     cluster = multinode
-    for name in ("node_a", "node_b"):
-        if not cluster.running(name):
-            cluster.restart(name)
+    cluster.ensure("node_a", "node_b")
     names = {i: n.name for n in cluster.workers for i in n.ids}
     space = {"random_forest": {"n_estimators": [1500]}}  # a refit of seconds on one CPU
     config = write_config(cluster, "s3", space=space)
