@@ -46,7 +46,7 @@ format: venv
 	$(BIN)/ruff format .
 
 ## Full suite (what CI runs, .ci/run): lint, then every test, those that start Ray
-## clusters (marked `cluster`) included; about 21 minutes on 2 CPUs.
+## clusters (marked `cluster`) included; about 27 minutes on 2 CPUs.
 test: venv lint
 	bash .ci/install-apt.sh promtool prometheus
 	bash .ci/install-apt.sh chromium chromium
