@@ -23,13 +23,13 @@ from pathlib import Path
 import httpx
 
 from sparc_ray.serving.fastpath import read_env
+from sparc_ray.training.placement import TRIAL_NODE_RESOURCE, TRIAL_NODE_UNITS
 from tests.cluster.netns import Host, Network
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 GCS_PORT, DASHBOARD_PORT, SERVE_PORT = 6379, 8265, 8000  # in every node's own namespace
-TRIALS = {"sparc_trials": 100}  # what a training worker advertises (training/placement.py)
 
 
 @dataclass
@@ -98,7 +98,10 @@ class MultiNodeCluster:
         self.workers = []
         for i, host in enumerate(worker_hosts):
             name = f"node_{chr(ord('a') + i)}"
-            resources = {name: 1, **(TRIALS if name in trial_nodes else {})}
+            resources = {
+                name: 1,
+                **({TRIAL_NODE_RESOURCE: TRIAL_NODE_UNITS} if name in trial_nodes else {}),
+            }
             cmd = [
                 *common, f"--address={self.address}", f"--node-ip-address={host.address}",
                 f"--num-cpus={cpus_per_node}", f"--resources={json.dumps(resources)}",

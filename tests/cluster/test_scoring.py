@@ -12,11 +12,9 @@ import pandas as pd
 import pytest
 from sklearn.datasets import make_classification
 
-from sparc_ray.registry import releases, signing
-from sparc_ray.registry.store import ModelRegistry
-from sparc_ray.training.estimator import SPARCClassificationModel
-from sparc_ray.training.onnx_export import export_onnx
+from sparc_ray.registry import signing
 from tests.cluster.nodes import ROOT, MultiNodeCluster
+from tests.integration.test_scoring import publish
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -25,27 +23,13 @@ FILES, ROWS_PER_FILE, FEATURES = 8, 100_000, 10
 BAD = {0: [17, 99_998], 5: [4_242]}  # file -> rows whose first feature is not a number
 
 
-def publish(cluster: MultiNodeCluster) -> None:
-    """A signed, promoted 60-tree forest on synthetic data (ONNX), in workdir/scoring/store."""
+def publish_model(cluster: MultiNodeCluster) -> None:
+    """A signed, promoted forest on synthetic data (ONNX), in workdir/scoring/store."""
     X, y = make_classification(5000, FEATURES, n_informative=6, random_state=0)
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(FEATURES)])
-    labels = pd.Series(np.where(y == 1, "yes", "no"))
-    model = SPARCClassificationModel(
-        {"model_type": "random_forest", "model": {"n_estimators": 60}, "cross_validation": {}}
-    )
-    model.fit(frame, labels)
-    onnx, report = export_onnx(model, frame.head(200))
-    meta = {
-        "gates": {"passed": True},
-        "classes": model.classes,
-        "features": [f.to_dict() for f in model.schema],
-        "input_limits": model.input_limits(),
-        "onnx": report,
-    }
-    registry = ModelRegistry(str(cluster.workdir / "scoring/store"))
+    frame["label"] = np.where(y == 1, "yes", "no")
     key = signing.load_private_key(str(cluster.workdir / "keys/model_signing.key"))
-    version = registry.publish("synth", model, meta, {report["file"]: onnx}, signing_key=key)
-    releases.promote(registry, "synth", version)
+    publish(cluster.workdir / "scoring/store", "synth", frame, "label", "random_forest", key)
 
 
 def write_input(cluster: MultiNodeCluster) -> None:
@@ -80,7 +64,7 @@ def results(cluster: MultiNodeCluster, out: str) -> tuple[pd.DataFrame, pd.DataF
 def test_scoring_loses_a_node_and_writes_every_row_exactly_once(multinode):
     cluster = multinode
     cluster.ensure("node_a", "node_b", "node_c")
-    publish(cluster)
+    publish_model(cluster)
     write_input(cluster)
 
     record, log = cluster.wait_job(score(cluster, "reference"))
