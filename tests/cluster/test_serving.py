@@ -7,13 +7,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from sparc_ray.registry.releases import current_release
+from sparc_ray.registry.releases import Release, current_release
 from sparc_ray.registry.store import ModelRegistry
 from tests.cluster.nodes import BIN, ROOT, MultiNodeCluster, Node
 from tests.cluster.test_training import train, write_config
@@ -61,15 +63,15 @@ def replicas(cluster: MultiNodeCluster, deployment: str) -> Counter:
     )
 
 
-def load(urls: list[str], stop: threading.Event, outcomes: list) -> None:
-    """One client: single-row /predict in turn to each proxy; records (time, status)."""
+def load(urls: list[str], rows: list[dict], stop: threading.Event, outcomes: list) -> None:
+    """One client: /predict of ``rows`` in turn to each proxy; records (time, status)."""
     with httpx.Client(timeout=10) as client:
         i = 0
         while not stop.is_set():
             url = urls[i % len(urls)]
             i += 1
             try:
-                body = {"instances": [ROW]}
+                body = {"instances": rows}
                 status = client.post(f"{url}/predict", json=body).status_code
             except httpx.TimeoutException:
                 status = "hang"
@@ -78,36 +80,52 @@ def load(urls: list[str], stop: threading.Event, outcomes: list) -> None:
             outcomes.append((time.monotonic(), status))
 
 
+@contextmanager
+def clients(urls: list[str], rows: list[dict], outcomes: list, n: int = 8) -> Iterator[None]:
+    """``n`` concurrent clients (``load``) for the duration of the block."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=load, args=(urls, rows, stop, outcomes)) for _ in range(n)]
+    for t in threads:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+
+
 def health(node: Node) -> dict:
     return httpx.get(f"{node.url}/health", timeout=10).json()
 
 
-def test_serving_survives_the_loss_of_a_worker_node(multinode):
+@pytest.fixture(scope="module")
+def served(multinode) -> Iterator[tuple[Path, str, Release]]:
+    """Two wine versions (production, and a 20% canary that this module's tests keep a
+    canary) served by `serve deploy` onto every node; yields (store, production, release)."""
     cluster = multinode
     cluster.ensure("node_a", "node_b", "node_c")
     try:
-        check_serving_through_a_node_loss(cluster)
+        config = write_config(cluster, "serving", space=SPACE)
+        policy = cluster.workdir / "hold-release.yaml"
+        policy.write_text(yaml.safe_dump({"auto_promote": False, "auto_rollback": False}))
+        canary = ("--release", "canary", "--release-weight", "20", "--release-policy", str(policy))
+        for extra in ((), canary):
+            job = cluster.wait_job(train(cluster, config, *extra))
+            assert job[0]["driver_exit_code"] == 0, job[1][-3000:]
+        store = cluster.workdir / "serving/store"
+        registry = ModelRegistry(store)
+        production, release = registry.alias("wine"), current_release(registry, "wine")
+        assert production is not None and release is not None and release.weight == 20
+        deploy(cluster, serve_config(cluster, store))
+        yield store, production, release
     finally:  # the next tests find every node up and no Serve app holding CPUs
         cluster.ensure("node_a", "node_b", "node_c")
         cluster.run(str(BIN / "serve"), "shutdown", "-y", "-a", cluster.dashboard_url)
 
 
-def check_serving_through_a_node_loss(cluster: MultiNodeCluster) -> None:
-    # Two versions: production, and a 20% canary started by the second training job.
-    config = write_config(cluster, "serving", space=SPACE)
-    policy = cluster.workdir / "hold-release.yaml"  # the canary stays a canary in this test
-    policy.write_text(yaml.safe_dump({"auto_promote": False, "auto_rollback": False}))
-    canary = ("--release", "canary", "--release-weight", "20", "--release-policy", str(policy))
-    for extra in ((), canary):
-        job = cluster.wait_job(train(cluster, config, *extra))
-        assert job[0]["driver_exit_code"] == 0, job[1][-3000:]
-    store = cluster.workdir / "serving/store"
-    registry = ModelRegistry(store)
-    production, release = registry.alias("wine"), current_release(registry, "wine")
-    assert release is not None and release.weight == 20
-
-    cluster.run(str(BIN / "serve"), "deploy", str(serve_config(cluster, store)),
-                "-a", cluster.dashboard_url)  # fmt: skip
+def deploy(cluster: MultiNodeCluster, config: Path) -> None:
+    cluster.run(str(BIN / "serve"), "deploy", str(config), "-a", cluster.dashboard_url)
     wait_until(
         lambda: all(health(n)["status"] == "healthy" for n in cluster.nodes),
         240,
@@ -115,6 +133,12 @@ def check_serving_through_a_node_loss(cluster: MultiNodeCluster) -> None:
         message="GET /health healthy from every node's proxy",
         ignore=(httpx.HTTPError, ValueError, KeyError),
     )
+
+
+def test_serving_survives_the_loss_of_a_worker_node(multinode, served):
+    cluster, (store, production, release) = multinode, served
+    cluster.ensure("node_a", "node_b", "node_c")
+    registry = ModelRegistry(store)
     # Validator replicas on more than one node; a proxy answering on every node.
     assert len(replicas(cluster, "Validator")) >= 2
     models = replicas(cluster, "Model")
@@ -124,19 +148,12 @@ def check_serving_through_a_node_loss(cluster: MultiNodeCluster) -> None:
 
     victim = next(n for n in cluster.workers if models[n.name])  # holds a Model replica
     urls = [n.url for n in cluster.nodes if n is not victim]  # the surviving nodes' proxies
-    stop, outcomes = threading.Event(), []
-    clients = [threading.Thread(target=load, args=(urls, stop, outcomes)) for _ in range(8)]
-    for c in clients:
-        c.start()
-    try:
+    outcomes: list = []
+    with clients(urls, [ROW], outcomes):
         wait_until(lambda: len(outcomes) >= 200, 60, message="load running")
         killed_at = time.monotonic()
         cluster.kill(victim.name)
         wait_until(lambda: time.monotonic() - killed_at >= 60, 90, interval=1)
-    finally:
-        stop.set()
-        for c in clients:
-            c.join(timeout=30)
     after = [s for t, s in outcomes if t >= killed_at and t < killed_at + 60]
     counts = Counter(after)
     print(f"after the kill of {victim.name}: {dict(counts)}")
@@ -164,3 +181,75 @@ def check_serving_through_a_node_loss(cluster: MultiNodeCluster) -> None:
     assert registry.alias("wine") == production
     assert current_release(registry, "wine") == release
     assert all(health(n)["release"]["weight"] == 20 for n in cluster.nodes if n is not victim)
+
+
+HOLD_CPUS = """
+import pathlib, sys, time, ray
+
+@ray.remote
+class Hold:
+    def ready(self) -> bool:
+        return True
+
+node, leave, stop = sys.argv[1], float(sys.argv[2]), pathlib.Path(sys.argv[3])
+ray.init()
+node_id = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and node in n["Resources"])
+free = ray._private.state.available_resources_per_node()[node_id].get("CPU", 0.0)
+cpus = round(free - leave, 4)
+hold = Hold.options(num_cpus=cpus, resources={node: 0.01}).remote()
+ray.get(hold.ready.remote(), timeout=120)
+print(f"holding {cpus} of {free} free CPU", flush=True)
+while not stop.exists():
+    time.sleep(0.2)
+"""
+
+
+@contextmanager
+def cpus_held(cluster: MultiNodeCluster, node: str, leave: float) -> Iterator[None]:
+    """All but ``leave`` of ``node``'s free CPU held by an actor (a job's, so it ends with the
+    block) for the duration of the block: another team's work on that node."""
+    script, stop = cluster.workdir / "hold_cpus.py", cluster.workdir / f"release-{node}"
+    script.write_text(HOLD_CPUS)
+    stop.unlink(missing_ok=True)
+    job = cluster.submit(str(BIN / "python"), str(script), node, str(leave), str(stop))
+    try:
+        wait_until(lambda: "holding" in cluster.logs(job), 120, interval=1,
+                   message=f"CPU held on {node}")  # fmt: skip
+        print(cluster.logs(job).strip().splitlines()[-1])
+        yield
+    finally:
+        stop.touch()
+        cluster.wait_job(job, timeout=60)
+
+
+def test_autoscaling_puts_new_model_replicas_where_there_is_room(multinode, served):
+    """Model replicas of 0.5 CPU (a 1-CPU node fits one), autoscaling 1 → 2 under load, one
+    of the two nodes without a replica busy with other work: the new replica goes to the
+    node that has room, not to the busy one (nor the CPU-less head)."""
+    cluster, (store, _, _) = multinode, served
+    cluster.ensure("node_a", "node_b", "node_c")
+    config = yaml.safe_load(serve_config(cluster, store).read_text())
+    for dep in config["applications"][0]["deployments"]:
+        if dep["name"] == "Model":
+            dep.pop("max_replicas_per_node")  # room decides, not a per-node cap
+            dep["ray_actor_options"]["num_cpus"] = 0.5
+            dep["autoscaling_config"].update(
+                min_replicas=1, initial_replicas=1, max_replicas=2, target_ongoing_requests=0.5,
+                upscale_delay_s=1, downscale_delay_s=600, look_back_period_s=5,
+            )  # fmt: skip
+    path = cluster.workdir / "serve_config_autoscaling.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    deploy(cluster, path)
+    wait_until(lambda: sum(replicas(cluster, "Model").values()) == 1, 120, interval=1,
+               message="one Model replica after the redeploy")  # fmt: skip
+    (first,) = replicas(cluster, "Model")
+    busy, free = [w.name for w in cluster.workers if w.name != first]
+    outcomes: list = []
+    with cpus_held(cluster, busy, leave=0.25), clients([n.url for n in cluster.nodes], [ROW] * 1000,
+                                                outcomes, n=4):  # fmt: skip
+        wait_until(lambda: sum(replicas(cluster, "Model").values()) == 2, 120, interval=1,
+                   message="autoscaling to a second Model replica")  # fmt: skip
+        placed = replicas(cluster, "Model")
+    print(f"Model replicas: {dict(placed)}; {busy} busy; {Counter(s for _, s in outcomes)}")
+    assert placed == Counter({first: 1, free: 1}), placed
+    assert Counter(s for _, s in outcomes)[200] > 0
