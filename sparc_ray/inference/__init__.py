@@ -1,7 +1,7 @@
 """Inference: what serving and batch scoring share. Loading a verified version (signature,
 sha256, ONNX or the signed scikit-learn fallback), the scorers, the columns they take, the
-input rules every path applies, probabilities to labels, and isolating the rows a model fails
-on."""
+input rules every path applies, probabilities to labels, isolating the rows a model fails
+on, and per-row feature contributions (``explain``)."""
 
 from typing import TYPE_CHECKING
 
@@ -9,6 +9,8 @@ from sparc_ray._lazy import exports
 
 if TYPE_CHECKING:
     from sparc_ray.inference.columns import Columns as Columns
+    from sparc_ray.inference.explain import Explainer as Explainer
+    from sparc_ray.inference.explain import load_explainer as load_explainer
     from sparc_ray.inference.input_rules import CheckedColumn as CheckedColumn
     from sparc_ray.inference.input_rules import FeatureCheck as FeatureCheck
     from sparc_ray.inference.input_rules import check_column as check_column
@@ -32,5 +34,7 @@ __getattr__, __all__ = exports(
         "checks_from_metadata": "input_rules",
         "score_isolating": "isolation",
         "labels_from_proba": "labels",
+        "Explainer": "explain",
+        "load_explainer": "explain",
     },
 )

@@ -87,6 +87,15 @@ class OnnxInfo(_Part):
         return self
 
 
+class ExplanationInfo(_Part):
+    """The publish-time explanation check (``sparc_ray.training.explain_check``); a version
+    that is not ``ok`` serves without explanations, for ``reason``."""
+
+    ok: bool
+    space: Literal["probability", "log_odds"] | None = None
+    reason: str | None = None
+
+
 class GateResult(_Part):
     value: int | float | None = None  # the holdout metric; None (missing) fails the gate
     threshold: float
@@ -209,6 +218,7 @@ class ModelMetadata(_Part):
     library_versions: dict[str, str] = {}
     input_limits: dict[str, float] = {}  # largest |value| per numeric feature
     onnx: OnnxInfo | None = None
+    explanations: ExplanationInfo | None = None  # absent: published before the check existed
     name: str
     version: str
     model_file: str = MODEL_FILE

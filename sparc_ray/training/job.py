@@ -34,6 +34,7 @@ from sparc_ray.training.config import (
     TrainConfig,
 )
 from sparc_ray.training.evaluation import apply_gates, metrics_from_proba
+from sparc_ray.training.explain_check import check_explanations
 from sparc_ray.training.job_args import add_train_arguments, load_config
 from sparc_ray.training.onnx_export import export_onnx
 from sparc_ray.training.report import build_report
@@ -208,6 +209,7 @@ def run_training(
     onnx_bytes, metadata["onnx"] = export_onnx(model, X_test)
     if onnx_bytes is not None:
         files[metadata["onnx"]["file"]] = onnx_bytes
+    metadata["explanations"] = check_explanations(model, X_test, X_train).to_metadata()
     registry = ModelRegistry(cfg.registry.store)
     version = registry.publish(cfg.name, model, metadata, files, signing_key=signing_key)
     promoted, release = release_new_version(
