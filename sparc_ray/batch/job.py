@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from sparc_ray.batch.scorer import BatchScorer
 from sparc_ray.batch.source import ROW_ID, SOURCE, InputError, RowSource
+from sparc_ray.inference.explain import ExplanationError, checked_entry
 from sparc_ray.inference.input_rules import checks_from_metadata
 from sparc_ray.inference.loader import LoadedModel, RegistryLoader
 from sparc_ray.registry import signing, storage
@@ -57,6 +58,7 @@ class ScorePlan:
     public_key: bytes | None
     model: LoadedModel
     source: RowSource
+    explain: bool = False
 
     @classmethod
     def check(
@@ -67,14 +69,22 @@ class ScorePlan:
         out: str,
         version: str | None = None,
         public_key: bytes | None = None,
+        explain: bool = False,
     ) -> ScorePlan:
+        if explain and public_key is None:
+            raise InputError("--explain needs a signed version: pass --public-key")
         version = ModelRegistry(store).resolve(name, version or ALIAS)
         model = RegistryLoader(store, name, public_key).load(version)
+        if explain:
+            try:
+                checked_entry(model.metadata)
+            except ExplanationError as exc:
+                raise InputError(str(exc)) from None
         source = RowSource(data, checks_from_metadata(model.metadata))
         fs, path = storage.open_fs(out)
         if fs.get_file_info(path).type != pafs.FileType.NotFound:
             raise InputError(f"{out} exists: choose a new --out (results are never overwritten)")
-        return cls(data, name, store, out, version, public_key, model, source)
+        return cls(data, name, store, out, version, public_key, model, source, explain)
 
 
 def _count_rows(fs: pafs.FileSystem, directory: str, keys: tuple[str, ...] = ()) -> int:
@@ -126,7 +136,14 @@ def run(plan: ScorePlan, actors: int | None = None, batch_rows: int = SCORE_BATC
     try:
         for d in (predictions, rejects):
             fs.create_dir(d, recursive=True)
-        args = (plan.store, plan.name, plan.version, plan.public_key, rejects_location)
+        args = (
+            plan.store,
+            plan.name,
+            plan.version,
+            plan.public_key,
+            rejects_location,
+            plan.explain,
+        )
         (
             ray.data.read_datasource(
                 plan.source, num_cpus=read_cpus, override_num_blocks=len(plan.source.files)
@@ -161,6 +178,8 @@ def run(plan: ScorePlan, actors: int | None = None, batch_rows: int = SCORE_BATC
             "actors": actors,
             "output": plan.out,
         }
+        if plan.explain and plan.model.metadata.explanations is not None:
+            summary["explanation_space"] = plan.model.metadata.explanations.space
         with fs.open_output_stream(posixpath.join(root, "summary.json")) as fh:
             fh.write(json.dumps(summary, indent=2).encode())
         if local:
@@ -180,7 +199,9 @@ def run_job(args: argparse.Namespace) -> int:
                 "--public-key is required: the Ed25519 public key the version is signed with"
             )
         public_key = signing.public_key_bytes(args.public_key) if args.public_key else None
-        plan = ScorePlan.check(args.data, args.name, args.store, args.out, args.version, public_key)
+        plan = ScorePlan.check(
+            args.data, args.name, args.store, args.out, args.version, public_key, args.explain
+        )
     except (InputError, RegistryError, IntegrityError, signing.SigningKeyError) as exc:
         print(f"[sparc-ray] error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

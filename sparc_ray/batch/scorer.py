@@ -1,7 +1,9 @@
 """What a scoring actor does with one Arrow batch: check each cell with the shared input
 rules (``sparc_ray.inference.input_rules``, as ``/predict`` does), score the good rows with the
 version loaded as a Serve replica loads it (rows the model fails on are isolated by
-``inference.isolation``), and write one reject record per bad cell or failed row.
+``inference.isolation``), and write one reject record per bad cell or failed row. With
+``explain``, each scored row also gets its feature contributions (``inference.explain``, from
+the signed version only): ``explained_class``, ``base_value`` and ``contribution_<feature>``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import posixpath
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sparc_ray.batch.source import ROW_ID, SOURCE
 from sparc_ray.inference.columns import Columns, take
+from sparc_ray.inference.explain import Explainer, load_explainer
 from sparc_ray.inference.input_rules import FeatureCheck, check_column, checks_from_metadata
 from sparc_ray.inference.isolation import score_isolating
 from sparc_ray.inference.labels import labels_from_proba
@@ -48,9 +52,21 @@ class BatchScorer:
     """A Ray Data actor: checks rows, scores the good ones, writes the bad ones to rejects."""
 
     def __init__(
-        self, store: str, name: str, version: str, public_key: bytes | None, rejects: str
+        self,
+        store: str,
+        name: str,
+        version: str,
+        public_key: bytes | None,
+        rejects: str,
+        explain: bool = False,
     ) -> None:
-        self.model = RegistryLoader(store, name, public_key).load(version)
+        loader = RegistryLoader(store, name, public_key)
+        self.model = loader.load(version)
+        self.explainer: Explainer | None = None
+        if explain:
+            if public_key is None:
+                raise ValueError("explanations need a signed version (a public key)")
+            self.explainer = load_explainer(loader.registry, name, version, public_key)
         self.checks = checks_from_metadata(self.model.metadata)
         self.classes = list(self.model.metadata.classes)
         self.rejects_fs, self.rejects_dir = storage.open_fs(rejects)
@@ -68,6 +84,7 @@ class BatchScorer:
             for k, e in scored.failed.items()
         ]
         proba = np.delete(scored.proba, list(scored.failed), axis=0)
+        rows = np.delete(rows, list(scored.failed))
         if problems:
             self._write_rejects(batch, problems)
         keep = pa.array(np.flatnonzero(good))
@@ -78,6 +95,8 @@ class BatchScorer:
         for k, label in enumerate(self.classes):
             out[f"proba_{label}"] = pa.array(proba[:, k])
         out["model_version"] = pa.array([self.model.version] * len(proba), pa.string())
+        if self.explainer is not None:
+            out |= explanation_columns(self.explainer, take(columns, rows))
         return pa.table(out)
 
     def _write_rejects(self, batch: pa.Table, problems: list[dict[str, Any]]) -> None:
@@ -97,3 +116,15 @@ class BatchScorer:
         pq.write_table(
             pa.table(table), posixpath.join(self.rejects_dir, name), filesystem=self.rejects_fs
         )
+
+
+def explanation_columns(explainer: Explainer, columns: Columns) -> dict[str, pa.Array]:
+    """``explained_class``, ``base_value`` and ``contribution_<feature>`` of scored rows."""
+    explained = explainer.explain(pd.DataFrame(columns, copy=False))
+    out = {
+        "explained_class": pa.array([str(c) for c in explained.explained_classes], pa.string()),
+        "base_value": pa.array(explained.base_values),
+    }
+    for j, feature in enumerate(explained.feature_names):
+        out[f"contribution_{feature}"] = pa.array(explained.contributions[:, j])
+    return out

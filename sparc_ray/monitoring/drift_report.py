@@ -7,7 +7,9 @@ Per feature: PSI of the captured rows against the version's reference buckets (t
 rows' deciles / categories, ``sparc_ray.monitoring.drift``), and a two-sample chi-square test of
 homogeneity between the training rows and the captured rows over the same buckets (the
 reference holds bucket shares of ``train_rows`` rows, so both samples are counts). Also the
-predicted-class mix, and accuracy where ``/feedback`` labels were captured.
+predicted-class mix, and accuracy where ``/feedback`` labels were captured. With the public key,
+the mean |contribution| of each feature over the captured rows (``inference.explain``, the signed
+version's explainer), so a drifting feature that matters stands out from one that does not.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 TOP_PLOTS = 6  # features plotted, most drifted first
+EXPLAIN_ROWS = 5000  # captured rows explained for the report (a sample when there are more)
 
 
 @dataclass
@@ -118,6 +121,27 @@ def _bars(title: str, labels: list[str], reference: np.ndarray, current: np.ndar
     return _png(fig)
 
 
+def mean_contributions(
+    store: str, name: str, version: str, public_key: bytes | None, rows: pd.DataFrame
+) -> tuple[dict[str, float] | None, str | None]:
+    """Mean |contribution| per feature over (a sample of) the captured rows, or why not."""
+    if public_key is None:
+        return None, "no public key: explanations load signed versions only"
+    from sparc_ray.inference.explain import ExplanationError, load_explainer
+    from sparc_ray.inference.loader import RegistryLoader
+
+    registry = RegistryLoader(store, name, public_key).registry
+    try:
+        explainer = load_explainer(registry, name, version, public_key)
+    except ExplanationError as exc:
+        return None, str(exc)
+    features = list(explainer.feature_names)
+    if missing := [f for f in features if f not in rows.columns]:
+        return None, f"the captured rows lack {', '.join(missing)} (capture_exclude_features)"
+    sample = rows.sample(EXPLAIN_ROWS, random_state=0) if len(rows) > EXPLAIN_ROWS else rows
+    return explainer.explain(sample[features]).mean_abs(), None
+
+
 def _verdict(value: float) -> str:
     return "significant" if value > 0.25 else "moderate" if value > 0.1 else "stable"
 
@@ -148,6 +172,7 @@ def build_report(
     labels = read_labels(root)
     joined = rows.merge(labels[["prediction_id", "row", "label"]], on=["prediction_id", "row"])
     holdout = meta.metrics and meta.metrics.holdout
+    contributions, why_not = mean_contributions(store, name, version, public_key, rows)
     return {
         "model": name,
         "version": version,
@@ -166,6 +191,9 @@ def build_report(
         if len(joined)
         else None,
         "holdout_accuracy": holdout.accuracy if holdout else None,
+        "contributions": contributions,  # feature -> mean |contribution| (None: see the note)
+        "contributions_note": why_not,
+        "contributions_space": meta.explanations.space if meta.explanations else None,
     }
 
 
@@ -174,10 +202,18 @@ def render_html(report: dict[str, Any]) -> str:
         return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
     esc = html.escape
+    weights = report["contributions"] or {}
     rows = "".join(
         f"<tr class='{_verdict(f.psi)}'><td>{esc(f.name)}</td><td>{f.kind}</td>"
-        f"<td>{f.psi:.3f}</td><td>{_verdict(f.psi)}</td><td>{f.p_value:.3g}</td></tr>"
+        f"<td>{f.psi:.3f}</td><td>{_verdict(f.psi)}</td><td>{f.p_value:.3g}</td>"
+        f"<td class='weight'>{f'{weights[f.name]:.4g}' if f.name in weights else '-'}</td></tr>"
         for f in report["features"]
+    )
+    weight_note = (
+        f"mean |contribution|: how much the feature moved this version's predictions of the "
+        f"captured rows ({esc(report['contributions_space'] or '')})"
+        if weights
+        else f"mean |contribution| not shown: {esc(report['contributions_note'] or '')}"
     )
     plots = "".join(
         f"<h3>{esc(f.name)} (PSI {f.psi:.3f})</h3><img alt='{esc(f.name)}' "
@@ -210,9 +246,9 @@ tr.significant {{ background: #f8d0d0; }} tr.moderate {{ background: #fbecc5; }}
 <b id="top-feature">{esc(top.name) if top else "-"}</b> (PSI {top.psi if top else 0:.3f}).
 Predicted-class mix PSI {p["psi"]:.3f}. Accuracy: {accuracy}.</p>
 <p>PSI &lt; 0.1 stable, 0.1-0.25 moderate, &gt; 0.25 significant. p: two-sample chi-square
-test (training rows vs captured rows, same buckets).</p>
+test (training rows vs captured rows, same buckets). <span id="weights">{weight_note}</span>.</p>
 <table id="features"><tr><th>feature</th><th>kind</th><th>PSI</th><th>verdict</th>
-<th>p</th></tr>{rows}</table>
+<th>p</th><th>mean |contribution|</th></tr>{rows}</table>
 <h2>Predicted classes</h2><img alt="predicted classes" src="data:image/png;base64,{mix}">
 <h2>Most drifted features</h2>{plots}
 </body></html>

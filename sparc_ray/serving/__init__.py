@@ -1,7 +1,7 @@
-"""Serving: the Ray Serve application ``Validator -> Model -> Postprocessor`` (``build_app``), its
-typed settings, the HTTP API (ingress, responses, OpenAPI, admin endpoints), dispatch of a
-micro-batch over versions, routing of releases, metrics and Serve's fast path;
-``serving.release`` watches and decides releases in progress."""
+"""Serving: the Ray Serve application ``Validator -> Model -> Postprocessor`` (and the Explainer;
+``build_app``), its typed settings, the HTTP API (ingress, responses, OpenAPI, admin endpoints,
+the Open Inference Protocol V2), dispatch of a micro-batch over versions, routing of releases,
+metrics and Serve's fast path; ``serving.release`` watches and decides releases in progress."""
 
 from typing import TYPE_CHECKING
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from sparc_ray.serving.api_schemas import (
     ADMIN_TOKEN,
@@ -247,7 +247,7 @@ ENDPOINTS: dict[str, tuple[str, str, str]] = {  # operation id -> (method, path,
 }
 
 
-def route(api: FastAPI, operation: str) -> Callable[[Any], Any]:
+def route(api: FastAPI | APIRouter, operation: str) -> Callable[[Any], Any]:
     """The FastAPI route decorator of one operation, described as above."""
     method, path, summary = ENDPOINTS[operation]
     add = getattr(api, method)

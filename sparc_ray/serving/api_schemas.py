@@ -71,6 +71,11 @@ PREDICT_REQUEST = {
             "(imputed). Numbers for numeric features, strings for categorical.",
         },
         "include_probabilities": {"type": "boolean", "default": False},
+        "explain": {
+            "type": "boolean",
+            "default": False,
+            "description": "per-row feature contributions (`explanations`)",
+        },
     },
 }
 PREDICT_RESPONSE = {
@@ -98,6 +103,13 @@ PREDICT_RESPONSE = {
         "prediction_id": {"type": "string"},
         "timestamp": {"type": "string", "format": "date-time"},
         "processing_time_ms": {"type": "number"},
+        "explanations": {
+            "type": ["array", "null"],
+            "items": {"type": "object"},
+            "description": "With `explain`: per row, base_value + contributions (by feature) = "
+            "the model's output in `space`, for `class`; null when the version has none",
+        },
+        "explanation_error": {"type": "string", "description": "why there are none"},
     },
 }
 FEEDBACK_ITEM = {

@@ -4,8 +4,8 @@
 to validate ``args:``.)
 
     Validator (HTTP ingress, routing, @serve.batch) ──► Model (multiplexed versions, autoscaled)
-            └──────────────────────────────────────► Postprocessor (monitoring, releases) ──┘
-                                                                         (shadow copies)
+        │   └──────────────────────────────────────► Postprocessor (monitoring, releases) ──┘
+        └──► Explainer (only for "explain": true)                        (shadow copies)
 
 Which version answers comes from the registry's release records (``sparc_ray.registry.releases``);
 a pin, if any, is the Validator's ``user_config.model_version``. Resources, autoscaling and
@@ -23,6 +23,7 @@ from sparc_ray.registry import storage
 from sparc_ray.registry.layout import DEFAULT_STORE
 from sparc_ray.registry.signing import public_key_bytes
 from sparc_ray.serving.auth import Tokens
+from sparc_ray.serving.explainer import Explainer
 from sparc_ray.serving.model import Model
 from sparc_ray.serving.postprocessor import Postprocessor
 from sparc_ray.serving.settings import DEPLOYMENT_OPTIONS
@@ -74,7 +75,8 @@ def build_app(args: AppArgs) -> Application:
     # Resources default to DEPLOYMENT_OPTIONS; serve_config.yaml's deployments: override them.
     model = _deployment(Model).bind(loader)
     post = _deployment(Postprocessor).bind(model, loader)
-    return _deployment(Validator).bind(model, post, loader, tokens)
+    explainer = _deployment(Explainer).bind(loader)
+    return _deployment(Validator).bind(model, post, loader, tokens, explainer)
 
 
 def _deployment(decorated: object) -> Deployment:

@@ -31,9 +31,15 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class PredictInput:
+    """A checked scoring request, as the micro-batch carries it."""
+
     columns: Columns
     n_rows: int
     include_probabilities: bool
+    explain: bool = False  # per-row feature contributions asked for (the Explainer answers)
+
+    def predict_input(self) -> PredictInput:
+        return self
 
 
 def detail(row: int | None, feature: str | None, message: str) -> dict[str, Any]:
@@ -103,18 +109,19 @@ def parse_predict(body: Any, features: list[FeatureCheck], max_instances: int) -
     """Check the /predict body and return one array per feature, in the model's order."""
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object with an 'instances' list")
-    unknown_keys = sorted(set(body) - {"instances", "include_probabilities"})
+    unknown_keys = sorted(set(body) - {"instances", "include_probabilities", "explain"})
     if unknown_keys:
         raise RequestError(
             422,
             "unknown request fields",
             [detail(None, safe_name(k), "unknown field") for k in unknown_keys[:MAX_DETAILS]],
         )
-    include = body.get("include_probabilities", False)
-    if not isinstance(include, bool):
-        raise RequestError(
-            422, "invalid request", [detail(None, "include_probabilities", "must be true or false")]
-        )
+    include, explain = body.get("include_probabilities", False), body.get("explain", False)
+    for name, flag in (("include_probabilities", include), ("explain", explain)):
+        if not isinstance(flag, bool):
+            raise RequestError(
+                422, "invalid request", [detail(None, name, "must be true or false")]
+            )
     rows = body.get("instances")
     if not isinstance(rows, list) or not rows:
         raise RequestError(
@@ -132,7 +139,7 @@ def parse_predict(body: Any, features: list[FeatureCheck], max_instances: int) -
     columns, details = build_columns(rows, features)
     if details:
         raise RequestError(422, "invalid feature values", details)
-    return PredictInput(columns, len(rows), include)
+    return PredictInput(columns, len(rows), include, explain)
 
 
 def parse_feedback(body: Any) -> list[dict[str, Any]]:

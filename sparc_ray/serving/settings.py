@@ -27,6 +27,7 @@ DEPLOYMENT_OPTIONS: dict[str, dict[str, Any]] = {
     "Validator": {"ray_actor_options": {"num_cpus": 0.125}},
     "Model": {"ray_actor_options": {"num_cpus": 0.375}},
     "Postprocessor": {"ray_actor_options": {"num_cpus": 0.25}},
+    "Explainer": {"ray_actor_options": {"num_cpus": 0.125}},
 }
 
 
@@ -155,7 +156,8 @@ class PostprocessorSettings(_Settings):
 
 
 class ServingSettings(_Settings):
-    """The three deployments' settings together, as ``serve_config.yaml`` states them."""
+    """The deployments' settings together, as ``serve_config.yaml`` states them (the
+    Explainer has none: a ``user_config`` for it is refused like any unknown one)."""
 
     Validator: ValidatorSettings = ValidatorSettings()
     Model: ModelSettings = ModelSettings()
@@ -164,4 +166,5 @@ class ServingSettings(_Settings):
     @classmethod
     def from_app(cls, app: dict[str, Any]) -> ServingSettings:
         """Check one application of a Serve config file (``applications[i]``)."""
-        return cls(**{d["name"]: d.get("user_config", {}) for d in app.get("deployments", [])})
+        deployments = app.get("deployments", [])
+        return cls(**{d["name"]: d["user_config"] for d in deployments if "user_config" in d})

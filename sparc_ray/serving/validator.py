@@ -4,14 +4,17 @@ It routes each request to a version (production, or the canary's share; see
 ``sparc_ray.serving.routing``), checks it against that version's features
 (``serving.requests``, the shared input rules), micro-batches concurrent requests
 (``@serve.batch``) so that one Model call per version and one Postprocessor call serve many
-HTTP requests (``serving.dispatch``), and answers with the seed's response fields.
+HTTP requests (``serving.dispatch``), and answers with the seed's response fields. The V2
+routes (``serving.oip_routes``) take the same path; the read-only and admin routes are in
+``serving.admin_routes``; explanations come from the Explainer (``serving.explainer``).
 """
 
 import asyncio
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -21,9 +24,11 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from sparc_ray import __version__
+from sparc_ray.inference.input_rules import FeatureCheck
 from sparc_ray.inference.labels import labels_from_proba
 from sparc_ray.inference.loader import ModelLoader
-from sparc_ray.serving import admin, metrics
+from sparc_ray.serving import admin_routes, metrics, oip_routes
+from sparc_ray.serving.admin_routes import AdminRoutes
 from sparc_ray.serving.api_docs import DOCS, route
 from sparc_ray.serving.auth import Tokens
 from sparc_ray.serving.dispatch import (
@@ -34,17 +39,18 @@ from sparc_ray.serving.dispatch import (
     batching,
     post_groups,
 )
+from sparc_ray.serving.explainer import Explanations
 from sparc_ray.serving.messages import NoModelError, PostBatch, VersionUnavailable
+from sparc_ray.serving.oip import InferInput
+from sparc_ray.serving.oip_routes import OipRoutes
 from sparc_ray.serving.openapi import OpenAPIDocument
-from sparc_ray.serving.requests import RequestError, parse_feedback, parse_json, parse_predict
+from sparc_ray.serving.requests import PredictInput, RequestError, parse_json, parse_predict
 from sparc_ray.serving.responses import (
-    error_response,
     failed_prediction,
     invalid_parameters,
     json_response,
     now_iso,
     read_body,
-    redact,
     shape_responses,
 )
 from sparc_ray.serving.routing import ROUTE_KEY_HEADER, ReleaseWatcher
@@ -57,12 +63,15 @@ api = FastAPIOffline(title="sparc-ray model API", version=__version__, descripti
 api.add_exception_handler(RequestValidationError, invalid_parameters)
 # /openapi.json is served by the Validator (below): training values only for the admin token.
 api.router.routes = [r for r in api.router.routes if getattr(r, "path", "") != api.openapi_url]
+api.include_router(admin_routes.router)
+api.include_router(oip_routes.router)
 DEFAULTS = ValidatorSettings()
+Parsed = TypeVar("Parsed", PredictInput, InferInput)
 
 
 @serve.deployment(name="Validator")
 @serve.ingress(api)
-class Validator:
+class Validator(AdminRoutes, OipRoutes):
     # An async constructor: Serve awaits it (mypy expects __init__ to return None).
     async def __init__(  # type: ignore[misc]
         self,
@@ -70,6 +79,7 @@ class Validator:
         post: DeploymentHandle,
         loader: ModelLoader,
         tokens: Tokens | None = None,
+        explainer: DeploymentHandle | None = None,
     ) -> None:
         self.model, self.post, self.loader = model, post, loader
         self.name, self.store = loader.name, str(loader.registry.store)
@@ -81,6 +91,7 @@ class Validator:
         self.versions = VersionCatalog(model, loader, self.failures)
         self.dispatcher = Dispatcher(self.versions.score)
         self.requests = metrics.RequestMetrics(self.name, self.failures)
+        self.explanations = Explanations(explainer, self.failures)
         self.last_good: str | None = None  # the last serving version that answered here
         self.unavailable: dict[str, str] = {}  # versions that could not be loaded, and why
         self._in_flight = 0  # micro-batches sent and not yet answered
@@ -160,141 +171,74 @@ class Validator:
 
     @route(api, "predict")
     async def predict(self, request: Request) -> Response:
+        limit = self.settings.max_instances
+
+        def parse(body: Any, checks: list[FeatureCheck]) -> PredictInput:
+            return parse_predict(body, checks, limit)
+
+        def shape(_: PredictInput, result: dict[str, Any], pid: str, ms: float) -> dict[str, Any]:
+            return {
+                **result,
+                "model_name": self.name,
+                "prediction_id": pid,
+                "timestamp": now_iso(),
+                "processing_time_ms": round(ms, 3),
+            }
+
+        return await self._serve(request, parse, shape)
+
+    async def _serve(
+        self,
+        request: Request,
+        parse: Callable[[Any, list[FeatureCheck]], Parsed],
+        shape: Callable[[Parsed, dict[str, Any], str, float], dict[str, Any]],
+        version: str | None = None,
+        errors: Callable[[RequestError], RequestError] | None = None,
+    ) -> Response:
+        """One scoring request (``/predict``, V2 infer): routed to a version (or ``version``
+        only), ``parse``d against its input checks, scored in the micro-batch, explained if
+        asked, ``shape``d into the body; failures answered by ``failed_prediction`` (client
+        errors through ``errors``)."""
         start = time.perf_counter()
         prediction_id = str(uuid.uuid4())
-        rows, reason, version, status = 0, None, None, 200
+        rows, reason, served, status = 0, None, None, 200
         try:
-            routed = self.watcher.view.route(request.headers.get(ROUTE_KEY_HEADER))
+            view = self.watcher.view
+            routed = version or view.route(request.headers.get(ROUTE_KEY_HEADER))
             if routed is None:
-                raise NoModelError(self.watcher.view.error or "no version is promoted yet")
+                raise NoModelError(view.error or "no version is promoted yet")
             limit = self.settings.max_body_bytes
             body = parse_json(await read_body(request, limit), limit)
             # A version whose metadata is refused (e.g. a bad signature) hands the request to
-            # the serving version or the last one that answered here.
-            fallbacks = (self.watcher.view.serving, self.last_good)
-            version, checks, refused = await self.versions.checks_for(routed, fallbacks)
+            # the serving version or the last one that answered here (not a named version).
+            fallbacks = () if version else (view.serving, self.last_good)
+            served, checks, refused = await self.versions.checks_for(routed, fallbacks)
             if refused:
                 self.unavailable[routed] = refused
-            data = parse_predict(body, checks, self.settings.max_instances)
-            result = await self._submit(Job(prediction_id, data, version))
-            rows, version = data.n_rows, result["model_version"]
+            data = parse(body, checks)
+            scoring = data.predict_input()
+            result = await self._submit(Job(prediction_id, scoring, served))
+            if version and result["model_version"] != version:
+                raise VersionUnavailable(version, "it could not answer this request")
+            rows, served = scoring.n_rows, result["model_version"]
+            if scoring.explain:
+                result |= await self.explanations.explain(served, scoring.columns)
             elapsed_ms = (time.perf_counter() - start) * 1000
-            body = {
-                **result,
-                "model_name": self.name,
-                "prediction_id": prediction_id,
-                "timestamp": now_iso(),
-                "processing_time_ms": round(elapsed_ms, 3),
-            }
             logger.info(
                 "predicted %d rows with %s in %.1f ms",
                 rows,
-                version,
+                served,
                 elapsed_ms,
                 extra={"prediction_id": prediction_id},
             )
-            return json_response(200, body)
+            return json_response(200, shape(data, result, prediction_id, elapsed_ms))
         except Exception as exc:
+            if errors and isinstance(exc, RequestError):
+                exc = errors(exc)
             failed, reason, status = failed_prediction(exc, prediction_id, self.store)
             return failed
         finally:
-            self.requests.record(time.perf_counter() - start, rows, version, reason, status)
-
-    # -- read-only endpoints ------------------------------------------------------------------
-    @route(api, "health")
-    async def health(self) -> Response:
-        status, body = await admin.health_response(
-            view=self.watcher.view,
-            last_good=self.last_good,
-            describe=self._describe,
-            release_status=self.post.release_status.remote,
-            loader=self.loader,
-            unavailable=self.unavailable,
-            uptime_s=time.time() - self.started,
-            wait_s=self.settings.health_wait_s,
-        )
-        return json_response(status, body)
-
-    @route(api, "model")
-    async def model_info(
-        self, request: Request, full: bool = False, version: str | None = None
-    ) -> Response:
-        """Anyone: what a request needs (``public_metadata``). The admin token: the whole
-        metadata.json (``full=true`` adds the drift references)."""
-        if version:  # asked for by name: it must exist (no load for nothing)
-            denied = self.admin_token.check(request.headers.get("authorization"))
-            refused = admin.version_denied(version, self.watcher.view, denied) or (
-                await admin.check_version(version, self.versions.metadata, self.store)
-            )
-            if refused:
-                return refused
-        version = version or self.watcher.view.serving
-        try:
-            if version is None:
-                raise NoModelError(self.watcher.view.error or "no version is promoted yet")
-            meta = await self._describe(version, self.settings.reload_wait_s)
-        except (TimeoutError, NoModelError, VersionUnavailable) as exc:
-            message = redact(str(exc), self.store)
-            return error_response(503, "no model is loaded", [(None, "version", message)])
-        if not self._is_admin(request):
-            return json_response(200, admin.public_metadata(meta))
-        return json_response(
-            200, meta if full else {k: v for k, v in meta.items() if k != "reference"}
-        )
-
-    @api.get("/openapi.json", include_in_schema=False)
-    async def openapi_json(self, request: Request) -> Response:
-        full = self.settings.openapi_training_values or self._is_admin(request)
-        meta = self.versions.cached_metadata(self.watcher.view.serving)
-        return json_response(200, self.openapi.render(meta, self.settings.max_instances, full))
-
-    def _is_admin(self, request: Request) -> bool:
-        return self.admin_token.allows(request.headers.get("authorization"))
-
-    @route(api, "metrics")
-    async def metrics_summary(self, request: Request) -> Response:
-        stats = await self.post.stats.remote()
-        body = admin.metrics_body(
-            name=self.name,
-            serving=self.watcher.view.serving,
-            uptime_s=time.time() - self.started,
-            requests=self.requests.summary.summary(),
-            monitoring=stats,
-            internal_errors=self.failures.counts,
-            admin=self._is_admin(request),
-        )
-        return json_response(200, body)
-
-    # -- write endpoints (bearer token) -----------------------------------------------------
-    @route(api, "reload")
-    async def reload_model(self, request: Request) -> Response:
-        if denied := self.admin_token.check(request.headers.get("authorization")):
-            return denied
-        limit = self.settings.max_admin_body_bytes
-        try:
-            ask = admin.ReloadRequest.parse(await read_body(request, limit), limit)
-            previous = await asyncio.to_thread(admin.promote_for_reload, self.loader, ask)
-        except RequestError as exc:
-            return json_response(exc.status, exc.body())
-        status, body = await admin.reload_response(
-            watcher=self.watcher,
-            describe=self._describe,
-            previous=previous,
-            poll_interval_s=self.settings.poll_interval_s,
-            wait_s=self.settings.reload_wait_s,
-        )
-        return json_response(status, body)
-
-    @route(api, "feedback")
-    async def feedback(self, request: Request) -> Response:
-        if denied := self.feedback_token.check(request.headers.get("authorization")):
-            return denied
-        try:
-            limit = self.settings.max_body_bytes
-            items = parse_feedback(parse_json(await read_body(request, limit), limit))
-        except RequestError as exc:
-            return json_response(exc.status, exc.body())
-        return json_response(200, await self.post.feedback.remote(items))
+            self.requests.record(time.perf_counter() - start, rows, served, reason, status)
 
     async def check_health(self) -> None:
         self.tasks.check()

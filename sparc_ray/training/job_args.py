@@ -92,6 +92,12 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="development only: score without --public-key (ONNX versions, checked by sha256)",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="add per-row feature contributions (base_value, contribution_<feature>): a "
+        "signed version whose publish-time explanation check passed",
+    )
     parser.add_argument("--actors", type=int, help="scoring actors (default: one per CPU)")
     parser.add_argument(
         "--batch-rows", type=int, default=SCORE_BATCH_ROWS, help="rows per model call"

@@ -89,10 +89,14 @@ def test_shifted_traffic_and_labels_are_captured_and_the_report_finds_the_shift(
     out = tmp_path / "drift.html"
     report = loop["cluster"].run(
         sys.executable, "-m", "sparc_ray.cli", "report", "drift", "--store", str(loop["store"]),
-        "--name", NAME, "--out", str(out),
+        "--name", NAME, "--out", str(out), "--public-key", str(loop["cluster"].public_key),
     )  # fmt: skip
     assert f"most drifted: {SHIFTED}" in report.stdout, report.stdout
-    assert re.search(r"Accuracy: 0\.\d+ over 569 labelled rows", out.read_text())
+    page = out.read_text()
+    assert re.search(r"Accuracy: 0\.\d+ over 569 labelled rows", page)
+    # each feature's mean |contribution| over the captured rows, from the signed version
+    weights = re.findall(r"<td class='weight'>([0-9.e-]+)</td>", page)
+    assert len(weights) == page.count("<tr class=") and max(map(float, weights)) > 0
 
 
 def test_an_unwritable_sink_fails_no_prediction_and_capture_resumes(loop):

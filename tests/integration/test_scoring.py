@@ -19,6 +19,7 @@ from sparc_ray.inference.loader import RegistryLoader
 from sparc_ray.registry import releases, signing
 from sparc_ray.registry.store import ModelRegistry
 from sparc_ray.training.estimator import SPARCClassificationModel
+from sparc_ray.training.explain_check import check_explanations
 from sparc_ray.training.onnx_export import export_onnx
 from tests.conftest import ROOT
 
@@ -53,6 +54,8 @@ def publish(store, name: str, frame: pd.DataFrame, target: str, family: str, key
         "features": [f.to_dict() for f in model.schema],
         "input_limits": model.input_limits(),
         "onnx": report,
+        "model_type": family,
+        "explanations": check_explanations(model, X.head(200), X).to_metadata(),
     }
     reg = ModelRegistry(str(store))
     version = reg.publish(name, model, meta, {report["file"]: onnx}, signing_key=key)
@@ -111,6 +114,31 @@ def test_mixed_dataset_with_bad_rows(ray_local, keys, loans, tmp_path):
     cols = [f"proba_{c}" for c in ["approved", "rejected", "review"]]
     np.testing.assert_allclose(predictions[cols].to_numpy(), proba, rtol=0, atol=1e-12)
     assert set(predictions.model_version) == {version}
+
+
+@pytest.mark.cluster
+def test_explain_adds_each_rows_contributions(ray_local, keys, loans, tmp_path):
+    """`--explain`: every scored row carries the signed version's contributions (the columns
+    add up to the explained output), and the predictions are those of a plain run."""
+    store = tmp_path / "store"
+    version = publish(store, "loans", loans, "decision", "random_forest", keys[0])
+    loans.to_csv(tmp_path / "rows.csv", index=False)
+    data = str(tmp_path / "rows.csv")
+    for out, explain in (("plain", False), ("explained", True)):
+        plan = ScorePlan.check(
+            data, "loans", str(store), str(tmp_path / out), None, keys[1], explain
+        )
+        run(plan, batch_rows=128)
+    plain, _, _ = read_out(tmp_path / "plain")
+    explained, _, summary = read_out(tmp_path / "explained")
+    assert summary["explanation_space"] == "probability"
+    pd.testing.assert_frame_equal(explained[plain.columns], plain)
+    features = [c for c in loans.columns if c != "decision"]
+    contributions = explained[[f"contribution_{f}" for f in features]].sum(axis=1)
+    output = explained.apply(lambda r: r[f"proba_{r['explained_class']}"], axis=1)
+    np.testing.assert_allclose(explained.base_value + contributions, output, atol=1e-6)
+    assert (explained.explained_class == explained.prediction).all()
+    assert set(explained.model_version) == {version}
 
 
 @pytest.mark.cluster

@@ -67,7 +67,7 @@ def test_a_model_error_rejects_only_the_rows_that_cause_it(tmp_path):
     scorer = BatchScorer.__new__(BatchScorer)
     meta = make_metadata(version="v1", classes=["n", "y"])
     scorer.model = LoadedModel(FailsOnNegative(), meta, "onnx")
-    scorer.checks, scorer.classes = CHECKS, ["n", "y"]
+    scorer.checks, scorer.classes, scorer.explainer = CHECKS, ["n", "y"], None
     scorer.rejects_fs, scorer.rejects_dir = pa.fs.LocalFileSystem(), str(tmp_path)
     x = [1.0, -1.0, 2.0, 3.0, -5.0, 9.0, 4.0]
     batch = pa.table({"x": x, "c": ["a"] * 7, "row_id": pa.array(range(10, 17), pa.int64())})

@@ -9,6 +9,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sparc_ray.cli import main
 from sparc_ray.data.captured import parse_since
@@ -16,11 +17,13 @@ from sparc_ray.data.loading import columns_from_frame, normalize_features
 from sparc_ray.monitoring.capture import CaptureWriter
 from sparc_ray.monitoring.drift import build_reference
 from sparc_ray.monitoring.drift_report import build_report, render_html
-from sparc_ray.registry import releases
+from sparc_ray.registry import releases, signing
 from sparc_ray.registry.layout import capture_root
 from sparc_ray.registry.store import ModelRegistry
+from sparc_ray.training.explain_check import check_explanations
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+KEY = Ed25519PrivateKey.generate()
 
 
 @pytest.fixture
@@ -31,14 +34,16 @@ def captured(tmp_path, loans, trained_loans_model):
     predicted = model.predict(X)
     meta = {
         "gates": {"passed": True},
+        "model_type": model.model_type,
         "classes": model.classes,
         "features": [f.to_dict() for f in model.schema],
         "reference": build_reference(X, model.schema, predicted, model.classes),
         "training_data": {"train_rows": len(X)},
         "metrics": {"holdout": {"accuracy": 0.9}},
+        "explanations": check_explanations(model, X, X).to_metadata(),
     }
     reg = ModelRegistry(tmp_path / "store")
-    version = reg.publish("loans", model, meta)
+    version = reg.publish("loans", model, meta, signing_key=KEY)
     releases.promote(reg, "loans", version)
     shifted = X.copy()
     shifted["income"] += 2 * X["income"].std()
@@ -68,6 +73,23 @@ def test_report_ranks_the_shifted_feature_first_and_scores_labels(captured):
     assert all(f.psi < 0.1 for f in others.values()), others
     expected = np.mean([a == b for a, b in zip(labels[:300], truth[:300], strict=True)])
     assert report["labelled"] == 300 and report["accuracy"] == pytest.approx(expected)
+
+
+def test_mean_contributions_show_which_features_matter(captured):
+    """With the public key, each feature's mean |contribution| over the captured rows (the
+    signed version's explainer); without it, the report says why there are none."""
+    store, *_ = captured
+    report = build_report(str(store), "loans", public_key=signing.raw_public(KEY))
+    weights = report["contributions"]
+    assert weights is not None, report["contributions_note"]
+    assert set(weights) == {f.name for f in report["features"]}
+    assert all(w >= 0 for w in weights.values()) and max(weights.values()) > 0
+    assert report["contributions_space"] == "probability"
+    page = render_html(report)
+    assert len(re.findall(r"<td class='weight'>[0-9.e-]+</td>", page)) == 5
+    unsigned = build_report(str(store), "loans")
+    assert unsigned["contributions"] is None and "public key" in unsigned["contributions_note"]
+    assert "mean |contribution| not shown: no public key" in render_html(unsigned)
 
 
 def test_cli_writes_a_report_that_renders_offline(captured, tmp_path, capsys):
@@ -119,6 +141,10 @@ def test_render_escapes_feature_names():
             "labelled": 0,
             "accuracy": None,
             "holdout_accuracy": None,
+            "contributions": {"<b>x</b>": 0.125},
+            "contributions_note": None,
+            "contributions_space": "log_odds",
         }
     )
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    assert "<td class='weight'>0.125</td>" in page

@@ -15,7 +15,7 @@ DEPLOYMENTS = {d["name"]: d for d in APP["deployments"]}
 def test_valid_serve_schema_and_typed_args():
     ServeDeploySchema.model_validate(CONFIG)
     assert AppArgs(**APP["args"]).model_name == "breast_cancer"
-    assert set(DEPLOYMENTS) == {"Validator", "Model", "Postprocessor"}
+    assert set(DEPLOYMENTS) == {"Validator", "Model", "Postprocessor", "Explainer"}
 
 
 def test_every_user_config_is_valid_typed_settings():
