@@ -158,14 +158,16 @@ print(json.dumps({"cv": gs.best_score_, "holdout": gs.score(X_te, y_te)}))
 """
 
 
-def whole_jobs(X: pd.DataFrame, y: pd.Series, space: str, rf: float, work: Path) -> dict:
-    """Seconds of ``python jobs/train.py`` (FIFO, ASHA) and of the GridSearchCV script."""
+def job_files(
+    X: pd.DataFrame, y: pd.Series, space: str, rf: float, work: Path
+) -> tuple[Path, dict[str, Path]]:
+    """The data as a CSV and one ``jobs/train.py`` config per scheduler (FIFO, ASHA)."""
     work.mkdir(parents=True, exist_ok=True)
     data = work / "data.csv"
     X.assign(target=y).to_csv(data, index=False)
-    out = {}
+    configs = {}
     for scheduler in ("fifo", "asha"):
-        cfg = work / f"{scheduler}.yaml"
+        cfg = configs[scheduler] = work / f"{scheduler}.yaml"
         config = {
             "name": f"bench_{scheduler}",
             "data": {"path": str(data), "target": "target"},
@@ -179,7 +181,15 @@ def whole_jobs(X: pd.DataFrame, y: pd.Series, space: str, rf: float, work: Path)
             "registry": {"store": str(work / "store")},
         }
         cfg.write_text(yaml.safe_dump(config))
-        out[scheduler] = _timed([sys.executable, "jobs/train.py", "--config", str(cfg)])
+    return data, configs
+
+
+def whole_jobs(X: pd.DataFrame, y: pd.Series, space: str, rf: float, work: Path) -> dict:
+    """Seconds of ``python jobs/train.py`` (FIFO, ASHA) and of the GridSearchCV script."""
+    data, configs = job_files(X, y, space, rf, work)
+    out = {
+        s: _timed([sys.executable, "jobs/train.py", "--config", str(c)]) for s, c in configs.items()
+    }
     out["grid_search"] = _timed([sys.executable, "-c", GRID_SEARCH_JOB, str(data), space])
     return out
 
