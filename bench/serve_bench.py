@@ -10,6 +10,8 @@ run), then runs wrk (Debian's `wrk`; `make bench` installs it) against
 `uvicorn --workers 2`, (c) MLServer 1.7.1 with adaptive batching and 2 parallel workers (its
 own venv, bench/.mlserver-venv, created on first use) and (d) bench/seed_server.py:
 single-row requests at concurrency 1, 8, 32 and 128, and 1000-row requests at concurrency 4.
+The Serve app is also driven through its Open Inference Protocol (V2) infer route (the body
+MLServer gets) and with ``"explain": true`` (one row at c=1, 1000 rows at c=2).
 It also measures raw in-process ``predict_proba`` rows/s on 1000-row batches and the model
 cost per call (sklearn vs ONNX). Figures go to bench/results/serve_bench.json.
 """
@@ -47,6 +49,8 @@ from baselines import (  # noqa: E402
     seed_server,
     signed_pipeline,
     uvicorn_server,
+    v2_body,
+    v2_proba,
     wrk,
 )
 
@@ -62,6 +66,14 @@ WARMUP_S = 8
 SERVERS = ("uvicorn", "mlserver", "seed", "serve")  # run order: Ray last
 SCENARIOS = [(f"1 row, c={c}", 1, c) for c in (1, 8, 32, 128)] + [("1000 rows, c=4", 1000, 4)]
 C1, C32, BIG = "1 row, c=1", "1 row, c=32", "1000 rows, c=4"
+# Explaining costs ~trees x leaves x depth^2 per row (TreeSHAP): 100-row requests stay within
+# the HTTP timeout on fully grown forests.
+EXPLAIN_BIG = "100 rows, c=2"
+# The same app through its other routes: V2 infer, and /predict with explanations.
+EXTRA_SCENARIOS = {
+    "serve_v2": [s for s in SCENARIOS if s[0] in (C1, C32, BIG)],
+    "serve_explain": [(C1, 1, 1), (EXPLAIN_BIG, 100, 2)],
+}
 
 
 def dataset() -> pd.DataFrame:
@@ -112,7 +124,9 @@ def train(df: pd.DataFrame) -> ModelRegistry:
     return reg
 
 
-def check(target: Target, df: pd.DataFrame, expected: np.ndarray) -> float:
+def check(
+    target: Target, df: pd.DataFrame, expected: np.ndarray, sizes: tuple[int, ...] = (1, 1000)
+) -> float:
     """A real response must carry the in-process pipeline's probabilities. Returns the
     seconds a quiet server takes for one row (best of five)."""
     quiet = []
@@ -120,7 +134,7 @@ def check(target: Target, df: pd.DataFrame, expected: np.ndarray) -> float:
         start = time.perf_counter()
         httpx.post(target.url, json=target.make_body(df.head(1)), timeout=60)
         quiet.append(time.perf_counter() - start)
-    for n in (1, 1000):
+    for n in sizes:
         r = httpx.post(target.url, json=target.make_body(df.head(n)), timeout=60)
         if r.status_code != 200:
             raise RuntimeError(f"{target.name}: HTTP {r.status_code} {r.text[:500]}")
@@ -130,10 +144,17 @@ def check(target: Target, df: pd.DataFrame, expected: np.ndarray) -> float:
     return min(quiet)
 
 
-def run_scenarios(key: str, target: Target, df: pd.DataFrame, duration: int, quiet: float):
+def run_scenarios(
+    key: str,
+    target: Target,
+    df: pd.DataFrame,
+    duration: int,
+    quiet: float,
+    scenarios: list[tuple[str, int, int]] = SCENARIOS,
+):
     print(f"\n{target.name}", flush=True)
     results, probe = {}, target.make_body(df.head(1))
-    for label, n, conns in SCENARIOS:
+    for label, n, conns in scenarios:
         body = WORK / "bodies" / f"{key}-{n}.json"
         body.parent.mkdir(parents=True, exist_ok=True)
         body.write_text(json.dumps(target.make_body(df.head(n))))
@@ -227,6 +248,42 @@ def serve_app(reg: ModelRegistry, name: str) -> Iterator[Target]:
         yield Target("sparc-ray Serve app", f"{cluster.url}/predict", ours_body, ours_proba)
 
 
+def explain_cost(reg: ModelRegistry, name: str, version: str, model, df: pd.DataFrame) -> dict:
+    """In-process TreeSHAP: ms for one row, rows/s on 100 rows, and the trees' size."""
+    from sparc_ray.inference.explain import load_explainer
+
+    explainer = load_explainer(reg, name, version, public_key_bytes(str(signing_keys()[1])))
+    one = per_call_ms(lambda: explainer.explain(df.head(1)))
+    hundred = per_call_ms(lambda: explainer.explain(df.head(100)), seconds=4.0)
+    trees = model.pipeline.named_steps["classifier"].estimators_
+    out = {
+        "one_row_ms": one,
+        "rows_per_s_100": 100 / (hundred / 1000),
+        "mean_leaves": float(np.mean([t.get_n_leaves() for t in trees])),
+        "mean_depth": float(np.mean([t.get_depth() for t in trees])),
+    }
+    print(
+        f"explain in-process (TreeSHAP, {out['mean_leaves']:.0f} leaves, depth "
+        f"{out['mean_depth']:.0f}): 1 row {one:.1f} ms, {out['rows_per_s_100']:.0f} rows/s"
+    )
+    return out
+
+
+def extra_targets(predict_url: str, name: str) -> dict[str, Target]:
+    """The Serve app's V2 infer route, and /predict asking for explanations."""
+    v2 = predict_url.replace("/predict", f"/v2/models/{name}/infer")
+
+    def explain_body(frame: pd.DataFrame) -> dict:
+        return {**ours_body(frame), "explain": True}
+
+    return {
+        "serve_v2": Target("sparc-ray V2 infer", v2, v2_body, v2_proba),
+        "serve_explain": Target(
+            "sparc-ray /predict explain", predict_url, explain_body, ours_proba
+        ),
+    }
+
+
 def compare(results: dict, raw: float) -> tuple[dict, list[dict]]:
     """Ratios Serve / each baseline per scenario, and the targets that can be judged."""
     ratios: dict = {}
@@ -254,6 +311,16 @@ def compare(results: dict, raw: float) -> tuple[dict, list[dict]]:
         if key == "uvicorn":
             target(f"c=1 p50 Serve / {label} <= x", ratios[key][C1]["p50_ms"], 1.0, False)
     target("1000-row rows/s Serve / raw sklearn >= x", serve[BIG]["rows_per_s"] / raw, 1.0, True)
+    if v2 := results.get("serve_v2"):
+        target("c=32 req/s V2 infer / /predict >= x", v2[C32]["rps"] / serve[C32]["rps"], 0.9, True)
+        if "mlserver" in results:
+            mls = results["mlserver"][C32]["rps"]
+            target("c=32 req/s V2 infer / MLServer V2 >= x", v2[C32]["rps"] / mls, 1.2, True)
+    if explain := results.get("serve_explain"):
+        target("explain 1 row c=1 p50 ms <=", explain[C1]["p50_ms"], 25.0, False)
+        target(
+            "explain rows/s (100-row requests) >=", explain[EXPLAIN_BIG]["rows_per_s"], 1e3, True
+        )
     target("Serve non-2xx <=", sum(r["non2xx"] for r in serve.values()), 0, False)
     return ratios, targets
 
@@ -285,6 +352,7 @@ def main() -> None:
         print(f"model {name}/{version}: random forest, 100 trees, 20 features")
         print(f"raw in-process predict_proba (1000-row batches, 1 thread): {raw:,.0f} rows/s")
         cost = model_cost(reg, name, version, model, df)
+        cost["explain"] = explain_cost(reg, name, version, model, df)
 
     logs = WORK / "logs"
     starters = {
@@ -301,6 +369,14 @@ def main() -> None:
             quiet = check(target, df, expected)
             labels[key] = target.name
             results[key] = run_scenarios(key, target, df, args.duration, quiet)
+            if key == "serve":  # the same app through its other routes
+                for extra, other in extra_targets(target.url, name).items():
+                    quiet = check(other, df, expected, (1, 100))
+                    labels[extra] = other.name
+                    scenarios = EXTRA_SCENARIOS[extra]
+                    results[extra] = run_scenarios(
+                        extra, other, df, args.duration, quiet, scenarios
+                    )
 
     ratios, targets = compare(results, raw)
     for key, per_scenario in ratios.items():

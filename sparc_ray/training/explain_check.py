@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 TOLERANCE = 1e-6
 MIN_CAPTURED = 0.75
-MAX_ROWS = 2000
+MAX_ROWS = 500  # enough for additivity and the ranking; every training job pays for them
 TOP_RECORDED = 10  # features listed in top_features / mean_abs_contribution
 RULE = (
     "the top max(3, ceil(F/3)) features by mean |contribution| hold >= 0.75 of the importance "
