@@ -79,26 +79,40 @@ class AdminRoutes:
     ) -> Response:
         """Anyone: what a request needs (``public_metadata``). The admin token: the whole
         metadata.json (``full=true`` adds the drift references)."""
-        if version:  # asked for by name: it must exist (no load for nothing)
-            denied = self.admin_token.check(request.headers.get("authorization"))
-            refused = admin.version_denied(version, self.watcher.view, denied) or (
-                await admin.check_version(version, self.versions.metadata, self.store)
-            )
-            if refused:
-                return refused
-        version = version or self.watcher.view.serving
-        try:
-            if version is None:
-                raise NoModelError(self.watcher.view.error or "no version is promoted yet")
-            meta = await self._describe(version, self.settings.reload_wait_s)
-        except (TimeoutError, NoModelError, VersionUnavailable) as exc:
-            message = redact(str(exc), self.store)
-            return error_response(503, "no model is loaded", [(None, "version", message)])
+        meta = await self._described(request, version, self.settings.reload_wait_s)
+        if isinstance(meta, Response):
+            return meta
         if not self._is_admin(request):
             return json_response(200, admin.public_metadata(meta))
         return json_response(
             200, meta if full else {k: v for k, v in meta.items() if k != "reference"}
         )
+
+    async def _refused(self, request: Request, version: str) -> Response | None:
+        """A version asked for by name: anyone may name what serves, any other needs the
+        admin token (``version_denied``), and it must exist and verify (no load for nothing).
+        None, or the response refusing it."""
+        denied = self.admin_token.check(request.headers.get("authorization"))
+        return admin.version_denied(version, self.watcher.view, denied) or (
+            await admin.check_version(version, self.versions.metadata, self.store)
+        )
+
+    async def _described(
+        self, request: Request, version: str | None, wait_s: float
+    ) -> dict[str, Any] | Response:
+        """The metadata of ``version`` (default: what serves) as a Model replica describes it,
+        or the response refusing it (``_refused``; 503 when no replica can load it)."""
+        if version and (refused := await self._refused(request, version)):
+            return refused
+        version = version or self.watcher.view.serving
+        try:
+            if version is None:
+                raise NoModelError(self.watcher.view.error or "no version is promoted yet")
+            described: dict[str, Any] = await self._describe(version, wait_s)
+        except (TimeoutError, NoModelError, VersionUnavailable) as exc:
+            message = redact(str(exc), self.store)
+            return error_response(503, "no model is loaded", [(None, "version", message)])
+        return described
 
     @router.get("/openapi.json", include_in_schema=False)
     async def openapi_json(self, request: Request) -> Response:

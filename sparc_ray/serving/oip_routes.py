@@ -9,25 +9,21 @@ version-named request is answered by that version or not at all (503).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from sparc_ray.registry.metadata import ModelMetadata
-from sparc_ray.serving import admin
 from sparc_ray.serving.oip import PLATFORMS, InferInput, parse_infer
 from sparc_ray.serving.oip_answers import infer_response, model_metadata, server_metadata
 from sparc_ray.serving.oip_docs import v2_route
 from sparc_ray.serving.requests import RequestError, safe_name
-from sparc_ray.serving.responses import error_response, json_response, redact
+from sparc_ray.serving.responses import error_response, json_response
 
 if TYPE_CHECKING:
     from sparc_ray.inference.input_rules import FeatureCheck
-    from sparc_ray.serving.auth import BearerToken
-    from sparc_ray.serving.dispatch import VersionCatalog
-    from sparc_ray.serving.routing import ReleaseWatcher
     from sparc_ray.serving.settings import ValidatorSettings
 
 router = APIRouter(tags=["Open Inference Protocol (V2)"])
@@ -47,15 +43,15 @@ class OipRoutes:
     """Mixed into the Validator (Serve's ingress finds inherited routes); uses its state."""
 
     name: str
-    store: str
     settings: ValidatorSettings
-    watcher: ReleaseWatcher
-    versions: VersionCatalog
-    admin_token: BearerToken
 
     if TYPE_CHECKING:
 
-        def _describe(self, version: str, wait_s: float) -> Awaitable[dict[str, Any]]: ...
+        async def _refused(self, request: Request, version: str) -> Response | None: ...
+
+        async def _described(
+            self, request: Request, version: str | None, wait_s: float
+        ) -> dict[str, Any] | Response: ...
 
         async def _serve(
             self,
@@ -76,8 +72,8 @@ class OipRoutes:
         return json_response(200, {"live": True})
 
     @v2_route(router, "v2_ready")
-    async def v2_ready(self) -> Response:
-        return await self._ready(None)
+    async def v2_ready(self, request: Request) -> Response:
+        return await self._ready(request, None)
 
     @v2_route(router, "v2_model")
     async def v2_model(self, request: Request, name: str) -> Response:
@@ -88,16 +84,12 @@ class OipRoutes:
         return await self._metadata(request, name, version)
 
     @v2_route(router, "v2_model_ready")
-    async def v2_model_ready(self, name: str) -> Response:
-        return self._unknown(name) or await self._ready(None)
+    async def v2_model_ready(self, request: Request, name: str) -> Response:
+        return self._unknown(name) or await self._ready(request, None)
 
     @v2_route(router, "v2_version_ready")
     async def v2_version_ready(self, request: Request, name: str, version: str) -> Response:
-        return (
-            self._unknown(name)
-            or await self._denied(request, version)
-            or await self._ready(version)
-        )
+        return self._unknown(name) or await self._ready(request, version)
 
     # -- inference ---------------------------------------------------------------------------
     @v2_route(router, "v2_infer")
@@ -108,7 +100,7 @@ class OipRoutes:
     async def v2_version_infer(self, request: Request, name: str, version: str) -> Response:
         return (
             self._unknown(name)
-            or await self._denied(request, version)
+            or await self._refused(request, version)
             or await self._infer(request, version)
         )
 
@@ -144,36 +136,18 @@ class OipRoutes:
         error = f"unknown model {safe_name(name)!r}: this server has one, {self.name!r}"
         return error_response(404, error, [(None, "name", error)])
 
-    async def _denied(self, request: Request, version: str) -> Response | None:
-        denied = self.admin_token.check(request.headers.get("authorization"))
-        return admin.version_denied(version, self.watcher.view, denied) or (
-            await admin.check_version(version, self.versions.metadata, self.store)
-        )
-
-    async def _ready(self, version: str | None) -> Response:
-        version = version or self.watcher.view.serving
-        try:
-            if version is None:
-                raise RuntimeError(self.watcher.view.error or "no version is promoted yet")
-            await self._describe(version, self.settings.health_wait_s)
-        except Exception as exc:
-            message = redact(str(exc), self.store)
-            return error_response(503, "not ready", [(None, "version", message)], ready=False)
-        return json_response(200, {"ready": True, "version": version})
+    async def _ready(self, request: Request, version: str | None) -> Response:
+        described = await self._described(request, version, self.settings.health_wait_s)
+        if isinstance(described, Response):
+            return described
+        return json_response(200, {"ready": True, "version": described["version"]})
 
     async def _metadata(self, request: Request, name: str, version: str | None) -> Response:
-        if refused := self._unknown(name) or (
-            await self._denied(request, version) if version else None
-        ):
-            return refused
-        version = version or self.watcher.view.serving
-        try:
-            if version is None:
-                raise RuntimeError(self.watcher.view.error or "no version is promoted yet")
-            described = await self._describe(version, self.settings.reload_wait_s)
-        except Exception as exc:
-            message = redact(str(exc), self.store)
-            return error_response(503, "no model is loaded", [(None, "version", message)])
+        if unknown := self._unknown(name):
+            return unknown
+        described = await self._described(request, version, self.settings.reload_wait_s)
+        if isinstance(described, Response):
+            return described
         meta = ModelMetadata.from_json(described)
         platform = PLATFORMS.get(described["serving"]["engine"], "")
         explains = bool(meta.explanations and meta.explanations.ok)
