@@ -43,6 +43,10 @@ EXIT_OK, EXIT_BAD_INPUT = 0, 2
 # Smaller shares left the reader starved by Ray Data's budgets on a 2-CPU node (half the rows/s).
 READ_CPUS, WRITE_CPUS = 0.5, 0.5
 OBJECT_STORE_BUDGET = 512 * 2**20  # bytes of blocks in flight
+# Blocks the reader emits: small enough that every scoring actor gets work while a file is
+# still being read (at Ray Data's default of 128 MiB a 1M-row file made 3 blocks, and one of
+# two actors scored them all while the other waited; bench/overhead.py).
+BLOCK_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -130,7 +134,9 @@ def run(plan: ScorePlan, actors: int | None = None, batch_rows: int = SCORE_BATC
     actor_cpus = max(0.05, min(per_node, (cpus - read_cpus - write_cpus) / actors))
     # Blocks waiting between the reader and the scorers stay within this much object store
     # (Ray Data would otherwise let a fast reader run up to a share of the whole store).
-    options = ray.data.DataContext.get_current().execution_options
+    context = ray.data.DataContext.get_current()
+    context.target_max_block_size = BLOCK_BYTES
+    options = context.execution_options
     options.resource_limits = options.resource_limits.copy(object_store_memory=OBJECT_STORE_BUDGET)
     started = time.perf_counter()
     try:
