@@ -227,15 +227,16 @@ def two_or_none(placed: Counter) -> Counter | None:
 
 
 def test_autoscaling_puts_new_model_replicas_where_there_is_room(multinode, served):
-    """Model replicas of 0.5 CPU (a 1-CPU node fits one), autoscaling 1 → 2 under load, one
-    of the two nodes without a replica busy with other work: the new replica goes to the
-    node that has room, not to the busy one (nor the CPU-less head)."""
+    """Model replicas of 0.5 CPU, one a node, autoscaling 1 → 2 under load, one of the two
+    nodes without a replica busy with other work: the new replica goes to the node that has
+    room, not to the busy one (nor the CPU-less head)."""
     cluster, (store, _, _) = multinode, served
     cluster.ensure("node_a", "node_b", "node_c")
     config = yaml.safe_load(serve_config(cluster, store).read_text())
     for dep in config["applications"][0]["deployments"]:
         if dep["name"] == "Model":
-            dep.pop("max_replicas_per_node")  # room decides, not a per-node cap
+            # One a node stays (an empty 1-CPU node would fit two): of the two nodes without
+            # a replica, room decides.
             dep["ray_actor_options"]["num_cpus"] = 0.5
             dep["autoscaling_config"].update(
                 min_replicas=1, initial_replicas=1, max_replicas=2, target_ongoing_requests=0.5,
