@@ -30,7 +30,7 @@ from sparc_ray.data.captured import parse_since, read_labels, read_predictions, 
 from sparc_ray.monitoring.drift import categorical_counts, numeric_counts, psi
 from sparc_ray.registry.layout import ALIAS, capture_root
 from sparc_ray.registry.metadata import DriftReference
-from sparc_ray.registry.store import RegistryError
+from sparc_ray.registry.store import ModelRegistry, RegistryError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -128,11 +128,9 @@ def mean_contributions(
     if public_key is None:
         return None, "no public key: explanations load signed versions only"
     from sparc_ray.inference.explain import ExplanationError, load_explainer
-    from sparc_ray.inference.loader import RegistryLoader
 
-    registry = RegistryLoader(store, name, public_key).registry
     try:
-        explainer = load_explainer(registry, name, version, public_key)
+        explainer = load_explainer(ModelRegistry(store), name, version, public_key)
     except ExplanationError as exc:
         return None, str(exc)
     features = list(explainer.feature_names)

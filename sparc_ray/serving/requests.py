@@ -41,6 +41,17 @@ class PredictInput:
     def predict_input(self) -> PredictInput:
         return self
 
+    def check_explain_rows(self, limit: int) -> None:
+        """413 when explanations are asked for more than ``limit`` rows (checked before the
+        rows are scored: the request is refused whole)."""
+        if self.explain and self.n_rows > limit:
+            raise RequestError(
+                413,
+                f"{self.n_rows} rows with explain; the limit is {limit} per request (split it, "
+                "or ask without explain)",
+                [detail(None, "explain", f"at most {limit} rows per request")],
+            )
+
 
 def detail(row: int | None, feature: str | None, message: str) -> dict[str, Any]:
     return {"row": row, "feature": feature, "message": message}

@@ -46,6 +46,13 @@ class ValidatorSettings(_Settings):
     )
     max_instances: int = Field(1000, ge=1, description="rows per request; more => 413")
     max_body_bytes: int = Field(2_000_000, ge=1024, description="request body cap; more => 413")
+    max_explain_instances: int = Field(
+        100,
+        ge=1,
+        description="rows per request that asks for explanations; more => 413 (TreeSHAP on a "
+        "fully grown 100-tree forest costs about 50 ms a row: keep the request under the "
+        "proxy's request_timeout_s)",
+    )
     batch_max_rows: int = Field(
         1000, ge=1, description="rows per micro-batch (one Model call); >= max_instances"
     )

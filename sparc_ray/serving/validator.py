@@ -217,6 +217,7 @@ class Validator(AdminRoutes, OipRoutes):
                 self.unavailable[routed] = refused
             data = parse(body, checks)
             scoring = data.predict_input()
+            scoring.check_explain_rows(self.settings.max_explain_instances)
             result = await self._submit(Job(prediction_id, scoring, served))
             if version and result["model_version"] != version:
                 raise VersionUnavailable(version, "it could not answer this request")

@@ -224,3 +224,10 @@ def test_explanations_add_up_in_the_original_features(app, rows, family):
         body = {"instances": records(rows), "explain": True}
         predicted = httpx.post(f"{app['url']}/predict", json=body, timeout=60).json()
         assert predicted["explanations"] == explained
+        many = pd.concat([rows] * 11).head(101)  # over max_explain_instances (100)
+        body = {"instances": records(many), "explain": True}
+        r = httpx.post(f"{app['url']}/predict", json=body, timeout=60)
+        assert r.status_code == 413 and r.json()["details"][0]["feature"] == "explain", r.text
+        r = infer(app["url"], many, parameters={"content_type": "pd", "explain": True})
+        assert r.status_code == 413 and "limit is 100" in r.json()["error"], r.text
+        assert infer(app["url"], many).status_code == 200  # without explain: served

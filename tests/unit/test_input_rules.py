@@ -96,6 +96,16 @@ def test_size_limits_and_bad_json():
     assert fail([ROW], 400)["error"].startswith("request body must be a JSON object")
 
 
+def test_explanations_are_asked_for_a_bounded_number_of_rows():
+    explained = parse_predict({"instances": [ROW] * 3, "explain": True}, FEATURES, 100)
+    explained.check_explain_rows(3)
+    with pytest.raises(RequestError) as info:
+        explained.check_explain_rows(2)
+    assert info.value.status == 413 and "3 rows with explain" in info.value.error
+    assert info.value.details[0]["feature"] == "explain"
+    parse_predict({"instances": [ROW] * 3}, FEATURES, 100).check_explain_rows(2)  # no explain
+
+
 def test_details_are_capped():
     body = {"instances": [{"income": "x", "age": "y", "employment": 1}] * 50}
     assert len(fail(body, 422)["details"]) == 20
