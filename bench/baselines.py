@@ -187,8 +187,15 @@ def running(
 
 @contextlib.contextmanager
 def uvicorn_server(
-    store: Path, name: str, version: str, public_key: Path, logs: Path, workers: int = 2
+    store: Path,
+    name: str,
+    version: str,
+    public_key: Path,
+    logs: Path,
+    workers: int = 2,
+    engine: str = "sklearn",
 ) -> Iterator[Target]:
+    """bench/uvicorn_server.py: ``engine`` "sklearn" (the pipeline) or "onnx" (model.onnx)."""
     port = free_port()
     cmd = [
         str(BIN / "uvicorn"),
@@ -208,9 +215,11 @@ def uvicorn_server(
     ]
     env = {"SPARC_BENCH_STORE": str(store), "SPARC_BENCH_MODEL": name}
     env.update(SPARC_BENCH_VERSION=version, SPARC_BENCH_PUBLIC_KEY=str(public_key))
+    env.update(SPARC_BENCH_ENGINE=engine)
     url = f"http://127.0.0.1:{port}"
-    with running("uvicorn", cmd, f"{url}/health", logs / "uvicorn.log", env):
-        yield Target(f"uvicorn x{workers}", f"{url}/predict", ours_body, ours_proba)
+    label = f"uvicorn x{workers}" + (" + ONNX" if engine == "onnx" else "")
+    with running("uvicorn", cmd, f"{url}/health", logs / f"uvicorn-{engine}.log", env):
+        yield Target(label, f"{url}/predict", ours_body, ours_proba)
 
 
 @contextlib.contextmanager

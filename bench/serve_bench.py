@@ -1,19 +1,22 @@
 """Serving benchmark: our Serve app vs what a user would run instead, same artifact, same load.
 
-    python bench/serve_bench.py [--duration 15] [--only serve,uvicorn,mlserver,seed]
+    python bench/serve_bench.py [--duration 15] [--only serve,uvicorn,uvicorn_onnx,mlserver,seed]
                                 [--store PATH [--name bench_rf]]
 
 Trains (or reuses) a random forest with 100 trees on 20 numeric features with the real
 training job (``--store`` uses an existing registry instead: no Ray at all unless ``serve`` is
 run), then runs wrk (Debian's `wrk`; `make bench` installs it) against
 (a) serve_config.yaml deployed on a local `ray start --head`, (b) bench/uvicorn_server.py under
-`uvicorn --workers 2`, (c) MLServer 1.7.1 with adaptive batching and 2 parallel workers (its
-own venv, bench/.mlserver-venv, created on first use) and (d) bench/seed_server.py:
+`uvicorn --workers 2` with the scikit-learn pipeline and (b') with the same signed model.onnx
+under onnxruntime (the one-box limit), (c) MLServer 1.7.1 with adaptive batching and 2
+parallel workers (its own venv, bench/.mlserver-venv, created on first use) and (d)
+bench/seed_server.py:
 single-row requests at concurrency 1, 8, 32 and 128, and 1000-row requests at concurrency 4.
 The Serve app is also driven through its Open Inference Protocol (V2) infer route (the body
-MLServer gets) and with ``"explain": true`` (one row at c=1, 1000 rows at c=2).
+MLServer gets) and with ``"explain": true`` (one row at c=1, 100 rows at c=2).
 It also measures raw in-process ``predict_proba`` rows/s on 1000-row batches and the model
-cost per call (sklearn vs ONNX). Figures go to bench/results/serve_bench.json.
+cost per call (sklearn vs ONNX). Targets are judged by bench/serve_targets.py; figures go to
+bench/results/serve_bench.json.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -53,22 +57,24 @@ from baselines import (  # noqa: E402
     v2_proba,
     wrk,
 )
+from serve_targets import BIG, C1, C32, EXPLAIN_BIG, compare  # noqa: E402
 
 from sparc_ray.registry import layout  # noqa: E402
 from sparc_ray.registry.signing import public_key_bytes  # noqa: E402
 from sparc_ray.registry.store import ModelRegistry  # noqa: E402
 from sparc_ray.training.estimator import SPARCClassificationModel  # noqa: E402
 
+if TYPE_CHECKING:
+    from tests.integration.cluster import Cluster
+
 WORK = ROOT / "bench/results/serve"
 OUT = ROOT / "bench/results/serve_bench.json"
 NAME = "bench_rf"
 WARMUP_S = 8
-SERVERS = ("uvicorn", "mlserver", "seed", "serve")  # run order: Ray last
-SCENARIOS = [(f"1 row, c={c}", 1, c) for c in (1, 8, 32, 128)] + [("1000 rows, c=4", 1000, 4)]
-C1, C32, BIG = "1 row, c=1", "1 row, c=32", "1000 rows, c=4"
-# Explaining costs ~trees x leaves x depth^2 per row (TreeSHAP): 100-row requests stay within
-# the HTTP timeout on fully grown forests.
-EXPLAIN_BIG = "100 rows, c=2"
+SERVERS = ("uvicorn", "uvicorn_onnx", "mlserver", "seed", "serve")  # run order: Ray last
+SCENARIOS = [(f"1 row, c={c}", 1, c) for c in (1, 8, 32, 128)] + [(BIG, 1000, 4)]
+# Explaining costs ~trees x leaves x depth^2 per row (TreeSHAP): 100-row requests
+# (max_explain_instances) stay within the HTTP timeout on fully grown forests.
 # The same app through its other routes: V2 infer, and /predict with explanations.
 EXTRA_SCENARIOS = {
     "serve_v2": [s for s in SCENARIOS if s[0] in (C1, C32, BIG)],
@@ -234,7 +240,8 @@ def model_cost(reg: ModelRegistry, name: str, version: str, model, df: pd.DataFr
 
 
 @contextlib.contextmanager
-def serve_app(reg: ModelRegistry, name: str) -> Iterator[Target]:
+def deployed_app(reg: ModelRegistry, name: str) -> Iterator[Cluster]:
+    """serve_config.yaml deployed on a fresh local cluster, serving ``name`` from ``reg``."""
     from tests.integration.cluster import running_cluster  # Ray only for this server
 
     with tempfile.TemporaryDirectory() as tmp, running_cluster(Path(tmp)) as cluster:
@@ -245,6 +252,12 @@ def serve_app(reg: ModelRegistry, name: str) -> Iterator[Target]:
         )
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
         cluster.deploy(config)
+        yield cluster
+
+
+@contextlib.contextmanager
+def serve_app(reg: ModelRegistry, name: str) -> Iterator[Target]:
+    with deployed_app(reg, name) as cluster:
         yield Target("sparc-ray Serve app", f"{cluster.url}/predict", ours_body, ours_proba)
 
 
@@ -284,47 +297,6 @@ def extra_targets(predict_url: str, name: str) -> dict[str, Target]:
     }
 
 
-def compare(results: dict, raw: float) -> tuple[dict, list[dict]]:
-    """Ratios Serve / each baseline per scenario, and the targets that can be judged."""
-    ratios: dict = {}
-    targets: list[dict] = []
-    serve = results.get("serve")
-    if serve is None:
-        return ratios, targets
-
-    def target(name: str, value: float, goal: float, at_least: bool) -> None:
-        met = value >= goal if at_least else value <= goal
-        targets.append({"target": name, "value": value, "goal": goal, "met": met})
-
-    for key, label in (("uvicorn", "uvicorn x2"), ("mlserver", "MLServer")):
-        if key not in results:
-            continue
-        base = results[key]
-        ratios[key] = {
-            s: {m: serve[s][m] / base[s][m] for m in ("rps", "p50_ms", "p99_ms")} for s in base
-        }
-        r32 = ratios[key][C32]
-        target(
-            f"c=32 req/s Serve / {label} >= x", r32["rps"], 5.0 if key == "uvicorn" else 1.2, True
-        )
-        target(f"c=32 p99 Serve / {label} <= x", r32["p99_ms"], 1.0, False)
-        if key == "uvicorn":
-            target(f"c=1 p50 Serve / {label} <= x", ratios[key][C1]["p50_ms"], 1.0, False)
-    target("1000-row rows/s Serve / raw sklearn >= x", serve[BIG]["rows_per_s"] / raw, 1.0, True)
-    if v2 := results.get("serve_v2"):
-        target("c=32 req/s V2 infer / /predict >= x", v2[C32]["rps"] / serve[C32]["rps"], 0.9, True)
-        if "mlserver" in results:
-            mls = results["mlserver"][C32]["rps"]
-            target("c=32 req/s V2 infer / MLServer V2 >= x", v2[C32]["rps"] / mls, 1.2, True)
-    if explain := results.get("serve_explain"):
-        target("explain 1 row c=1 p50 ms <=", explain[C1]["p50_ms"], 25.0, False)
-        target(
-            "explain rows/s (100-row requests) >=", explain[EXPLAIN_BIG]["rows_per_s"], 1e3, True
-        )
-    target("Serve non-2xx <=", sum(r["non2xx"] for r in serve.values()), 0, False)
-    return ratios, targets
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=15, help="seconds per scenario")
@@ -357,6 +329,9 @@ def main() -> None:
     logs = WORK / "logs"
     starters = {
         "uvicorn": lambda: uvicorn_server(reg.root_path, name, version, public_pem, logs),
+        "uvicorn_onnx": lambda: uvicorn_server(
+            reg.root_path, name, version, public_pem, logs, engine="onnx"
+        ),
         "mlserver": lambda: mlserver_server(
             reg, name, version, public_key_bytes(str(public_pem)), WORK, logs
         ),

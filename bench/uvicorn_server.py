@@ -1,9 +1,12 @@
 """Baseline a competent user would write instead of our Serve app: FastAPI under
 ``uvicorn --workers 2``, the same signature-verified registry artifact, one ``predict_proba``
-pass per request (labels by argmax), one DataFrame per request, one model thread per call.
+pass per request (labels by argmax), one model thread per call. The engine is the version's
+scikit-learn pipeline (one DataFrame per request), or with ``SPARC_BENCH_ENGINE=onnx`` its
+signed ``model.onnx`` under onnxruntime (one array per feature; all-numeric models): the
+one-box limit for serving that artifact, with no graph, batching or routing around it.
 
     SPARC_BENCH_STORE=<store> SPARC_BENCH_MODEL=<name> SPARC_BENCH_PUBLIC_KEY=<pem> \\
-    [SPARC_BENCH_VERSION=production] \\
+    [SPARC_BENCH_VERSION=production] [SPARC_BENCH_ENGINE=sklearn|onnx] \\
     uvicorn --factory uvicorn_server:create_app --app-dir bench --workers 2 --port 8200
 
 Accepts our request body ``{"instances": [{feature: value}], "include_probabilities": bool}``
@@ -15,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -25,9 +29,12 @@ from fastapi import FastAPI, Response
 from pydantic import BaseModel
 from threadpoolctl import threadpool_limits
 
+from sparc_ray.inference.onnx_model import OnnxModel
 from sparc_ray.registry.layout import ALIAS
+from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.registry.signing import public_key_bytes
 from sparc_ray.registry.store import ModelRegistry
+from sparc_ray.training.estimator import SPARCClassificationModel
 
 
 class PredictionRequest(BaseModel):
@@ -41,9 +48,10 @@ def create_app() -> FastAPI:
     name = os.environ["SPARC_BENCH_MODEL"]
     version = registry.resolve(name, os.environ.get("SPARC_BENCH_VERSION", ALIAS))
     public_key = public_key_bytes(os.environ["SPARC_BENCH_PUBLIC_KEY"])
-    model, _ = signed_pipeline(registry, name, version, public_key)
+    model, meta = signed_pipeline(registry, name, version, public_key)
     model.set_n_jobs(1)
     features = model.feature_names
+    score = _engine(os.environ.get("SPARC_BENCH_ENGINE", "sklearn"), registry, meta, model)
     wanted = set(features)
     classes = np.asarray(model.classes, dtype=object)
     app = FastAPI()
@@ -68,8 +76,7 @@ def create_app() -> FastAPI:
         if not request.instances or any(not wanted <= row.keys() for row in request.instances):
             missing = {f for row in request.instances for f in features if f not in row}
             return json_response({"error": "missing features", "details": sorted(missing)}, 422)
-        frame = pd.DataFrame.from_records(request.instances, columns=features)
-        proba = model.predict_proba(frame)
+        proba = score(request.instances)
         return json_response(
             {
                 "predictions": classes[proba.argmax(axis=1)].tolist(),
@@ -84,3 +91,27 @@ def create_app() -> FastAPI:
         )
 
     return app
+
+
+def _engine(
+    engine: str, registry: ModelRegistry, meta: ModelMetadata, model: SPARCClassificationModel
+) -> Callable[[list[dict[str, float | None]]], np.ndarray]:
+    """rows -> probabilities with the chosen engine (the ONNX file checked against the signed
+    metadata's sha256 before onnxruntime opens it)."""
+    features = model.feature_names
+    if engine == "sklearn":
+        return lambda rows: model.predict_proba(pd.DataFrame.from_records(rows, columns=features))
+    if engine != "onnx" or (onnx := meta.onnx_file()) is None:
+        raise SystemExit(f"engine {engine!r}: choose sklearn or onnx (with a parity-checked ONNX)")
+    if any(s.kind != "numeric" for s in model.schema):
+        raise SystemExit("the ONNX baseline takes all-numeric models")
+    data = (registry.root_path / meta.name / meta.version / onnx[0]).read_bytes()
+    kinds = ["numeric"] * len(features)
+    session = OnnxModel.from_bytes(data, onnx[1], features, kinds, model.classes)
+
+    def score(rows: list[dict[str, float | None]]) -> np.ndarray:
+        return session.predict_proba(
+            {f: np.array([r[f] for r in rows], dtype=float) for f in features}
+        )
+
+    return score

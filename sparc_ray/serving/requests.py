@@ -15,7 +15,13 @@ from typing import Any
 import orjson
 
 from sparc_ray.inference.columns import Columns
-from sparc_ray.inference.input_rules import FeatureCheck, NonFinite, Overflow, check_column
+from sparc_ray.inference.input_rules import (
+    FeatureCheck,
+    NonFinite,
+    Overflow,
+    check_column,
+    clean_numeric_block,
+)
 
 MAX_DETAILS = 20
 
@@ -105,9 +111,15 @@ def build_columns(
     rows: list[dict[str, Any]], features: list[FeatureCheck]
 ) -> tuple[Columns, list[dict[str, Any]]]:
     """One checked array per feature in the model's order, and the problems found."""
+    numeric = [f for f in features if f.numeric]
+    block = clean_numeric_block([[row[f.name] for row in rows] for f in numeric], numeric)
+    clean = {} if block is None else dict(zip((f.name for f in numeric), block, strict=True))
     columns: Columns = {}
     details: list[dict[str, Any]] = []
     for f in features:
+        if f.name in clean:
+            columns[f.name] = clean[f.name]
+            continue
         checked = check_column([row[f.name] for row in rows], f)
         columns[f.name] = checked.values
         details += [detail(i, f.name, why) for i, why in sorted(checked.reasons.items())]

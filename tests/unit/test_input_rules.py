@@ -154,3 +154,26 @@ def test_surrogate_keys_are_echoed_escaped():
         parse_predict({"instances": [{"income": 1, "employment": "x", "\udc00": 1}]}, LIMITED, 10)
     orjson.dumps(info.value.body())  # the 422 body can be encoded
     assert info.value.details[0]["message"] == "unknown feature"
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [None, 0, -3, 2.5, 1e6, -1e6, float("nan"), 1e6 + 1, float("inf"), True, "1.5", 10**400, [1]],
+)
+def test_one_pass_over_all_numbers_decides_as_the_column_rules(cell):
+    """``clean_numeric_block`` answers a request's numeric features at once only when the
+    per-column rules find nothing wrong, with the same arrays; else the columns decide."""
+    from sparc_ray.inference.input_rules import check_column, clean_numeric_block
+
+    checks = [FeatureCheck("a", True, 1e6), FeatureCheck("b", True)]
+    cells = [[1.0, cell, None], [7, 8.5, -2]]
+    per_column = [check_column(list(c), k) for c, k in zip(cells, checks, strict=True)]
+    block = clean_numeric_block(cells, checks)
+    if any(c.bad.any() for c in per_column) or cell is True or cell == "1.5":
+        assert block is None  # bool and numeric text are refused by the column rules too
+        assert any(c.bad.any() for c in per_column)
+    else:
+        assert block is not None
+        for got, want in zip(block, per_column, strict=True):
+            np.testing.assert_array_equal(got, want.values)
+    assert clean_numeric_block([], []) == []
