@@ -138,7 +138,7 @@ def run_train(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     data, configs = tune_bench.job_files(X, y, args.space, args.reduction_factor, work)
     key, _ = signing.generate_key_pair(work / "signing")
     print(f"training: {args.rows:,} rows x {X.shape[1]}, space {args.space}", flush=True)
-    gs = tune_bench._timed(
+    gs, _ = tune_bench._timed(
         [sys.executable, "-c", tune_bench.GRID_SEARCH_JOB, str(data), args.space]
     )
     out: dict[str, Any] = {"rows": args.rows, "space": args.space, "grid_search_script_s": gs}
@@ -179,7 +179,8 @@ def run_score(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     pacsv.write_csv(pa.Table.from_pandas(rows, preserve_index=False), csv)
     del rows
     print(f"\nscoring: {args.score_rows:,} rows x 20, {args.family} {version}", flush=True)
-    loop, _ = score_bench.baseline(str(store), str(csv), public_key, 1)
+    loop_cmd = score_bench.loop_command(str(store), str(csv), public_key, str(work / "loop.pq"))
+    loop, _ = score_bench.timed_tree(loop_cmd, {**os.environ, "RAY_ADDRESS": ""})
     job = ["--data", str(csv), "--name", score_bench.NAME, "--store", str(store)]
     job += ["--out", str(work / "out"), "--public-key", str(work / "k.pub")]
     record = probe("score", job, args.probes / "score.json")

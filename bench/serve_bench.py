@@ -240,12 +240,13 @@ def model_cost(reg: ModelRegistry, name: str, version: str, model, df: pd.DataFr
 
 
 @contextlib.contextmanager
-def deployed_app(reg: ModelRegistry, name: str) -> Iterator[Cluster]:
-    """serve_config.yaml deployed on a fresh local cluster, serving ``name`` from ``reg``."""
+def deployed_app(reg: ModelRegistry, name: str, **overrides: dict) -> Iterator[Cluster]:
+    """serve_config.yaml deployed on a fresh local cluster, serving ``name`` from ``reg``
+    (``overrides``: per deployment, as ``Cluster.serve_config`` takes them)."""
     from tests.integration.cluster import running_cluster  # Ray only for this server
 
     with tempfile.TemporaryDirectory() as tmp, running_cluster(Path(tmp)) as cluster:
-        config = cluster.serve_config()
+        config = cluster.serve_config(**overrides)
         cfg = yaml.safe_load(config.read_text())
         cfg["applications"][0]["args"].update(
             model_store=str(reg.root_path), model_name=name, public_key=str(signing_keys()[1])

@@ -1,6 +1,7 @@
 """Where a served request's CPU goes: each stage's CPU microseconds per request under load.
 
     python bench/serve_profile.py [--rows 1] [--connections 32] [--duration 15] [--flame]
+                                  [--model-replicas N]
 
 Deploys serve_config.yaml on a fresh local cluster with bench/serve_bench.py's model (trained
 on first use), drives /predict with wrk, and reads the CPU time (user + system) of every
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -38,6 +40,7 @@ from sparc_ray.serving.fastpath import haproxy_pids  # noqa: E402
 
 OUT = ROOT / "bench/results/serve_profile"
 REPLICAS = ("Validator", "Model", "Postprocessor", "Explainer")
+REPLICA_STAGES = [f"{name} replicas" for name in REPLICAS]
 RAY_DAEMONS = ("raylet", "gcs_server", "dashboard", "runtime_env_agent", "log_monitor", "monitor")
 
 
@@ -68,6 +71,22 @@ def cpu_seconds(pids: set[int]) -> float:
     return total
 
 
+def thread_seconds(pids: set[int]) -> collections.Counter[str]:
+    """CPU seconds of the processes' threads, summed by thread name (``comm``): Python's
+    own thread versus gRPC's and Ray's native threads, which py-spy does not sample."""
+    out: collections.Counter[str] = collections.Counter()
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                name = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[name] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return out
+
+
 def busy_seconds() -> float:
     t = psutil.cpu_times()
     return t.user + t.nice + t.system + t.irq + t.softirq + t.steal
@@ -81,12 +100,21 @@ def children_cpu() -> float:
 def measure(url: str, body: Path, conns: int, duration: int, stages: dict[str, set[int]]) -> dict:
     """One wrk run: requests/s, latency, and each stage's CPU microseconds per request."""
     before = {s: cpu_seconds(p) for s, p in stages.items()}
+    threads = {s: thread_seconds(stages[s]) for s in REPLICA_STAGES}
     busy, kids = busy_seconds(), children_cpu()
     r = wrk(url, body, conns, duration)
     used = {s: cpu_seconds(p) - before[s] for s, p in stages.items()}
+    requests = r["rps"] * duration
+    r["threads"] = {
+        s: {
+            name: (t - threads[s][name]) / requests * 1e6
+            for name, t in thread_seconds(stages[s]).most_common()
+            if t - threads[s][name] > 0.01 * used[s]
+        }
+        for s in REPLICA_STAGES
+    }
     used["wrk (load generator)"] = children_cpu() - kids
     used["other"] = busy_seconds() - busy - sum(used.values())
-    requests = r["rps"] * duration
     total = sum(used.values())
     r["stages"] = {
         s: {"cpu_s": c, "us_per_request": c / requests * 1e6, "share": c / total}
@@ -160,6 +188,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=15, help="seconds per run")
     parser.add_argument("--flame", action="store_true", help="py-spy every replica")
+    parser.add_argument("--model-replicas", type=int, help="fixed Model replicas (no autoscaling)")
     args = parser.parse_args()
     df = dataset()
     reg = train(df)
@@ -167,7 +196,10 @@ def main() -> None:
     body = WORK / "bodies" / f"profile-{args.rows}.json"
     body.parent.mkdir(parents=True, exist_ok=True)
     body.write_text(json.dumps(ours_body(df.head(args.rows))))
-    with deployed_app(reg, NAME) as cluster:
+    overrides = {}
+    if args.model_replicas:  # a fixed count instead of serve_config.yaml's autoscaling
+        overrides["Model"] = {"num_replicas": args.model_replicas, "autoscaling_config": None}
+    with deployed_app(reg, NAME, **overrides) as cluster:
         url = f"{cluster.url}/predict"
         wrk(url, body, args.connections, 8)  # warm-up
         stages = stage_pids(cluster)
@@ -181,6 +213,9 @@ def main() -> None:
         for s, v in r["stages"].items():
             n = len(stages.get(s, ())) or "-"
             print(f"{s:<30}{n:>6}{v['us_per_request']:>16.0f}{v['share']:>8.1%}")
+        for s, names in r["threads"].items():
+            split = ", ".join(f"{n} {us:.0f}" for n, us in names.items())
+            print(f"  {s} by thread (CPU us/request): {split}")
         if args.flame:
             replicas = {s: p for s, p in stages.items() if s.split()[0] in REPLICAS and p}
             for old in OUT.glob("*-*.svg"):

@@ -4,16 +4,17 @@
     python bench/tune_bench.py --quick    # 4k rows, for development
 
 All three searches run in this one process on the same data, the same pipelines
-(sparc_ray.training.estimator.build_pipeline) and the same stratified folds (shuffle, seed 42), so
-their
-CV scores are comparable. The baseline is what a user would write instead: ONE GridSearchCV
+(sparc_ray.training.estimator.build_pipeline) and the same stratified folds (shuffle, seed 42),
+so their CV scores are comparable. The baseline is what a user would write instead: ONE GridSearchCV
 over all families (a list of grids), n_jobs = all CPUs, refit=False; our searches are timed
 from Tuner construction to the end of ``fit()`` on an already started local Ray (Ray's
 start-up time is printed separately).
 
-``--whole-job`` also times what a user waits for, each as its own command on a CSV of the
-same data: ``python jobs/train.py`` (Ray start, search, refit, holdout, report, publish)
-against a script doing one ``GridSearchCV(refit=True)`` on the same training split.
+``--whole-job`` (or ``--whole-job-only``) also times what a user waits for, each as its own
+command on a CSV of the same data: ``python jobs/train.py`` (Ray start, search, refit,
+holdout, report, publish) against a script doing one ``GridSearchCV(refit=True)`` on the same
+training split; ``--repeats`` rounds (3) in ABBA order, medians judged against issue 20's
+targets (FIFO <= 1.05x, ASHA <= 0.7x, the same best CV +- 0.002).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import time
@@ -184,42 +187,66 @@ def job_files(
     return data, configs
 
 
-def whole_jobs(X: pd.DataFrame, y: pd.Series, space: str, rf: float, work: Path) -> dict:
-    """Seconds of ``python jobs/train.py`` (FIFO, ASHA) and of the GridSearchCV script."""
+def whole_jobs(
+    X: pd.DataFrame, y: pd.Series, space: str, rf: float, work: Path, repeats: int = 3
+) -> dict:
+    """Seconds and best CV of ``python jobs/train.py`` (FIFO, ASHA) and of the GridSearchCV
+    script: ``repeats`` rounds, each command once a round, the order reversed every other
+    round (A B C, C B A, ...: drift in the machine's speed falls on every command alike);
+    each command's median is what is judged."""
     data, configs = job_files(X, y, space, rf, work)
-    out = {
-        s: _timed([sys.executable, "jobs/train.py", "--config", str(c)]) for s, c in configs.items()
+    commands = {
+        "grid_search": [sys.executable, "-c", GRID_SEARCH_JOB, str(data), space],
+        **{s: [sys.executable, "jobs/train.py", "--config", str(c)] for s, c in configs.items()},
     }
-    out["grid_search"] = _timed([sys.executable, "-c", GRID_SEARCH_JOB, str(data), space])
+    runs: dict[str, list[dict]] = {k: [] for k in commands}
+    for r in range(repeats):
+        for key in commands if r % 2 == 0 else reversed(commands):
+            seconds, out = _timed(commands[key])
+            runs[key].append({"seconds": seconds, "best_cv": _best_cv(out)})
+            print(f"  round {r + 1}: {key:<12} {seconds:6.1f} s", flush=True)
+    return {
+        k: {
+            "runs": v,
+            "seconds": statistics.median(x["seconds"] for x in v),
+            "best_cv": statistics.median(x["best_cv"] for x in v),
+        }
+        for k, v in runs.items()
+    }
+
+
+def _best_cv(stdout: str) -> float:
+    """The best CV mean a command printed: the GridSearchCV script's JSON, or the
+    training job's summary line ``CV <scoring> <mean> ± <std>``."""
+    if m := re.search(r"^CV \S+\s+([\d.]+) ±", stdout, re.M):
+        return float(m.group(1))
+    return float(json.loads(stdout.strip().splitlines()[-1])["cv"])
+
+
+def _timed(cmd: list[str]) -> tuple[float, str]:
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0"}
+    start = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    return time.perf_counter() - start, out
+
+
+def judge_whole_jobs(jobs: dict) -> list[dict]:
+    """Issue 20's targets for the whole commands: FIFO <= 1.05x and ASHA <= 0.7x of the
+    GridSearchCV script (medians), each with the same best CV (+- 0.002)."""
+    gs = jobs["grid_search"]
+    out = []
+    for key, goal in (("fifo", 1.05), ("asha", 0.7)):
+        ratio = jobs[key]["seconds"] / gs["seconds"]
+        delta = jobs[key]["best_cv"] - gs["best_cv"]
+        met = ratio <= goal and abs(delta) <= 0.002
+        out.append({"job": key, "ratio": ratio, "goal": goal, "delta_cv": delta, "met": met})
     return out
 
 
-def _timed(cmd: list[str]) -> float:
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0"}
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, env=env)
-    return time.perf_counter() - start
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4k rows instead of 20k")
-    parser.add_argument("--rows", type=int)
-    parser.add_argument("--space", choices=sorted(SPACES), default="broad")
-    parser.add_argument("--reduction-factor", type=float, default=3, help="ASHA keeps 1/rf")
-    parser.add_argument("--out", default="bench/results/tune_bench_{space}.json")
-    parser.add_argument("--whole-job", action="store_true", help="also time the whole commands")
-    args = parser.parse_args()
-    rows = args.rows or (4000 if args.quick else 20000)
-    cpus = os.cpu_count() or 1
-    X, y = make_data(rows)
-    space = SPACES[args.space]
-    n_configs = len(expand_candidates(space, "grid", 1))
-    print(
-        f"data {rows} x {X.shape[1]}, space {args.space}: {n_configs} configs x {N_FOLDS} "
-        f"folds, {cpus} CPUs, ASHA reduction factor {args.reduction_factor:g}"
-    )
-
+def in_process(
+    X: pd.DataFrame, y: pd.Series, space: dict, args: argparse.Namespace, cpus: int, n_configs: int
+) -> dict:
+    """GridSearchCV and both Tune searches in this process, on a Ray started here."""
     gs_seconds, gs_best, gs_label = grid_search(X, y, space, cpus)
     print(f"GridSearchCV      {gs_seconds:8.1f} s   best {gs_best:.4f}  {gs_label}", flush=True)
 
@@ -260,14 +287,52 @@ def main() -> None:
         f"ASHA <= 0.70x, |Δ best| <= 0.002 -> {asha['seconds'] / gs_seconds:.2f}x "
         f"{asha['best'] - gs_best:+.4f} {'OK' if asha_ok else 'MISSED'}"
     )
-    if args.whole_job:
-        jobs = whole_jobs(X, y, args.space, args.reduction_factor, Path("bench/results/jobs"))
+    runs["grid_search"] = {"seconds": gs_seconds, "best": gs_best}
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4k rows instead of 20k")
+    parser.add_argument("--rows", type=int)
+    parser.add_argument("--space", choices=sorted(SPACES), default="broad")
+    parser.add_argument("--reduction-factor", type=float, default=3, help="ASHA keeps 1/rf")
+    parser.add_argument("--out", default="bench/results/tune_bench_{space}.json")
+    parser.add_argument("--whole-job", action="store_true", help="also time the whole commands")
+    parser.add_argument("--whole-job-only", action="store_true", help="only the whole commands")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of the whole commands")
+    args = parser.parse_args()
+    rows = args.rows or (4000 if args.quick else 20000)
+    cpus = os.cpu_count() or 1
+    X, y = make_data(rows)
+    space = SPACES[args.space]
+    n_configs = len(expand_candidates(space, "grid", 1))
+    print(
+        f"data {rows} x {X.shape[1]}, space {args.space}: {n_configs} configs x {N_FOLDS} "
+        f"folds, {cpus} CPUs, ASHA reduction factor {args.reduction_factor:g}"
+    )
+
+    runs: dict = {}
+    if not args.whole_job_only:
+        runs = in_process(X, y, space, args, cpus, n_configs)
+    if args.whole_job or args.whole_job_only:
+        print(f"\nwhole commands, {args.repeats} rounds (ABBA order):")
+        jobs = whole_jobs(
+            X, y, args.space, args.reduction_factor, Path("bench/results/jobs"), args.repeats
+        )
         gs_job = jobs["grid_search"]
-        print(f"\nwhole commands: GridSearchCV(refit=True) script {gs_job:.1f} s")
-        for s in ("fifo", "asha"):
-            ratio = jobs[s] / gs_job
-            print(f"  python jobs/train.py {s.upper():<5} {jobs[s]:6.1f} s  {ratio:.2f}x")
-        runs["whole_job"] = jobs
+        print(
+            f"GridSearchCV(refit=True) script: median {gs_job['seconds']:.1f} s, "
+            f"best CV {gs_job['best_cv']:.4f}"
+        )
+        for t in judge_whole_jobs(jobs):
+            print(
+                f"  python jobs/train.py {t['job'].upper():<5} median "
+                f"{jobs[t['job']]['seconds']:6.1f} s  {t['ratio']:.2f}x (target <= "
+                f"{t['goal']:.2f}x), best CV {t['delta_cv']:+.4f}  "
+                f"{'met' if t['met'] else 'MISSED'}"
+            )
+        runs["whole_job"] = {**jobs, "targets": judge_whole_jobs(jobs)}
     out = Path(args.out.format(space=args.space))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
@@ -278,7 +343,6 @@ def main() -> None:
                 "configs": n_configs,
                 "cpus": cpus,
                 "reduction_factor": args.reduction_factor,
-                "grid_search": {"seconds": gs_seconds, "best": gs_best},
                 **runs,
             },
             indent=2,
