@@ -4,8 +4,8 @@
 values from ``/predict``, a NumPy or pandas column for ``DataValidator``, an Arrow column in
 batch scoring) and returns the column the model takes, the mask of cells it cannot take and
 why, in the same words on every path. The common case (every cell fine) is vectorised, across
-all numeric features of a request at once (``clean_numeric_block``); the reasons of bad cells
-come from one per-cell function, ``bad_value``.
+all numeric features of a request at once (``check_columns``); the reasons of bad cells come
+from one per-cell function, ``bad_value``.
 
 A numeric feature takes a finite number within the model's input limit (``input_limits`` in
 ``metadata.json``); a categorical one a string of at most ``MAX_STRING_CHARS`` characters with
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,6 +166,23 @@ def clean_numeric_block(
         if (np.isinf(block) | (np.abs(block) > limits)).any():
             return None
     return list(block)
+
+
+def check_columns(
+    columns: Sequence[list[Any]], checks: Sequence[FeatureCheck]
+) -> Iterator[CheckedColumn]:
+    """Each feature's JSON values (``columns[j]`` for ``checks[j]``) through the rules, in
+    order: the numeric features in one pass when they are all clean, else and for the
+    categorical ones column by column (``check_column``, naming every bad cell)."""
+    numeric = [j for j, c in enumerate(checks) if c.numeric]
+    block = clean_numeric_block([columns[j] for j in numeric], [checks[j] for j in numeric])
+    clean = {} if block is None else dict(zip(numeric, block, strict=True))
+    none_bad = np.zeros(len(columns[0]) if columns else 0, bool)  # shared: read, never written
+    for j, (values, check) in enumerate(zip(columns, checks, strict=True)):
+        if j in clean:
+            yield CheckedColumn(clean[j], none_bad)
+        else:
+            yield check_column(values, check)
 
 
 def _numbers(floats: np.ndarray, check: FeatureCheck, raw: Any = None) -> CheckedColumn:

@@ -4,7 +4,7 @@ answers are ``serving.oip_answers``).
 Requests follow MLServer's pandas convention (``parameters.content_type: "pd"``): one input per
 feature, shape ``[N]`` or ``[N, 1]``; numbers FP64 / FP32 / INT* / BOOL, categories BYTES. An
 all-numeric model also takes one 2-D input ``[N, F]``. Every value goes through the shared
-input rules (``check_column``), so it gets ``/predict``'s words. ``null`` is missing, and so is
+input rules (``check_columns``), so it gets ``/predict``'s words. ``null`` is missing, and so is
 ``NaN`` in an FP64 / FP32 input (numpy-based clients such as ``tritonclient`` have no other
 way). Errors are ``RequestError`` 400 (413 past ``max_instances``) naming input and row (from
 0): ``input 'age' row 3: expected a number, got str 'x'``. Binary tensor data and shared
@@ -18,13 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sparc_ray.inference.columns import Columns
-from sparc_ray.inference.input_rules import (
-    FeatureCheck,
-    NonFinite,
-    check_column,
-    clean_numeric_block,
-    show,
-)
+from sparc_ray.inference.input_rules import FeatureCheck, NonFinite, check_columns, show
 from sparc_ray.serving.requests import MAX_DETAILS, PredictInput, RequestError, detail, safe_name
 
 SERVER_NAME = "sparc-ray"
@@ -227,20 +221,14 @@ def _prepared(datatype: str, values: list[Any]) -> list[Any]:
 
 
 def _checked(columns: list[_Column], features: list[FeatureCheck]) -> Columns:
-    """Every value through the shared rules (the numbers of clean inputs in one pass,
-    ``clean_numeric_block``; else ``check_column``); a 400 naming input and row for bad ones."""
+    """Every value through the shared rules (``check_columns``); a 400 naming input and row
+    for bad ones."""
     prepared = [_prepared(column[1], column[2]) for column in columns]
-    numeric = [i for i, f in enumerate(features) if f.numeric]
-    block = clean_numeric_block([prepared[i] for i in numeric], [features[i] for i in numeric])
-    clean = {} if block is None else dict(zip(numeric, block, strict=True))
     out: Columns = {}
     details: list[dict[str, Any]] = []
     lines: list[str] = []
-    for i, (column, f) in enumerate(zip(columns, features, strict=True)):
-        if i in clean:
-            out[f.name] = clean[i]
-            continue
-        checked = check_column(prepared[i], f)
+    checked_columns = check_columns(prepared, features)
+    for column, f, checked in zip(columns, features, checked_columns, strict=True):
         out[f.name] = checked.values
         for row, why in sorted(checked.reasons.items()):
             details.append(detail(row, f.name, why))

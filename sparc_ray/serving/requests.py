@@ -15,13 +15,7 @@ from typing import Any
 import orjson
 
 from sparc_ray.inference.columns import Columns
-from sparc_ray.inference.input_rules import (
-    FeatureCheck,
-    NonFinite,
-    Overflow,
-    check_column,
-    clean_numeric_block,
-)
+from sparc_ray.inference.input_rules import FeatureCheck, NonFinite, Overflow, check_columns
 
 MAX_DETAILS = 20
 
@@ -111,16 +105,10 @@ def build_columns(
     rows: list[dict[str, Any]], features: list[FeatureCheck]
 ) -> tuple[Columns, list[dict[str, Any]]]:
     """One checked array per feature in the model's order, and the problems found."""
-    numeric = [f for f in features if f.numeric]
-    block = clean_numeric_block([[row[f.name] for row in rows] for f in numeric], numeric)
-    clean = {} if block is None else dict(zip((f.name for f in numeric), block, strict=True))
+    values = [[row[f.name] for row in rows] for f in features]
     columns: Columns = {}
     details: list[dict[str, Any]] = []
-    for f in features:
-        if f.name in clean:
-            columns[f.name] = clean[f.name]
-            continue
-        checked = check_column([row[f.name] for row in rows], f)
+    for f, checked in zip(features, check_columns(values, features), strict=True):
         columns[f.name] = checked.values
         details += [detail(i, f.name, why) for i, why in sorted(checked.reasons.items())]
         if len(details) >= MAX_DETAILS:

@@ -162,8 +162,9 @@ def test_surrogate_keys_are_echoed_escaped():
 )
 def test_one_pass_over_all_numbers_decides_as_the_column_rules(cell):
     """``clean_numeric_block`` answers a request's numeric features at once only when the
-    per-column rules find nothing wrong, with the same arrays; else the columns decide."""
-    from sparc_ray.inference.input_rules import check_column, clean_numeric_block
+    per-column rules find nothing wrong, with the same arrays; else the columns decide
+    (``check_columns``, used by /predict and V2 infer, gives the per-column answers)."""
+    from sparc_ray.inference.input_rules import check_column, check_columns, clean_numeric_block
 
     checks = [FeatureCheck("a", True, 1e6), FeatureCheck("b", True)]
     cells = [[1.0, cell, None], [7, 8.5, -2]]
@@ -176,4 +177,8 @@ def test_one_pass_over_all_numbers_decides_as_the_column_rules(cell):
         assert block is not None
         for got, want in zip(block, per_column, strict=True):
             np.testing.assert_array_equal(got, want.values)
+    for got, want in zip(check_columns(cells, checks), per_column, strict=True):
+        np.testing.assert_array_equal(got.values, want.values)  # what every path uses
+        np.testing.assert_array_equal(got.bad, want.bad)
+        assert got.reasons == want.reasons
     assert clean_numeric_block([], []) == []
