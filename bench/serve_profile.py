@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import resource
@@ -47,15 +48,16 @@ RAY_DAEMONS = ("raylet", "gcs_server", "dashboard", "runtime_env_agent", "log_mo
 def stage_pids(cluster) -> dict[str, set[int]]:
     """The processes of each stage (Serve actors from the state API, HAProxy by its config
     directory, Ray's daemons by their command line)."""
-    stages = {"HAProxy (ingress)": haproxy_pids()}
+    stages = {"HAProxy (ingress)": haproxy_pids(cluster.haproxy_dir)}
     for name in REPLICAS:
         stages[f"{name} replicas"] = set(cluster.actor_pids(rf":{name}$"))
     stages["Serve controller + proxies"] = set(cluster.actor_pids("ServeController|ProxyActor"))
     daemons = set()
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        argv = " ".join(proc.info["cmdline"] or [])
-        if any(f"/{d}" in argv or argv.startswith(d) for d in RAY_DAEMONS) and "ray" in argv:
-            daemons.add(proc.info["pid"])
+    for proc in cluster.processes():  # this cluster's, not a developer's own
+        with contextlib.suppress(psutil.Error):
+            argv = " ".join(proc.cmdline())
+            if any(f"/{d}" in argv or argv.startswith(d) for d in RAY_DAEMONS):
+                daemons.add(proc.pid)
     stages["Ray daemons"] = daemons - set().union(*stages.values())
     return stages
 

@@ -6,14 +6,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import yaml
 
 from sparc_ray.registry import signing
@@ -28,10 +32,46 @@ ADMIN_TOKEN = "test-release-control-token-0123456789"  # >= 32 characters, as re
 FEEDBACK_TOKEN = "test-feedback-token-0123456789abcdef"
 
 
+# Where Ray Serve puts HAProxy's files (env var suffix, file name under the cluster's dir).
+HAPROXY_FILES = [
+    ("CONFIG_FILE_LOC", "haproxy.cfg"),
+    ("SOCKET_PATH", "admin.sock"),
+    ("SERVER_STATE_BASE", ""),
+    ("SERVER_STATE_FILE", "server-state"),
+    ("METRICS_SOCKET_PATH", "metrics.sock"),
+]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def unused_ports(n: int) -> list[int]:
+    """``n`` ports free now, from 20000-29999: above Ray's worker ports (10002-19999), below
+    Serve's replica ports (30000-31000, retried when taken) and the kernel's ephemeral range
+    (32768-), from which Ray's own port-0 binds pick."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = random.randrange(20000, 30000)  # nosec B311 (not security)
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind(("0.0.0.0", port))  # nosec B104 (a probe, closed at once)
+            if port not in ports:
+                ports.append(port)
+    return ports
+
+
+def end_processes(procs: list[psutil.Process], timeout: float = 30) -> None:
+    """SIGTERM ``procs``, then SIGKILL whatever is still alive after ``timeout`` s."""
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=timeout)
 
 
 class Cluster:
@@ -39,9 +79,17 @@ class Cluster:
         """``redis``: (address, password) of the Redis that keeps the GCS's state (head-node
         fault tolerance); without it the GCS keeps its state in memory."""
         self.workdir, self.redis = workdir, redis
-        # Ray's default ports: its own randomly chosen internal ports never collide with them
-        # (ephemeral picks could). One cluster at a time, as everywhere in this project.
-        self.port, self.dashboard, self.metrics, self.serve_port = 6379, 8265, 8080, 8000
+        # Ports of its own, none of Ray's fixed defaults: a developer's own cluster on this
+        # machine (6379, 8265, 8000, ...) keeps running beside the tests.
+        (
+            self.port, self.dashboard, self.metrics, self.serve_port, self.agent_port,
+            self.client_port, self.fallback_http, self.fallback_grpc, self.haproxy_stats,
+            self.haproxy_metrics, self.autoscaler_metrics, self.dashboard_metrics,
+        ) = unused_ports(12)  # fmt: skip
+        # Short (Ray's socket paths) and unique: what stop() ends is found by it.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="sparc-", dir="/tmp"))  # nosec B108
+        self.haproxy_dir = self.temp_dir / "haproxy"
+        self.session: int | None = None  # session id of `ray start` and all it started
         self.env = {
             **os.environ,
             "RAY_USAGE_STATS_ENABLED": "0",
@@ -57,6 +105,14 @@ class Cluster:
             # nothing balances load here, and teardown (`serve shutdown`) would wait for it.
             "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S": "1",
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+            # HAProxy's files (and so its processes, found by them) in this cluster's dir.
+            **{f"RAY_SERVE_HAPROXY_{k}": str(self.haproxy_dir / f) for k, f in HAPROXY_FILES},
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(self.fallback_http),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(self.fallback_grpc),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(self.haproxy_stats),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(self.haproxy_metrics),
+            "AUTOSCALER_METRIC_PORT": str(self.autoscaler_metrics),
+            "DASHBOARD_METRIC_PORT": str(self.dashboard_metrics),
         }
         if redis is not None:
             self.env["RAY_REDIS_ADDRESS"] = redis[0]
@@ -80,25 +136,53 @@ class Cluster:
 
     def start(self) -> None:
         self.run(str(BIN / "ray"), "get-auth-token", "--generate")  # creates one if missing
-        self.run(
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            "--num-cpus=2",
-            f"--port={self.port}",
-            "--include-dashboard=true",
-            f"--dashboard-port={self.dashboard}",
-            f"--metrics-export-port={self.metrics}",
-            "--disable-usage-stats",
+        cmd = [
+            str(BIN / "ray"), "start", "--head", "--num-cpus=2", "--disable-usage-stats",
+            f"--temp-dir={self.temp_dir}", f"--port={self.port}", "--include-dashboard=true",
+            f"--dashboard-port={self.dashboard}", f"--metrics-export-port={self.metrics}",
+            f"--dashboard-agent-listen-port={self.agent_port}",
+            f"--ray-client-server-port={self.client_port}",
             *(["--redis-password", self.redis[1]] if self.redis else []),
-        )
+        ]  # fmt: skip
+        # A session of its own: every process Ray starts inherits it (Ray does not setsid).
+        # Output to a file: the daemons it starts could hold a pipe open.
+        log = self.temp_dir / "ray-start.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                cmd, cwd=self.workdir, env=self.env, start_new_session=True,
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.session = proc.pid
+        if proc.wait(timeout=300) != 0:
+            raise RuntimeError(f"ray start failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
+
+    def processes(self) -> list[psutil.Process]:
+        """This cluster's processes: those in the session of its `ray start` or naming its
+        temp dir (e.g. a GCS a test restarted), and all their descendants."""
+        roots = []
+        for p in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error, OSError):
+                if os.getsid(p.pid) == self.session or any(
+                    str(self.temp_dir) in arg for arg in p.info["cmdline"] or []
+                ):
+                    roots.append(p)
+        found = {p.pid: p for p in roots}
+        for p in roots:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                found.update({c.pid: c for c in p.children(recursive=True)})
+        found.pop(os.getpid(), None)
+        return list(found.values())
 
     def stop(self) -> None:
+        """Serve, then every process of this cluster by PID, its HAProxy, and its temp dir;
+        no global `ray stop`."""
         self.run(
             str(BIN / "serve"), "shutdown", "-y", "-a", self.dashboard_url, check=False, timeout=120
         )
-        self.run(str(BIN / "ray"), "stop", check=False, timeout=120)
-        stop_haproxy()  # HAProxy can outlive `ray stop`: end it by PID
+        if self.session is not None:
+            end_processes(self.processes())
+        stop_haproxy(self.haproxy_dir)  # HAProxy can outlive Ray: end it by PID
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def train(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """The training job as a driver on this cluster (RAY_ADDRESS points at it), signing
@@ -165,8 +249,8 @@ class Cluster:
 @contextlib.contextmanager
 def running_cluster(workdir: Path, redis: tuple[str, str] | None = None) -> Iterator[Cluster]:
     cluster = Cluster(workdir, redis)
-    cluster.start()
     try:
+        cluster.start()
         yield cluster
     finally:
         cluster.stop()

@@ -85,7 +85,7 @@ def test_serve_answers_through_a_gcs_crash_and_the_restarted_gcs_recovers(tmp_pa
     try:
         with redis_server(tmp_path) as redis, running_cluster(tmp_path, redis) as cluster:
             check_gcs_crash(cluster, tmp_path, restarted)
-    finally:  # `ray stop` ends the restarted GCS too; make sure of it by PID
+    finally:  # the cluster's stop ends the restarted GCS too; make sure of it by PID
         for proc in restarted:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=30)

@@ -697,7 +697,8 @@ def test_json_logs_carry_the_prediction_id(app, rows):
     pid = predict(app["url"], X.head(1).to_dict("records")).json()["prediction_id"]
 
     def logged() -> list[dict]:
-        logs = glob.glob("/tmp/ray/session_latest/logs/serve/replica_sparc_Validator_*.log")
+        session = app["cluster"].temp_dir / "session_latest"
+        logs = glob.glob(f"{session}/logs/serve/replica_sparc_Validator_*.log")
         lines = [
             json.loads(line)
             for path in logs
