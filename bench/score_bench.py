@@ -125,23 +125,43 @@ def loop_command(store: str, csv: str, public_key: str, out: str) -> list[str]:
     ]
 
 
-def timed_tree(cmd: list[str], env: dict[str, str]) -> tuple[float, dict[str, list[int]]]:
+def _peak_rss(pid: int) -> int:
+    """The kernel's own high-water mark of a process's RSS (VmHWM), in bytes: exact, and
+    cheap to read."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def timed_tree(
+    cmd: list[str], env: dict[str, str], uss_every_s: float = 2.0
+) -> tuple[float, dict[str, list[int]]]:
     """Wall seconds of ``cmd`` and, for every process of its tree (the command and what it
-    starts: Ray's daemons and workers for ours), its peak [RSS, USS] in bytes, sampled every
-    0.2 s. USS is the memory only that process holds; RSS also counts the shared pages it maps
-    (the object store's blocks it wrote or read)."""
+    starts: Ray's daemons and workers for ours), its peak [RSS, USS] in bytes. RSS is the
+    kernel's peak (VmHWM, read every 0.2 s); it also counts the shared pages a process maps
+    (the object store's blocks it wrote or read). USS, the memory only that process holds,
+    is sampled every ``uss_every_s``: reading it walks the page tables of every process and,
+    every 0.2 s, cost the measured command about 20% of its time on 2 cores (5M rows:
+    53.1 s against 42.5 s)."""
     start = time.perf_counter()
+    next_uss = 0.0
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         peaks: dict[str, list[int]] = {}
         root = psutil.Process(proc.pid)
         while proc.poll() is None:
+            uss = time.perf_counter() >= next_uss
+            if uss:
+                next_uss = time.perf_counter() + uss_every_s
             with contextlib.suppress(psutil.Error):
                 for p in [root, *root.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):
-                        mem = p.memory_full_info()
+                    with contextlib.suppress(psutil.Error, OSError):
                         old = peaks.setdefault(f"{p.name()} {p.pid}", [0, 0])
-                        old[:] = max(old[0], mem.rss), max(old[1], mem.uss)
+                        old[0] = max(old[0], _peak_rss(p.pid))
+                        if uss:
+                            old[1] = max(old[1], p.memory_full_info().uss)
             time.sleep(0.2)
         seconds = time.perf_counter() - start
         if proc.returncode != 0:

@@ -3,15 +3,18 @@ of them) or a bundled dataset, streamed in Arrow batches that carry a ``row_id``
 
 Ray's own ``read_csv`` / ``read_parquet`` do not number rows, and a scored row must be traceable
 to its input line, so each file is one read task that counts its rows as it streams them. Only
-the model's feature columns are read; numeric ones arrive as read (CSV: as text) and are
-converted and checked by the scorer, so one bad cell rejects one row, not the read.
+the model's feature columns are read, and checked by the scorer, so one bad cell rejects one
+row, not the read. A CSV's numeric features are parsed as numbers (2.5x smaller blocks than
+text, nothing to convert later) while every cell passes the input rules; from the first block
+with a cell they refuse, the rest of the file is read as text, so that the scorer names that
+cell as it is written.
 """
 
 from __future__ import annotations
 
 import functools
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -22,7 +25,7 @@ from ray.data import DataContext, Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
 from sparc_ray.data.loading import BUILTIN_PREFIX, load_dataset
-from sparc_ray.inference.input_rules import FeatureCheck
+from sparc_ray.inference.input_rules import FeatureCheck, check_column
 from sparc_ray.registry import storage
 
 ROW_ID, SOURCE = "row_id", "source"
@@ -132,11 +135,15 @@ class RowSource(Datasource):
             extra |= set(schema.names) - set(self.names)
         return sorted(extra)
 
-    def _csv_convert(self, features_only: bool = False) -> pacsv.ConvertOptions:
-        # Every feature as text: a stray word in a numeric column rejects that row only.
-        # Empty cells (and NA / NaN / null) are missing values, as when training reads a CSV.
+    def _csv_convert(
+        self, features_only: bool = False, typed: bool = False
+    ) -> pacsv.ConvertOptions:
+        # Text, or numbers for the numeric features when ``typed``. Empty cells (and NA / NaN /
+        # null) are missing values either way, as when training reads a CSV.
         return pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in self.names},
+            column_types={
+                f.name: pa.float64() if typed and f.numeric else pa.string() for f in self.features
+            },
             strings_can_be_null=True,
             include_columns=self.names if features_only else None,
         )
@@ -169,12 +176,46 @@ class RowSource(Datasource):
             reader = pq.ParquetFile(self.filesystem.open_input_file(file.path))
             yield from reader.iter_batches(batch_size=BATCH_ROWS, columns=self.names)
         else:
-            with self.filesystem.open_input_stream(file.path) as stream:
-                yield from pacsv.open_csv(
-                    stream,
-                    read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-                    convert_options=self._csv_convert(features_only=True),
-                )
+            yield from self._csv_batches(file)
+
+    def _csv_stream(self, file: InputFile, typed: bool) -> Generator[pa.RecordBatch]:
+        with self.filesystem.open_input_stream(file.path) as stream:
+            yield from pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                convert_options=self._csv_convert(features_only=True, typed=typed),
+            )
+
+    def _clean(self, batch: pa.RecordBatch) -> bool:
+        """Every numeric cell of a typed block passes the input rules (the scorer's own)."""
+        return not any(
+            check_column(batch.column(f.name), f).bad.any() for f in self.features if f.numeric
+        )
+
+    def _csv_batches(self, file: InputFile) -> Iterator[pa.RecordBatch]:
+        """Typed blocks while they are clean; then the rest of the file as text (read again
+        from its start, as many rows dropped as were given: ``skip_rows_after_names`` would
+        count the blank lines the reader otherwise skips)."""
+        given = 0
+        typed = self._csv_stream(file, typed=True)
+        try:
+            for batch in typed:
+                if not self._clean(batch):
+                    break
+                given += batch.num_rows
+                yield batch
+            else:
+                return
+        except pa.ArrowInvalid:  # a cell that is no number
+            pass
+        finally:
+            typed.close()
+        for batch in self._csv_stream(file, typed=False):
+            if given >= batch.num_rows:
+                given -= batch.num_rows
+                continue
+            yield batch.slice(given)
+            given = 0
 
     def _read(self, file: InputFile) -> Iterator[pa.Table]:
         start = 0

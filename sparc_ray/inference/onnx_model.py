@@ -103,6 +103,21 @@ class OnnxModel:
         session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
         return cls(session, list(feature_names), list(feature_kinds), list(classes))
 
+    def _strings(self, values: np.ndarray) -> np.ndarray:
+        """A categorical column as str objects, missing values as the training fill value:
+        vectorised when every present value is a str (the common case), else cell by cell."""
+        values = np.asarray(values, dtype=object)
+        missing = pd.isna(values)
+        if pd.api.types.infer_dtype(values[~missing], skipna=False) in ("string", "empty"):
+            if not missing.any():
+                return values
+            out = values.copy()
+            out[missing] = self._fill
+            return out
+        fill = self._fill
+        cells = [v if type(v) is str else fill if pd.isna(v) else str(v) for v in values]
+        return np.array(cells, dtype=object)
+
     def predict_proba(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """[n_rows, n_classes] float64 probabilities in ``classes`` order.
 
@@ -111,12 +126,8 @@ class OnnxModel:
         fill value). Unseen categories one-hot to zeros, as sklearn's ``handle_unknown="ignore"``.
         """
         feed = {n: np.ascontiguousarray(columns[n], float).reshape(-1, 1) for n in self._numeric}
-        fill = self._fill
         for name in self._categorical:
-            values = [
-                v if type(v) is str else fill if pd.isna(v) else str(v) for v in columns[name]
-            ]
-            feed[name] = np.array(values, dtype=object).reshape(-1, 1)
+            feed[name] = self._strings(columns[name]).reshape(-1, 1)
         if next(iter(feed.values())).shape[0] == 0:
             return np.zeros((0, len(self.classes)))
         return self._run(self._outputs, feed)[0]

@@ -96,3 +96,39 @@ def test_row_source_checks_columns_and_lists_data_files(tmp_path):
     pd.DataFrame({"x": [pd.Timestamp(0)], "c": ["a"]}).to_parquet(tmp_path / "t.parquet")
     with pytest.raises(InputError, match=r"column 'x' .* cannot hold numeric"):
         RowSource(str(tmp_path / "t.parquet"), CHECKS)
+
+
+@pytest.mark.parametrize("bad", ["1e999", "abc", "2e6", "NAN"])
+def test_csv_numbers_read_as_numbers_until_a_cell_the_rules_refuse(tmp_path, monkeypatch, bad):
+    """Clean blocks come typed; from the block holding a refused cell, the rest of the file
+    comes as text (read again from the start: blank lines are not rows), every row once."""
+    monkeypatch.setattr("sparc_ray.batch.source.CSV_BLOCK_BYTES", 64)  # a few rows a block
+    lines = [f"{i}.5,{'ab'[i % 2]}" for i in range(60)]
+    lines[5], lines[40] = "", f"{bad},a"  # a blank line before the refused cell
+    path = tmp_path / "rows.csv"
+    path.write_text("x,c\n" + "\n".join(lines) + "\n")
+    source = RowSource(str(path), CHECKS)
+    tables = list(source._read(source.files[0]))
+    kinds = [t.schema.field("x").type for t in tables]
+    assert kinds[0] == pa.float64() and kinds[-1] == pa.string(), kinds
+    assert kinds.index(pa.string()) == kinds.count(pa.float64())  # typed, then text only
+    whole = pa.concat_tables([t.cast(tables[-1].schema) for t in tables])
+    assert whole.column("row_id").to_pylist() == list(range(59))  # the blank line is no row
+    expected = [line.split(",")[0] for line in lines if line]
+    assert [float(x) for x in whole.column("x").to_pylist() if x != bad] == [
+        float(x) for x in expected if x != bad
+    ]
+    _, good, problems = check_batch(whole, CHECKS)
+    assert [(p["index"], p["value"]) for p in problems] == [(39, bad)]  # as written
+    assert good.sum() == 58
+
+
+def test_a_clean_csv_is_read_as_numbers_only(tmp_path, monkeypatch):
+    monkeypatch.setattr("sparc_ray.batch.source.CSV_BLOCK_BYTES", 64)
+    path = tmp_path / "rows.csv"
+    path.write_text("x,c\n" + "\n".join(f"{i},a" for i in range(30)) + "\n,b\n")
+    source = RowSource(str(path), CHECKS)
+    tables = list(source._read(source.files[0]))
+    assert len(tables) > 2 and {t.schema.field("x").type for t in tables} == {pa.float64()}
+    x = pa.concat_tables(tables).column("x").to_pylist()
+    assert x == [float(i) for i in range(30)] + [None]
