@@ -29,9 +29,8 @@ from fastapi import FastAPI, Response
 from pydantic import BaseModel
 from threadpoolctl import threadpool_limits
 
-from sparc_ray.inference.onnx_model import OnnxModel
+from sparc_ray.inference.loader import RegistryLoader
 from sparc_ray.registry.layout import ALIAS
-from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.registry.signing import public_key_bytes
 from sparc_ray.registry.store import ModelRegistry
 from sparc_ray.training.estimator import SPARCClassificationModel
@@ -48,10 +47,11 @@ def create_app() -> FastAPI:
     name = os.environ["SPARC_BENCH_MODEL"]
     version = registry.resolve(name, os.environ.get("SPARC_BENCH_VERSION", ALIAS))
     public_key = public_key_bytes(os.environ["SPARC_BENCH_PUBLIC_KEY"])
-    model, meta = signed_pipeline(registry, name, version, public_key)
+    model, _ = signed_pipeline(registry, name, version, public_key)
     model.set_n_jobs(1)
     features = model.feature_names
-    score = _engine(os.environ.get("SPARC_BENCH_ENGINE", "sklearn"), registry, meta, model)
+    loader = RegistryLoader(str(registry.root_path), name, public_key)
+    score = _engine(os.environ.get("SPARC_BENCH_ENGINE", "sklearn"), loader, version, model)
     wanted = set(features)
     classes = np.asarray(model.classes, dtype=object)
     app = FastAPI()
@@ -94,23 +94,22 @@ def create_app() -> FastAPI:
 
 
 def _engine(
-    engine: str, registry: ModelRegistry, meta: ModelMetadata, model: SPARCClassificationModel
+    engine: str, loader: RegistryLoader, version: str, model: SPARCClassificationModel
 ) -> Callable[[list[dict[str, float | None]]], np.ndarray]:
-    """rows -> probabilities with the chosen engine (the ONNX file checked against the signed
-    metadata's sha256 before onnxruntime opens it)."""
+    """rows -> probabilities with the chosen engine: the pipeline, or the version's ONNX
+    scorer as the Serve app loads it (``RegistryLoader``: signature, then digests)."""
     features = model.feature_names
     if engine == "sklearn":
         return lambda rows: model.predict_proba(pd.DataFrame.from_records(rows, columns=features))
-    if engine != "onnx" or (onnx := meta.onnx_file()) is None:
+    loaded = loader.load(version) if engine == "onnx" else None
+    if loaded is None or loaded.engine != "onnx":
         raise SystemExit(f"engine {engine!r}: choose sklearn or onnx (with a parity-checked ONNX)")
     if any(s.kind != "numeric" for s in model.schema):
         raise SystemExit("the ONNX baseline takes all-numeric models")
-    data = (registry.root_path / meta.name / meta.version / onnx[0]).read_bytes()
-    kinds = ["numeric"] * len(features)
-    session = OnnxModel.from_bytes(data, onnx[1], features, kinds, model.classes)
+    scorer = loaded.scorer
 
     def score(rows: list[dict[str, float | None]]) -> np.ndarray:
-        return session.predict_proba(
+        return scorer.predict_proba(
             {f: np.array([r[f] for r in rows], dtype=float) for f in features}
         )
 
