@@ -629,32 +629,49 @@ def test_feedback_memory_is_bounded_by_rows(app, rows):
 
 
 def test_model_replicas_scale_out_under_load_and_back_in(app, rows):
+    """Six clients of 1000-row requests keep about one request at a time in the Model: the
+    Validators' parsing is the larger share of each request, and the controller logged 0.87
+    and 1.33 ongoing requests on average in two runs. At the module's target of 1 the first
+    never scales out, so this test lowers the target to 0.5 (a lightweight config update):
+    a sustained load must scale out, and none must scale back in."""
     X, _ = rows
-    url, big = app["url"], X.sample(1000, replace=True, random_state=1).to_dict("records")
+    cluster, url = app["cluster"], app["url"]
+    big = X.sample(1000, replace=True, random_state=1).to_dict("records")
     stop = threading.Event()
 
     def heavy() -> None:
         while not stop.is_set():
             predict(url, big)
 
-    with cf.ThreadPoolExecutor(6) as pool:
-        for _ in range(6):
-            pool.submit(heavy)
-        try:
-            wait_until(
-                lambda: app["cluster"].running_replicas("Model") >= 2,
-                60,
-                interval=1,
-                message="a second running Model replica under load",
-            )
-        finally:
-            stop.set()
-    wait_until(
-        lambda: app["cluster"].running_replicas("Model") == 1,
-        90,
-        interval=2,
-        message="Model replicas to scale back in to 1 without load",
+    def scaling() -> str:
+        events = "\n".join(cluster.scaling_events()[-10:])
+        return f"serve status:\n{cluster.serve_status()}\ncontroller's decisions:\n{events}"
+
+    autoscaling = {**app["model_cfg"]["autoscaling_config"], "target_ongoing_requests": 0.5}
+    cluster.deploy(
+        cluster.serve_config(Model={**app["model_cfg"], "autoscaling_config": autoscaling})
     )
+    try:
+        with cf.ThreadPoolExecutor(6) as pool:
+            for _ in range(6):
+                pool.submit(heavy)
+            try:
+                wait_until(
+                    lambda: cluster.running_replicas("Model") >= 2,
+                    60,
+                    interval=1,
+                    message=lambda: f"a second running Model replica under load; {scaling()}",
+                )
+            finally:
+                stop.set()
+        wait_until(
+            lambda: cluster.running_replicas("Model") == 1,
+            90,
+            interval=2,
+            message=lambda: f"Model replicas to scale back in to 1 without load; {scaling()}",
+        )
+    finally:
+        cluster.deploy(cluster.serve_config(Model=app["model_cfg"]))
 
 
 def test_ray_metrics_endpoint_exports_the_ml_metrics(app, rows):
