@@ -3,18 +3,21 @@
 Ray starts HAProxy as a child of the Serve proxy actor; a process that outlives
 ``ray stop --force`` keeps the port. ``stop_haproxy`` finds our HAProxy processes by PID (the
 admin socket's ``show info``, and processes running a config file under Ray's HAProxy
-directory) and ends them; ``python -m sparc_ray.serving.fastpath stop`` does it from a shell.
+directory) and ends them with ``end_processes`` (SIGTERM, a grace period, SIGKILL: the one
+way processes are ended by PID, tests included); ``python -m sparc_ray.serving.fastpath stop``
+does it from a shell.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import sys
-import time
+from collections.abc import Iterable
 from pathlib import Path
+
+import psutil
 
 # Ray's own default location; only read here, to find HAProxy processes to stop.
 RAY_HAPROXY_DIR = "/tmp/haproxy-serve"  # nosec B108
@@ -59,18 +62,29 @@ def haproxy_pids(base: Path = HAPROXY_DIR) -> set[int]:
     return pids
 
 
-def stop_haproxy(base: Path = HAPROXY_DIR, timeout_s: float = 10.0) -> set[int]:
-    """SIGTERM (then SIGKILL) every HAProxy process of ours; returns the PIDs it ended."""
-    pids = haproxy_pids(base)
+def end_processes(pids: Iterable[int], grace_s: float) -> None:
+    """SIGTERM ``pids``, SIGKILL those still alive after ``grace_s`` seconds (at once when
+    it is 0), and wait until they are gone."""
+    procs = []
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while (alive := haproxy_pids(base) & pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.append(psutil.Process(pid))
+    alive = procs
+    if grace_s > 0:
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=30)
+
+
+def stop_haproxy(base: Path = HAPROXY_DIR, grace_s: float = 10.0) -> set[int]:
+    """End every HAProxy process of ours (``end_processes``); returns the PIDs it ended."""
+    pids = haproxy_pids(base)
+    end_processes(pids, grace_s)
     return pids
 
 

@@ -11,13 +11,11 @@ that prefix: the interfaces and namespaces of other runs are never touched.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 from dataclasses import dataclass
 
-import psutil
+from sparc_ray.serving.fastpath import end_processes
 
 
 class NetnsUnavailable(RuntimeError):
@@ -60,18 +58,8 @@ class Host:
         """SIGKILL every process of this host (a node's raylet, its workers, its HAProxy);
         returns how many there were."""
         pids = self.pids()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        psutil.wait_procs([p for p in map(_process, pids) if p is not None], timeout=30)
+        end_processes(pids, grace_s=0)
         return len(pids)
-
-
-def _process(pid: int) -> psutil.Process | None:
-    try:
-        return psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return None
 
 
 class Network:

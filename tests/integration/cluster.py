@@ -23,13 +23,16 @@ import yaml
 from sparc_ray.registry import signing
 from sparc_ray.registry.releases import current_release
 from sparc_ray.registry.store import ModelRegistry
-from sparc_ray.serving.fastpath import read_env, stop_haproxy
+from sparc_ray.serving.fastpath import end_processes, read_env, stop_haproxy
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ADMIN_TOKEN = "test-release-control-token-0123456789"  # >= 32 characters, as required
 FEEDBACK_TOKEN = "test-feedback-token-0123456789abcdef"
+# SIGTERM to SIGKILL at teardown: the GCS and a dashboard process can take 30 s to exit on
+# SIGTERM; what a test left is not needed after it, and Ray's files go with the temp dir.
+TEARDOWN_GRACE_S = 5
 
 
 # Where Ray Serve puts HAProxy's files (env var suffix, file name under the cluster's dir).
@@ -60,18 +63,6 @@ def unused_ports(n: int) -> list[int]:
             if port not in ports:
                 ports.append(port)
     return ports
-
-
-def end_processes(procs: list[psutil.Process], timeout: float = 30) -> None:
-    """SIGTERM ``procs``, then SIGKILL whatever is still alive after ``timeout`` s."""
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for p in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    psutil.wait_procs(alive, timeout=timeout)
 
 
 class Cluster:
@@ -180,7 +171,7 @@ class Cluster:
             str(BIN / "serve"), "shutdown", "-y", "-a", self.dashboard_url, check=False, timeout=120
         )
         if self.session is not None:
-            end_processes(self.processes())
+            end_processes([p.pid for p in self.processes()], TEARDOWN_GRACE_S)
         stop_haproxy(self.haproxy_dir)  # HAProxy can outlive Ray: end it by PID
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
@@ -215,10 +206,26 @@ class Cluster:
         out = self.run(sys.executable, "-c", script).stdout.strip().splitlines()[-1]
         return [pid for cls, pid in json.loads(out) if re.search(pattern, cls)]
 
+    def serve_status(self) -> str:
+        """`serve status` of this cluster, as printed."""
+        return self.run(str(BIN / "serve"), "status", "-a", self.dashboard_url, check=False).stdout
+
     def running_replicas(self, deployment: str, app: str = "sparc") -> int:
-        out = self.run(str(BIN / "serve"), "status", "-a", self.dashboard_url).stdout
-        status = yaml.safe_load(out)["applications"][app]["deployments"][deployment]
-        return status["replica_states"].get("RUNNING", 0)
+        status = yaml.safe_load(self.serve_status())["applications"][app]["deployments"]
+        return status[deployment]["replica_states"].get("RUNNING", 0)
+
+    def scaling_events(self) -> list[str]:
+        """The Serve controller's autoscaling decisions so far ("Upscaling ... Current ongoing
+        requests: ..."), oldest first."""
+        logs = sorted((self.temp_dir / "session_latest/logs/serve").glob("controller_*.log"))
+        events = []
+        for path in logs:
+            for line in path.read_text(errors="replace").splitlines():
+                with contextlib.suppress(ValueError):
+                    message = json.loads(line).get("message", "") if line[:1] == "{" else line
+                    if re.search(r"(Up|Down)scaling Deployment", message):
+                        events.append(message)
+        return events
 
     def deploy(self, config: Path, timeout: float = 180, healthy: tuple[int, ...] = (200,)) -> None:
         """`serve deploy`, then wait until GET /health answers with one of ``healthy``."""
@@ -228,9 +235,9 @@ class Cluster:
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/health", timeout=5).status_code in healthy:
                     return True
-            status = self.run(str(BIN / "serve"), "status", "-a", self.dashboard_url, check=False)
-            if "DEPLOY_FAILED" in status.stdout:
-                raise RuntimeError(f"serve deploy failed:\n{status.stdout}")
+            status = self.serve_status()
+            if "DEPLOY_FAILED" in status:
+                raise RuntimeError(f"serve deploy failed:\n{status}")
             return False
 
         wait_until(
@@ -239,9 +246,7 @@ class Cluster:
             interval=1,
             message=lambda: (
                 f"GET /health answering {healthy} after `serve deploy`; serve status:\n"
-                + self.run(
-                    str(BIN / "serve"), "status", "-a", self.dashboard_url, check=False
-                ).stdout
+                + self.serve_status()
             ),
         )
 
@@ -254,6 +259,28 @@ def running_cluster(workdir: Path, redis: tuple[str, str] | None = None) -> Iter
         yield cluster
     finally:
         cluster.stop()
+
+
+@contextlib.contextmanager
+def in_process_ray(num_cpus: int) -> Iterator[None]:
+    """Ray started in this process (`ray.init`) as a new local instance with ``num_cpus``
+    and its own temp dir: never a cluster already running on this machine (which a bare
+    ``ray.init()`` would join). ``ray.shutdown()`` ends what it started."""
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="sparc-", dir="/tmp")  # nosec B108 (short: Ray's sockets)
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=temp_dir,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def end_release(cluster: Cluster, store: Path, name: str) -> str | None:

@@ -137,8 +137,8 @@ def check_gcs_crash(cluster, tmp_path: Path, restarted: list) -> None:
     assert len(after) > 500, len(after)
     assert ok / len(after) >= 0.99, (ok, len(after), failures)
     # The restarted GCS loaded the cluster from Redis: the node and the Serve app are back.
-    status = cluster.run(str(BIN / "serve"), "status", "-a", cluster.dashboard_url)
-    assert yaml.safe_load(status.stdout)["applications"]["sparc"]["status"] == "RUNNING"
+    status = cluster.serve_status()
+    assert yaml.safe_load(status)["applications"]["sparc"]["status"] == "RUNNING", status
     assert "Active:" in cluster.run(str(BIN / "ray"), "status").stdout
     r = httpx.post(f"{cluster.url}/predict", json={"instances": ROWS}, timeout=10)
     assert r.status_code == 200
