@@ -16,6 +16,7 @@ from sparc_ray.training.config import CVConfig, SearchConfig
 from sparc_ray.training.onnx_export import export_onnx
 from sparc_ray.training.search_result import run_search
 from sparc_ray.training.tuning import build_tuner, latest_experiment
+from tests.integration.cluster import in_process_ray
 from tests.integration.models import load_verified
 from tests.s3_server import running_s3
 
@@ -141,7 +142,6 @@ def test_datasets_and_experiment_locations_on_s3(s3, loans):
 def test_batch_scoring_from_and_to_s3(published, keys, s3, loans):
     """Ray Data reads the rows from S3 and writes predictions, rejects and summary there."""
     import pandas as pd
-    import ray
 
     from sparc_ray.batch.job import ScorePlan, run
 
@@ -151,11 +151,8 @@ def test_batch_scoring_from_and_to_s3(published, keys, s3, loans):
     s3[1].put_object(Bucket=BUCKET, Key="batch/rows.csv", Body=rows.to_csv(index=False).encode())
     out = uri(s3, "batch/scores")
     plan = ScorePlan.check(uri(s3, "batch/rows.csv"), NAME, reg.store, out, onnx, keys[1])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    with in_process_ray(num_cpus=2):
         summary = run(plan)
-    finally:
-        ray.shutdown()
     assert (summary["scored"], summary["rejected"]) == (599, 1)
     fs, path = storage.open_fs(out)
     predictions = pd.read_parquet(f"{path}/predictions", filesystem=fs).sort_values("row_id")
@@ -211,7 +208,6 @@ def test_data_version_of_an_object_in_a_versioned_bucket(s3, loans):
 def test_tune_experiments_on_s3_resume_without_rerunning_trials(s3, loans):
     """The search's experiment storage on the S3 server: a finished search, then the same
     search resumed from its experiment there (Tuner.restore) runs no trial again."""
-    import ray
 
     search = SearchConfig(
         space={"logistic_regression": {"C": [0.1, 1.0]}},
@@ -225,14 +221,11 @@ def test_tune_experiments_on_s3_resume_without_rerunning_trials(s3, loans):
     )
     cv = CVConfig(n_folds=2, scoring="accuracy")
     X, y = loans.drop(columns="decision"), loans["decision"]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    with in_process_ray(num_cpus=2):
         first = run_search(build_tuner(X, y, search, cv, "loans-20261127-120000"), 2)
         resume = latest_experiment(search.storage_path, "loans")
         assert resume == uri(s3, "tune/loans-20261127-120000")
         again = run_search(build_tuner(X, y, search, cv, "unused", resume_path=resume), 2)
-    finally:
-        ray.shutdown()
     assert again.best["label"] == first.best["label"]
     assert again.best["cv_mean"] == first.best["cv_mean"]
     assert {t["trial_id"] for t in again.trials} == {t["trial_id"] for t in first.trials}

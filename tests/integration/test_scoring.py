@@ -22,17 +22,15 @@ from sparc_ray.training.estimator import SPARCClassificationModel
 from sparc_ray.training.explain_check import check_explanations
 from sparc_ray.training.onnx_export import export_onnx
 from tests.conftest import ROOT
+from tests.integration.cluster import in_process_ray
 
 pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
+    with in_process_ray(num_cpus=2):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import ray
 
 from sparc_ray.training.config import CVConfig, SearchConfig
 from sparc_ray.training.search_result import run_search
 from sparc_ray.training.search_space import candidate_label
 from sparc_ray.training.tuning import build_tuner, fold_milestones, refit, score_fold
+from tests.integration.cluster import in_process_ray
 
 N_FOLDS = 5
 SPACE = {
@@ -39,11 +39,8 @@ class CountingFold:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
+    with in_process_ray(num_cpus=2):
         yield
-    finally:
-        ray.shutdown()
 
 
 def _search(loans: pd.DataFrame, tmp_path: Path, scheduler: str, fold_fn) -> dict:
