@@ -135,6 +135,27 @@ def test_validator_columns_missing_and_unseen(datasets, fitted):
     assert scorer_for(model, data).predict_proba(empty).shape == (0, len(model.classes))
 
 
+def test_categorical_cells_that_are_not_str_score_as_their_text(datasets, fitted):
+    """A categorical column holding other objects (a JSON number, numpy's str) takes the cell
+    by cell path and scores as the same values written as text; missing cells either way
+    score as the training fill value."""
+    model = fitted["logistic_regression", "loans_categorical"]
+    data, _ = export_onnx(model, datasets["loans_categorical"][2])
+    scorer = scorer_for(model, data)
+    texts = {
+        "employment": np.array(["salaried", "7", None, "retired"], dtype=object),
+        "region": np.array(["east", "west", "north", np.nan], dtype=object),
+    }
+    objects = {
+        "employment": np.array([np.str_("salaried"), 7, None, np.str_("retired")], dtype=object),
+        "region": np.array(["east", "west", "north", None], dtype=object),
+    }
+    want = scorer.predict_proba(texts)
+    np.testing.assert_array_equal(scorer.predict_proba(objects), want)
+    frame = pd.DataFrame({k: list(v) for k, v in texts.items()})[model.feature_names]
+    assert np.abs(want - model.predict_proba(frame)).max() <= TOLERANCE
+
+
 def test_tampered_bytes_and_mismatched_schema(datasets, fitted):
     model = fitted["random_forest", "loans"]
     data, _ = export_onnx(model, datasets["loans"][2])
