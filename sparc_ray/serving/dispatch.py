@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -22,6 +22,7 @@ from ray.serve.handle import DeploymentHandle
 
 from sparc_ray.inference.columns import Columns, concat, take
 from sparc_ray.inference.input_rules import FeatureCheck, checks_from_metadata
+from sparc_ray.inference.labels import labels_from_proba
 from sparc_ray.inference.loader import ModelLoader
 from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.serving.messages import (
@@ -51,7 +52,7 @@ class Job:
 
 @dataclass
 class Group:
-    """Requests one version answered: what the Postprocessor shapes and records."""
+    """Requests one version answered: what their responses and the monitoring record hold."""
 
     version: str
     indices: list[int]
@@ -227,8 +228,10 @@ class Dispatcher:
         return answered
 
 
-def post_groups(outcome: BatchOutcome, jobs: list[Job]) -> tuple[ScoredGroup, ...]:
-    """What the Postprocessor gets per answering version."""
+def post_groups(
+    outcome: BatchOutcome, jobs: list[Job], classes: Mapping[str, Sequence[Any]]
+) -> tuple[ScoredGroup, ...]:
+    """Each answering version's requests, probabilities and labels (``classes``: by version)."""
     return tuple(
         ScoredGroup(
             g.version,
@@ -239,6 +242,7 @@ def post_groups(outcome: BatchOutcome, jobs: list[Job]) -> tuple[ScoredGroup, ..
                 for i in g.indices
             ),
             g.proba,
+            labels_from_proba(g.proba, classes[g.version]).tolist(),
             g.columns,
             g.model_ms,
         )

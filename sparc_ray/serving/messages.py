@@ -1,12 +1,13 @@
 """What crosses deployment handles: frozen dataclasses, never positional lists or tuples.
 
 Validator → Model: ``predict(columns, sizes)`` → ``Scored``.
-Validator → Postprocessor: ``process(PostBatch)`` → one list of response bodies per group.
+Validator → Postprocessor: ``record(PostBatch)``, sent without the response waiting for it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -62,19 +63,22 @@ class RequestMeta:
 
 @dataclass(frozen=True)
 class ScoredGroup:
-    """The requests one version answered, their rows stacked in request order."""
+    """The requests one version answered, their rows stacked in request order, with the
+    labels their responses carry."""
 
     version: str
     requests: tuple[RequestMeta, ...]
     proba: np.ndarray
+    labels: list[Any]
     columns: Columns
     model_ms: float
 
 
 @dataclass(frozen=True)
 class PostBatch:
-    """One micro-batch for the Postprocessor. ``serving`` is the version that answers what
-    the canary does not take, as the Validator routed this batch (its pin included)."""
+    """One answered micro-batch for the Postprocessor's monitoring. ``serving`` is the version
+    that answers what the canary does not take, as the Validator routed this batch (its pin
+    included)."""
 
     groups: tuple[ScoredGroup, ...]
     server_errors: dict[str, int]

@@ -1,8 +1,9 @@
-"""Postprocessor deployment: labels and response bodies, then monitoring off the request path.
+"""Postprocessor deployment: monitoring and releases, off the request path.
 
-``process`` shapes a micro-batch's responses (one group per answering version) and queues
-the groups; a background loop folds them into the monitoring state, so monitoring never
-delays a response and a failure in it is logged and counted, never raised. Its parts:
+``record`` takes an answered micro-batch (one group per answering version, with the labels
+its responses carried), sent by the Validator as the responses go out, and queues it; a
+background loop folds the queue into the monitoring state. No response waits for any of
+it, and a failure in it is logged and counted, never raised. Its parts:
 ``FeedbackStore`` (labels joined to predictions), ``DriftTracker`` (PSI per version), the
 traffic capture (``monitoring.capture``) and the ``ReleaseMonitor`` (evidence, shadow copies,
 the policy's decision). The deployment runs one replica by default so the scores cover all
@@ -36,7 +37,6 @@ from sparc_ray.serving.drift_tracker import DriftTracker
 from sparc_ray.serving.feedback import FeedbackStore
 from sparc_ray.serving.messages import PostBatch, ScoredGroup
 from sparc_ray.serving.release.monitor import Labelled, ReleaseMonitor
-from sparc_ray.serving.responses import shape_responses
 from sparc_ray.serving.routing import ReleaseWatcher
 from sparc_ray.serving.settings import PostprocessorSettings
 from sparc_ray.serving.tasks import BackgroundTasks, Failures, flush_logs_forever
@@ -47,7 +47,6 @@ logger = logging.getLogger("ray.serve")
 @dataclass(frozen=True)
 class _Queued:
     group: ScoredGroup
-    labels: list[Any]
     pinned: bool
 
 
@@ -115,24 +114,21 @@ class Postprocessor:
             self._metadata[version] = await asyncio.to_thread(self.loader.load_metadata, version)
         return self._metadata[version]
 
-    async def process(self, batch: PostBatch) -> list[list[dict[str, Any]]]:
-        """Shape one micro-batch's responses, group by group (one group per version that
-        answered); monitoring happens later, off this path."""
+    async def record(self, batch: PostBatch) -> None:
+        """Queue one answered micro-batch for monitoring, group by group (one group per
+        version that answered). Its responses are already out: the Validator shapes them and
+        does not wait for this call."""
         if batch.serving is not None:
             self.serving = batch.serving
         # Under a pin no release is watched or decided (ReleaseMonitor.update sees the pin).
         self.watcher.pin(batch.serving if batch.pinned else None)
-        out = []
         for g in batch.groups:
-            classes = (await self._meta(g.version)).classes
-            labels = labels_from_proba(g.proba, classes).tolist()
-            self._queue.append(_Queued(g, labels, batch.pinned))
-            out.append(shape_responses(g.requests, g.proba, labels, classes, g.version))
+            await self._meta(g.version)  # drift reference, and the classes /feedback checks
+            self._queue.append(_Queued(g, batch.pinned))
         if batch.server_errors and not batch.pinned:
             self._guarded(
                 "release_evidence", self.release.record_server_errors, batch.server_errors
             )
-        return out
 
     # -- monitoring (background) ----------------------------------------------------------------
     def _guarded(self, where: str, fn: Callable[..., Any], *args: Any) -> None:
@@ -159,10 +155,15 @@ class Postprocessor:
         and release evidence."""
         while self._queue:
             queued = self._queue.popleft()
-            self._guarded("monitoring", self._record, queued.group, queued.labels, queued.pinned)
+            self._guarded("monitoring", self._record, queued.group, queued.pinned)
 
-    def _record(self, group: ScoredGroup, labels: list[Any], pinned: bool) -> None:
-        version, requests, columns = group.version, group.requests, group.columns
+    def _record(self, group: ScoredGroup, pinned: bool) -> None:
+        version, requests, columns, labels = (
+            group.version,
+            group.requests,
+            group.columns,
+            group.labels,
+        )
         start = 0
         for request in requests:
             end = start + request.n_rows
@@ -180,7 +181,7 @@ class Postprocessor:
                 self.release.offer_shadow(requests, columns, labels)
 
     def _observe_drift(self, version: str, columns: Columns, proba: np.ndarray) -> None:
-        meta = self._metadata.get(version)  # read by ``process`` or ``_score_copy``
+        meta = self._metadata.get(version)  # read by ``record`` or ``_score_copy``
         self.drift.observe(version, meta.reference if meta else None, columns, class_index(proba))
 
     def _tags(self, version: str) -> dict[str, str] | None:
@@ -244,7 +245,7 @@ class Postprocessor:
         """Check and join ground-truth labels to remembered predictions (``FeedbackStore``);
         update rolling accuracy (and, for shadowed rows, the candidate's). Only the labels
         matched here are captured."""
-        self._drain()  # predictions answered a moment ago are still queued
+        await self._await_predictions(items)
         matched = self.feedback_store.match(items, self._classes)
         if matched.conflicts:
             self._guarded("feedback", self.conflicts.inc, matched.conflicts, self._name_tag)
@@ -264,8 +265,22 @@ class Postprocessor:
             **self.feedback_store.accuracy(self.serving),
         }
 
+    async def _await_predictions(self, items: list[dict[str, Any]]) -> None:
+        """Fold queued records in, waiting up to ``feedback_wait_s`` for the prediction ids of
+        ``items`` not remembered yet: a record is sent as its response goes out, so a label
+        posted at once can arrive first."""
+        ids = [i.get("prediction_id") for i in items if isinstance(i, dict)]
+        ids = [i for i in ids if isinstance(i, str)]  # the rest is refused by ``match``
+        deadline = time.monotonic() + self.settings.feedback_wait_s
+        while True:
+            self._drain()
+            recent = self.feedback_store.recent
+            if all(i in recent for i in ids) or time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.01)
+
     def _classes(self, version: str) -> list[Any] | None:
-        meta = self._metadata.get(version)  # read by ``process`` when the version answered
+        meta = self._metadata.get(version)  # read by ``record`` when the version answered
         return None if meta is None else list(meta.classes)
 
     async def stats(self) -> dict[str, Any]:

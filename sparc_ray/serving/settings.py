@@ -64,6 +64,12 @@ class ValidatorSettings(_Settings):
         "flight; with nothing in flight a request is sent at once",
     )
 
+    records_in_flight: int = Field(
+        64,
+        ge=1,
+        description="monitoring records sent to the Postprocessor and not yet taken; beyond "
+        "it a record is dropped and counted (a stalled Postprocessor never stalls predictions)",
+    )
     health_wait_s: float = Field(5.0, gt=0, description="per call /health makes to a replica")
     reload_wait_s: float = Field(
         20.0,
@@ -129,6 +135,12 @@ class PostprocessorSettings(_Settings):
     )
     release_every_s: float = Field(
         1.0, gt=0, description="how often the release records are read and the policy applied"
+    )
+    feedback_wait_s: float = Field(
+        1.0,
+        ge=0,
+        description="how long /feedback waits for a prediction id it does not know yet: its "
+        "monitoring record is sent as the response goes out, and a label can overtake it",
     )
     max_queued_batches: int = Field(
         10_000, ge=1, description="batches waiting for monitoring; beyond it, batches are dropped"

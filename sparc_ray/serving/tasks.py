@@ -4,7 +4,8 @@
 them has ended, so Serve restarts the replica instead of leaving it half alive.
 ``Failures`` is the one way a replica records a failure it keeps off the request path (a
 metric that could not be recorded, a preload that failed): logged, counted in
-``ray_ml_internal_errors_total{where}``, and readable in ``/metrics``.
+``ray_ml_internal_errors_total{where}``, and readable in ``/metrics``. ``Unawaited`` sends
+calls whose answers no request waits for, with a bound on how many are in flight.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import logging.handlers
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 logger = logging.getLogger("ray.serve")
@@ -65,6 +66,35 @@ class BackgroundTasks:
     def cancel(self) -> None:
         for task in self._tasks.values():
             task.cancel()
+
+
+class Unawaited:
+    """Calls no response waits for (the Validator's monitoring records). At most ``limit`` are
+    in flight: a call beyond that is not made, and is logged and counted under
+    ``<where>_backlog`` (a stalled receiver never stalls the caller, nor fills its memory).
+    A call that fails is counted under ``where``."""
+
+    def __init__(self, failures: Failures, where: str, limit: int) -> None:
+        self.failures, self.where, self.limit = failures, where, limit
+        self.in_flight: set[asyncio.Future[None]] = set()
+
+    def send(self, issue: Callable[[], Awaitable[Any]]) -> bool:
+        """``issue()`` the call (e.g. a handle's ``.remote()``) if there is room, and return
+        at once; False if it was dropped."""
+        if len(self.in_flight) >= self.limit:
+            backlog = OverflowError(f"{len(self.in_flight)} calls in flight; one dropped")
+            self.failures.record(f"{self.where}_backlog", backlog)
+            return False
+        watch = asyncio.ensure_future(self._watch(issue()))
+        self.in_flight.add(watch)
+        watch.add_done_callback(self.in_flight.discard)
+        return True
+
+    async def _watch(self, call: Awaitable[Any]) -> None:
+        try:
+            await call
+        except Exception as exc:
+            self.failures.record(self.where, exc)
 
 
 async def flush_logs_forever(failures: Failures, interval_s: float = 1.0) -> None:

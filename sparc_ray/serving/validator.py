@@ -3,10 +3,12 @@
 It routes each request to a version (production, or the canary's share; see
 ``sparc_ray.serving.routing``), checks it against that version's features
 (``serving.requests``, the shared input rules), micro-batches concurrent requests
-(``@serve.batch``) so that one Model call per version and one Postprocessor call serve many
-HTTP requests (``serving.dispatch``), and answers with the seed's response fields. The V2
-routes (``serving.oip_routes``) take the same path; the read-only and admin routes are in
-``serving.admin_routes``; explanations come from the Explainer (``serving.explainer``).
+(``@serve.batch``) so that one Model call per version serves many HTTP requests
+(``serving.dispatch``), and answers with the seed's response fields. Each answered
+micro-batch's record goes to the Postprocessor (monitoring, releases) as the responses go
+out: no response waits for it. The V2 routes (``serving.oip_routes``) take the same path;
+the read-only and admin routes are in ``serving.admin_routes``; explanations come from the
+Explainer (``serving.explainer``).
 """
 
 import asyncio
@@ -25,7 +27,6 @@ from ray.serve.handle import DeploymentHandle
 
 from sparc_ray import __version__
 from sparc_ray.inference.input_rules import FeatureCheck
-from sparc_ray.inference.labels import labels_from_proba
 from sparc_ray.inference.loader import ModelLoader
 from sparc_ray.serving import admin_routes, metrics, oip_routes
 from sparc_ray.serving.admin_routes import AdminRoutes
@@ -55,7 +56,7 @@ from sparc_ray.serving.responses import (
 )
 from sparc_ray.serving.routing import ROUTE_KEY_HEADER, ReleaseWatcher
 from sparc_ray.serving.settings import MAX_CONCURRENT_BATCHES, ValidatorSettings
-from sparc_ray.serving.tasks import BackgroundTasks, Failures, flush_logs_forever
+from sparc_ray.serving.tasks import BackgroundTasks, Failures, Unawaited, flush_logs_forever
 
 logger = logging.getLogger("ray.serve")
 # FastAPIOffline: /docs and /redoc load Swagger UI / ReDoc from the app, not from a CDN.
@@ -92,6 +93,8 @@ class Validator(AdminRoutes, OipRoutes):
         self.dispatcher = Dispatcher(self.versions.score)
         self.requests = metrics.RequestMetrics(self.name, self.failures)
         self.explanations = Explanations(explainer, self.failures)
+        # Monitoring records go to the Postprocessor as responses go out; failures counted.
+        self.records = Unawaited(self.failures, "postprocessor", self.settings.records_in_flight)
         self.last_good: str | None = None  # the last serving version that answered here
         self.unavailable: dict[str, str] = {}  # versions that could not be loaded, and why
         self._in_flight = 0  # micro-batches sent and not yet answered
@@ -104,6 +107,7 @@ class Validator(AdminRoutes, OipRoutes):
         self.settings = s = ValidatorSettings.model_validate(config)
         batching(self._score).set_max_batch_size(s.batch_max_rows)
         self.watcher.poll_interval_s = s.poll_interval_s
+        self.records.limit = s.records_in_flight
         self.watcher.pin(s.model_version)
         self.versions.max_cached, self.versions.retry_refused_s = (
             s.versions_cached,
@@ -131,8 +135,9 @@ class Validator(AdminRoutes, OipRoutes):
         batch_size_fn=lambda jobs: sum(j.data.n_rows for j in jobs),
     )
     async def _score(self, jobs: list[Job]) -> list[Any]:
-        """One Model call per version and one Postprocessor call for a micro-batch of
-        validated requests. Returns each request's response body, or the error only it gets."""
+        """One Model call per version for a micro-batch of validated requests, and its record
+        sent to the Postprocessor. Returns each request's response body, or the error only it
+        gets."""
         view = self.watcher.view
         self._in_flight += 1
         try:
@@ -145,19 +150,17 @@ class Validator(AdminRoutes, OipRoutes):
         if any(g.version == view.serving for g in outcome.groups):
             self.last_good = view.serving
             self.unavailable.pop(view.serving or "", None)
-        groups = post_groups(outcome, jobs)
-        if not groups and not outcome.server_errors:  # every request failed: nothing to record
-            return answers_from(outcome, [], len(jobs))
-        batch = PostBatch(groups, outcome.server_errors, view.serving, bool(view.pinned))
-        try:
-            bodies = await self.post.process.remote(batch)
-        except Exception as exc:  # monitoring must not fail predictions: shape them here
-            self.failures.record("postprocessor", exc)
-            bodies = []
-            for g in groups:
-                classes = (await self.versions.metadata(g.version)).classes
-                labels = labels_from_proba(g.proba, classes).tolist()
-                bodies.append(shape_responses(g.requests, g.proba, labels, classes, g.version))
+        classes = {
+            g.version: (await self.versions.metadata(g.version)).classes for g in outcome.groups
+        }
+        groups = post_groups(outcome, jobs, classes)
+        if groups or outcome.server_errors:  # monitoring, without the responses waiting for it
+            batch = PostBatch(groups, outcome.server_errors, view.serving, bool(view.pinned))
+            self.records.send(lambda: self.post.record.remote(batch))
+        bodies = [
+            shape_responses(g.requests, g.proba, g.labels, classes[g.version], g.version)
+            for g in groups
+        ]
         return answers_from(outcome, bodies, len(jobs))
 
     async def _submit(self, job: Job) -> dict[str, Any]:

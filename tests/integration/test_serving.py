@@ -7,9 +7,11 @@ from __future__ import annotations
 import concurrent.futures as cf
 import glob
 import json
+import os
 import re
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -626,6 +628,36 @@ def test_feedback_memory_is_bounded_by_rows(app, rows):
     monitoring = httpx.get(f"{url}/metrics", timeout=30).json()["monitoring"]
     assert 99_000 <= monitoring["remembered_rows"] <= 100_000, monitoring
     assert psutil.Process(post).memory_info().rss / 2**20 - rss < 10
+
+
+def test_a_frozen_postprocessor_stalls_no_prediction(app, rows):
+    """Responses never wait for monitoring: with the Postprocessor's process stopped (SIGSTOP),
+    every request is still answered; the records beyond each Validator's records_in_flight
+    (64) are dropped and counted. Once it runs again, monitoring and /feedback work."""
+    X, y = rows
+    url, cluster = app["url"], app["cluster"]
+    (post,) = cluster.actor_pids(r"ServeReplica:sparc:Postprocessor")
+    one = X.head(1).to_dict("records")
+    os.kill(post, signal.SIGSTOP)
+    try:
+        with httpx.Client(timeout=10) as client:  # a hang fails here, as a timeout
+            codes = [
+                client.post(f"{url}/predict", json={"instances": one}).status_code
+                for _ in range(300)  # enough for both Validators to pass 64 records in flight
+            ]
+    finally:
+        os.kill(post, signal.SIGCONT)
+    assert set(codes) == {200}
+
+    def backlog_counted() -> dict:
+        errors = httpx.get(f"{url}/metrics", timeout=30).json()["internal_errors"]
+        return errors if errors.get("postprocessor_backlog", 0) > 0 else {}
+
+    wait_until(backlog_counted, 30, message="a Validator counting dropped records")
+    body = predict(url, one).json()
+    label = {"prediction_id": body["prediction_id"], "row": 0, "label": y.iloc[0]}
+    r = httpx.post(f"{url}/feedback", json=label, headers=FEEDBACK_AUTH, timeout=30).json()
+    assert r["matched"] == 1, r
 
 
 def test_model_replicas_scale_out_under_load_and_back_in(app, rows):

@@ -36,8 +36,11 @@ def feed(tmp_path, *batches):
         await post.__init__(None, Loader())
         await post.reconfigure({"capture_rate": 1.0, "capture_uri": str(tmp_path)})
         proba = np.array([[0.2, 0.8], [0.9, 0.1], [0.6, 0.4]])
-        group = ScoredGroup("v1", (RequestMeta("p1", 3, False),), proba, {"x": np.ones(3)}, 1.0)
-        await post.process(PostBatch((group,), {}, "v1", False))
+        labels = ["b", "a", "a"]
+        group = ScoredGroup(
+            "v1", (RequestMeta("p1", 3, False),), proba, labels, {"x": np.ones(3)}, 1.0
+        )
+        await post.record(PostBatch((group,), {}, "v1", False))
         answers = [await post.feedback(items) for items in batches]
         stats = await post.stats()
         post.capture.flush()

@@ -1,0 +1,69 @@
+"""Monitoring records leave the request path: the Validator sends each answered micro-batch
+to the Postprocessor without waiting (``Unawaited``: bounded, drops and failures counted),
+and a label posted to ``/feedback`` before its record arrives still matches. The integration
+test with a frozen Postprocessor is in tests/integration/test_serving.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from sparc_ray.serving.messages import PostBatch, RequestMeta, ScoredGroup
+from sparc_ray.serving.postprocessor import Postprocessor
+from sparc_ray.serving.tasks import Failures, Unawaited
+from tests.security.test_feedback import Loader
+
+
+def test_calls_beyond_the_bound_are_dropped_and_counted_never_waited_for():
+    async def scenario():
+        failures = Failures()
+        sender = Unawaited(failures, "postprocessor", limit=2)
+        gates = [asyncio.get_running_loop().create_future() for _ in range(4)]
+        issued: list[int] = []
+
+        def call(i: int):
+            issued.append(i)
+            return gates[i]
+
+        sent = [sender.send(lambda i=i: call(i)) for i in range(3)]  # none waits
+        gates[0].set_exception(RuntimeError("postprocessor gone"))
+        await asyncio.sleep(0.01)  # the failure is seen, its room freed
+        sent.append(sender.send(lambda: call(3)))
+        for gate in gates[1:]:
+            gate.set_result(None)
+        await asyncio.sleep(0.01)
+        return sent, issued, failures.counts, len(sender.in_flight)
+
+    sent, issued, counts, left = asyncio.run(scenario())
+    assert sent == [True, True, False, True] and issued == [0, 1, 3]
+    assert counts == {"postprocessor_backlog": 1, "postprocessor": 1}
+    assert left == 0
+
+
+def test_a_label_that_overtakes_its_record_still_matches_and_an_unknown_one_is_not_held():
+    async def scenario():
+        cls = Postprocessor.func_or_class
+        post = cls.__new__(cls)
+        await post.__init__(None, Loader())
+        await post.reconfigure({"feedback_wait_s": 0.5})
+        label = [{"prediction_id": "p1", "row": 1, "label": "a"}]
+        early = asyncio.ensure_future(post.feedback(label))  # before the record arrives
+        await asyncio.sleep(0.1)
+        proba = np.array([[0.2, 0.8], [0.9, 0.1]])
+        group = ScoredGroup(
+            "v1", (RequestMeta("p1", 2, False),), proba, ["b", "a"], {"x": np.ones(2)}, 1.0
+        )
+        await post.record(PostBatch((group,), {}, "v1", False))
+        matched = await asyncio.wait_for(early, 1)
+        began = time.monotonic()
+        unknown = await post.feedback([{"prediction_id": "p9", "row": 0, "label": "a"}])
+        waited = time.monotonic() - began
+        post.tasks.cancel()
+        return matched, unknown, waited
+
+    matched, unknown, waited = asyncio.run(scenario())
+    assert matched["matched"] == 1 and matched["unknown"] == [] and matched["accuracy"] == 1.0
+    assert unknown["matched"] == 0 and unknown["unknown"] == ["p9"]
+    assert 0.5 <= waited < 1.5  # held for feedback_wait_s, then answered
