@@ -124,6 +124,9 @@ class Postprocessor:
         self.watcher.pin(batch.serving if batch.pinned else None)
         for g in batch.groups:
             await self._meta(g.version)  # drift reference, and the classes /feedback checks
+            if len(self._queue) == self._queue.maxlen:  # the oldest queued group goes
+                full = OverflowError(f"{len(self._queue)} groups queued; the oldest dropped")
+                self.failures.record("monitoring_backlog", full)
             self._queue.append(_Queued(g, batch.pinned))
         if batch.server_errors and not batch.pinned:
             self._guarded(
@@ -158,12 +161,8 @@ class Postprocessor:
             self._guarded("monitoring", self._record, queued.group, queued.pinned)
 
     def _record(self, group: ScoredGroup, pinned: bool) -> None:
-        version, requests, columns, labels = (
-            group.version,
-            group.requests,
-            group.columns,
-            group.labels,
-        )
+        version, requests, columns = group.version, group.requests, group.columns
+        labels = group.labels
         start = 0
         for request in requests:
             end = start + request.n_rows

@@ -143,7 +143,10 @@ class PostprocessorSettings(_Settings):
         "monitoring record is sent as the response goes out, and a label can overtake it",
     )
     max_queued_batches: int = Field(
-        10_000, ge=1, description="batches waiting for monitoring; beyond it, batches are dropped"
+        10_000,
+        ge=1,
+        description="groups waiting for monitoring; beyond it the oldest is dropped and counted "
+        '(ray_ml_internal_errors_total{where="monitoring_backlog"})',
     )
     capture_rate: float = Field(
         0.0,

@@ -67,3 +67,23 @@ def test_a_label_that_overtakes_its_record_still_matches_and_an_unknown_one_is_n
     assert matched["matched"] == 1 and matched["unknown"] == [] and matched["accuracy"] == 1.0
     assert unknown["matched"] == 0 and unknown["unknown"] == ["p9"]
     assert 0.5 <= waited < 1.5  # held for feedback_wait_s, then answered
+
+
+def test_a_full_monitoring_queue_drops_its_oldest_group_and_counts_it():
+    async def scenario():
+        cls = Postprocessor.func_or_class
+        post = cls.__new__(cls)
+        await post.__init__(None, Loader())
+        post.tasks.cancel()  # no background drain: the queue fills
+        await post.reconfigure({"max_queued_batches": 2})
+        for pid in ("p1", "p2", "p3"):
+            group = ScoredGroup(
+                "v1", (RequestMeta(pid, 1, False),), np.array([[0.2, 0.8]]), ["b"], {}, 1.0
+            )
+            await post.record(PostBatch((group,), {}, "v1", False))
+        stats = await post.stats()
+        return stats, dict(post.failures.counts), set(post.feedback_store.recent)
+
+    stats, counts, remembered = asyncio.run(scenario())
+    assert counts == {"monitoring_backlog": 1} and remembered == {"p2", "p3"}
+    assert stats["monitoring_errors"] == 1
