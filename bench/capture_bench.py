@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from baselines import ours_body, wrk  # noqa: E402
-from serve_bench import NAME, WORK, dataset, signing_keys, train  # noqa: E402
+from served_model import NAME, WORK, dataset, signing_keys, train  # noqa: E402
 
 from sparc_ray.data.captured import read_predictions  # noqa: E402
 from sparc_ray.registry.layout import capture_root  # noqa: E402

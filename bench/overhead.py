@@ -130,11 +130,12 @@ def show(title: str, result: dict[str, Any], baseline: tuple[str, float]) -> Non
 
 
 def run_train(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    import search_data
     import tune_bench
 
     from sparc_ray.registry import signing
 
-    X, y = tune_bench.make_data(args.rows)
+    X, y = search_data.make_data(args.rows)
     data, configs = tune_bench.job_files(X, y, args.space, args.reduction_factor, work)
     key, _ = signing.generate_key_pair(work / "signing")
     print(f"training: {args.rows:,} rows x {X.shape[1]}, space {args.space}", flush=True)

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from baselines import ours_body, wrk  # noqa: E402
-from serve_bench import NAME, WORK, dataset, serve_app, signing_keys, train  # noqa: E402
+from serve_bench import serve_app  # noqa: E402
+from served_model import NAME, WORK, dataset, signing_keys, train  # noqa: E402
 
 from sparc_ray.registry.releases import (  # noqa: E402
     ReleasePolicy,

@@ -196,7 +196,7 @@ def profile_from_durations(path: str | Path, space: str, rows: int = 20000) -> d
     """A profile from ``bench/tune_scale_sim.py``'s measurements (``{label: {"seconds",
     "scores"}}``) of tune_bench's ``space``; if ``path`` does not exist, measured first by
     ``tune_scale_sim.measure`` (each fold fitted once on ``rows`` rows, one thread, no Ray)."""
-    from tune_bench import N_FOLDS, SPACES
+    from search_data import N_FOLDS, SPACES
 
     from sparc_ray.training.search_space import expand_candidates
 

@@ -262,7 +262,7 @@ def _tie(c: Candidate) -> tuple[float, str]:
 
 
 def gridsearch_order(cands: list[Candidate]) -> list[Candidate]:
-    """GridSearchCV's candidate order for one grid per family (tune_bench.grids): families in
+    """GridSearchCV's candidate order for one grid per family (search_data.grids): families in
     order, each family's ParameterGrid (keys sorted, values as listed, the last key fastest);
     a synthetic copy j > 0 of the space is the list of grids again, after copy j - 1."""
     families: dict[tuple[int, str], list[Candidate]] = {}

@@ -75,7 +75,7 @@ def data_and_space(space: str, work: Path) -> tuple[dict[str, Any], dict[str, An
     (28 configurations on 20,000 synthetic rows x 20 features, as bench/tune_bench.py)."""
     if space == "small":
         return {"path": "builtin:breast_cancer", "target": "target"}, SMALL
-    from tune_bench import SPACES, make_data
+    from search_data import SPACES, make_data
 
     X, y = make_data(20_000)
     X.assign(label=y).to_parquet(work / "data.parquet")

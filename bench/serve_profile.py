@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from baselines import ours_body, wrk  # noqa: E402
-from serve_bench import NAME, WORK, dataset, deployed_app, train  # noqa: E402
+from serve_bench import deployed_app  # noqa: E402
+from served_model import NAME, WORK, dataset, train  # noqa: E402
 
 from sparc_ray.serving.fastpath import haproxy_pids  # noqa: E402
 

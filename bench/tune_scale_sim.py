@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tune_bench import N_FOLDS, SPACES, make_data
+from search_data import N_FOLDS, SPACES, make_data
 
 from sparc_ray.training.config import CVConfig, SearchConfig
 from sparc_ray.training.search_result import run_search
