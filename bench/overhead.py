@@ -5,9 +5,9 @@ seconds and as a share of the run, beside the one-process script a user would wr
     python bench/overhead.py --job train --schedulers asha --rows 20000 --space broad
     python bench/overhead.py --job score --score-rows 5000000 --family logistic_regression
 
-Training: tune_bench.py's data and space, its ``--whole-job`` configs (plus a signing key,
-as ``make demo`` signs), against its ``GridSearchCV(refit=True)`` script, both as whole
-commands. Scoring: score_bench.py's rows, model and one-thread pandas loop.
+Training: search_data.py's data and space, tune_bench.py's ``--whole-job`` configs (plus a
+signing key, as ``make demo`` signs), against its ``GridSearchCV(refit=True)`` script, both as
+whole commands. Scoring: score_bench.py's rows, model and one-thread pandas loop.
 
 Each job runs unchanged as its own command (bench/overhead_probe.py: wrappers time the job's
 own functions in-process, Ray's state API gives worker, actor and task start / end times,

@@ -3,15 +3,15 @@
     python bench/serve_profile.py [--rows 1] [--connections 32] [--duration 15] [--flame]
                                   [--model-replicas N]
 
-Deploys serve_config.yaml on a fresh local cluster with bench/serve_bench.py's model (trained
-on first use), drives /predict with wrk, and reads the CPU time (user + system) of every
-process of each stage before and after: HAProxy (ingress), the Validator, Model,
-Postprocessor and Explainer replicas, Serve's controller and proxies, Ray's own daemons
-(raylet, GCS, dashboard, agents), and wrk itself; "other" is the rest of the machine's busy
-time. ``--flame`` then profiles each replica with py-spy during a second and a third run of
-the same load: SVG flame graphs and collapsed stacks under bench/results/serve_profile/, and
-per stage the share of busy samples in sparc_ray's own code, its busiest functions and the
-busiest frames overall. Figures also go to
+Deploys serve_config.yaml on a fresh local cluster with the serving benchmark's model
+(bench/served_model.py, trained on first use), drives /predict with wrk, and reads the CPU time
+(user + system) of every process of each stage before and after: HAProxy (ingress), the
+Validator, Model, Postprocessor and Explainer replicas, Serve's controller and proxies, Ray's
+own daemons (raylet, GCS, dashboard, agents), and wrk itself; "other" is the rest of the
+machine's busy time. ``--flame`` then profiles each replica with py-spy during a second and a
+third run of the same load: SVG flame graphs and collapsed stacks under
+bench/results/serve_profile/, and per stage the share of busy samples in sparc_ray's own code,
+its busiest functions and the busiest frames overall. Figures also go to
 bench/results/serve_profile/profile-<rows>x<connections>.json.
 """
 
