@@ -104,19 +104,15 @@ class OnnxModel:
         return cls(session, list(feature_names), list(feature_kinds), list(classes))
 
     def _strings(self, values: np.ndarray) -> np.ndarray:
-        """A categorical column as str objects, missing values as the training fill value:
-        vectorised when every present value is a str (the common case), else cell by cell."""
+        """A categorical column (str cells: the input rules admit nothing else) as an object
+        array, missing values replaced by the training fill value."""
         values = np.asarray(values, dtype=object)
         missing = pd.isna(values)
-        if pd.api.types.infer_dtype(values[~missing], skipna=False) in ("string", "empty"):
-            if not missing.any():
-                return values
-            out = values.copy()
-            out[missing] = self._fill
-            return out
-        fill = self._fill
-        cells = [v if type(v) is str else fill if pd.isna(v) else str(v) for v in values]
-        return np.array(cells, dtype=object)
+        if not missing.any():
+            return values
+        out = values.copy()
+        out[missing] = self._fill
+        return out
 
     def predict_proba(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """[n_rows, n_classes] float64 probabilities in ``classes`` order.
