@@ -102,13 +102,10 @@ def test_the_writer_deletes_days_older_than_the_retention(tmp_path):
 def test_the_postprocessor_hands_retention_and_exclusions_to_the_writer(tmp_path):
     import asyncio
 
-    from sparc_ray.serving.postprocessor import Postprocessor
-    from tests.security.test_feedback import Loader
+    from tests.postprocessors import Loader, local_postprocessor
 
     async def scenario():
-        cls = Postprocessor.func_or_class
-        post = cls.__new__(cls)
-        await post.__init__(None, Loader())
+        post = await local_postprocessor(Loader())
         config = {
             "capture_rate": 1.0,
             "capture_uri": str(tmp_path),

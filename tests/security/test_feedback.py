@@ -8,22 +8,8 @@ import time
 import numpy as np
 
 from sparc_ray.data.captured import read_labels
-from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.serving.messages import PostBatch, RequestMeta, ScoredGroup
-from sparc_ray.serving.postprocessor import Postprocessor
-
-
-class Loader:
-    """Two classes, "a" and "b"; no drift reference."""
-
-    name = "m"
-    registry = None
-
-    def release_state(self):
-        return "v1", None
-
-    def load_metadata(self, version):
-        return ModelMetadata.model_construct(version=version, classes=["a", "b"], reference=None)
+from tests.postprocessors import Loader, local_postprocessor
 
 
 def feed(tmp_path, *batches):
@@ -31,10 +17,9 @@ def feed(tmp_path, *batches):
     return the answers, the stats and the capture writer (flushed)."""
 
     async def scenario():
-        cls = Postprocessor.func_or_class
-        post = cls.__new__(cls)
-        await post.__init__(None, Loader())
-        await post.reconfigure({"capture_rate": 1.0, "capture_uri": str(tmp_path)})
+        post = await local_postprocessor(
+            Loader(), {"capture_rate": 1.0, "capture_uri": str(tmp_path)}
+        )
         proba = np.array([[0.2, 0.8], [0.9, 0.1], [0.6, 0.4]])
         labels = ["b", "a", "a"]
         group = ScoredGroup(

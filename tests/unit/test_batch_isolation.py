@@ -9,11 +9,10 @@ import pytest
 
 from sparc_ray.inference.isolation import score_isolating
 from sparc_ray.inference.loader import LoadedModel
-from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.serving.messages import PostBatch, RequestMeta, RowFailure, ScoredGroup
 from sparc_ray.serving.model import score_batch
-from sparc_ray.serving.postprocessor import Postprocessor
 from sparc_ray.serving.tasks import BackgroundTasks
+from tests.postprocessors import BrokenReferenceLoader, local_postprocessor
 from tests.unit.test_metadata import make_metadata
 
 
@@ -48,22 +47,6 @@ def test_only_the_request_with_the_bad_row_fails():
     assert np.isnan(scored.proba[2:5]).all()
 
 
-class BrokenReferenceLoader:
-    """Metadata whose drift reference cannot be used: drift monitoring raises."""
-
-    name = "m"
-    registry = None
-
-    def release_state(self):
-        return "v1", None
-
-    def load_metadata(self, version):
-        # Unvalidated, as a file that passed the schema but breaks monitoring would be.
-        return ModelMetadata.model_construct(
-            version=version, classes=["a", "b"], reference={"broken": True}
-        )
-
-
 @pytest.mark.parametrize("bad_rows", [[], [0], [999], [3, 500, 501, 998]])
 def test_bisection_finds_every_failing_row_and_scores_the_rest(bad_rows):
     x = np.linspace(-2, 2, 1000)
@@ -81,9 +64,7 @@ def test_bisection_finds_every_failing_row_and_scores_the_rest(bad_rows):
 
 def test_a_monitoring_failure_is_counted_and_the_labels_still_match():
     async def scenario():
-        cls = Postprocessor.func_or_class
-        post = cls.__new__(cls)
-        await post.__init__(None, BrokenReferenceLoader())
+        post = await local_postprocessor(BrokenReferenceLoader())
         requests = (RequestMeta("p1", 2, True),)
         proba = np.array([[0.2, 0.8], [0.9, 0.1]])
         columns = {"x": np.array([1.0, 2.0])}
@@ -105,10 +86,7 @@ def test_a_monitoring_failure_is_counted_and_the_labels_still_match():
 
 def test_the_feedback_store_is_bounded_by_rows_not_requests():
     async def scenario():
-        cls = Postprocessor.func_or_class
-        post = cls.__new__(cls)
-        await post.__init__(None, BrokenReferenceLoader())
-        await post.reconfigure({"feedback_rows": 2500})
+        post = await local_postprocessor(BrokenReferenceLoader(), {"feedback_rows": 2500})
         for i in range(10):  # 10 requests x 1000 rows
             post.feedback_store.remember(f"p{i}", ["a"] * 1000, "v1")
         stats = await post.stats()
@@ -144,9 +122,7 @@ def test_each_deployment_fails_its_health_check_when_a_loop_is_killed():
     """The real Postprocessor: its loops run; killing one makes check_health raise."""
 
     async def scenario():
-        cls = Postprocessor.func_or_class
-        post = cls.__new__(cls)
-        await post.__init__(None, BrokenReferenceLoader())
+        post = await local_postprocessor(BrokenReferenceLoader())
         await post.check_health()  # every loop alive
         post.tasks._tasks["monitor"].cancel()
         await asyncio.sleep(0)

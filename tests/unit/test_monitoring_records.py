@@ -11,9 +11,8 @@ import time
 import numpy as np
 
 from sparc_ray.serving.messages import PostBatch, RequestMeta, ScoredGroup
-from sparc_ray.serving.postprocessor import Postprocessor
 from sparc_ray.serving.tasks import Failures, Unawaited
-from tests.security.test_feedback import Loader
+from tests.postprocessors import Loader, local_postprocessor
 
 
 def test_calls_beyond_the_bound_are_dropped_and_counted_never_waited_for():
@@ -44,10 +43,7 @@ def test_calls_beyond_the_bound_are_dropped_and_counted_never_waited_for():
 
 def test_a_label_that_overtakes_its_record_still_matches_and_an_unknown_one_is_not_held():
     async def scenario():
-        cls = Postprocessor.func_or_class
-        post = cls.__new__(cls)
-        await post.__init__(None, Loader())
-        await post.reconfigure({"feedback_wait_s": 0.5})
+        post = await local_postprocessor(Loader(), {"feedback_wait_s": 0.5})
         label = [{"prediction_id": "p1", "row": 1, "label": "a"}]
         early = asyncio.ensure_future(post.feedback(label))  # before the record arrives
         await asyncio.sleep(0.1)
@@ -71,9 +67,7 @@ def test_a_label_that_overtakes_its_record_still_matches_and_an_unknown_one_is_n
 
 def test_a_full_monitoring_queue_drops_its_oldest_group_and_counts_it():
     async def scenario():
-        cls = Postprocessor.func_or_class
-        post = cls.__new__(cls)
-        await post.__init__(None, Loader())
+        post = await local_postprocessor(Loader())
         post.tasks.cancel()  # no background drain: the queue fills
         await post.reconfigure({"max_queued_batches": 2})
         for pid in ("p1", "p2", "p3"):
