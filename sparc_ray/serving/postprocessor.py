@@ -14,6 +14,7 @@ the first to write a release decision wins).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -59,6 +60,7 @@ class Postprocessor:
         self.serving: str | None = None  # what answers as production, as the last batch said
         self._metadata: dict[str, ModelMetadata] = {}
         self._queue: deque[_Queued] = deque(maxlen=s.max_queued_batches)
+        self._recorded = asyncio.Event()  # set by ``record``: feedback waiting on it looks again
         self.feedback_store = FeedbackStore(s.feedback_rows, s.accuracy_window, s.versions_tracked)
         self.drift = DriftTracker(s.drift_window_rows, s.drift_min_rows, s.versions_tracked)
         self.last_drift: dict[str, Any] | None = None
@@ -68,10 +70,8 @@ class Postprocessor:
         self.predictions = metrics.predictions()
         self.feature_drift, self.model_drift = metrics.feature_drift(), metrics.model_drift()
         self.accuracy = metrics.model_accuracy()
-        self.captured_rows, self.capture_dropped = (
-            metrics.captured_rows(),
-            metrics.capture_dropped(),
-        )
+        self.captured_rows = metrics.captured_rows()
+        self.capture_dropped = metrics.capture_dropped()
         self.conflicts, self._name_tag = metrics.feedback_conflicts(), {"model_name": self.name}
         self.capture: CaptureWriter | None = None
         self.tasks = BackgroundTasks()
@@ -128,6 +128,7 @@ class Postprocessor:
                 full = OverflowError(f"{len(self._queue)} groups queued; the oldest dropped")
                 self.failures.record("monitoring_backlog", full)
             self._queue.append(_Queued(g, batch.pinned))
+        self._recorded.set()
         if batch.server_errors and not batch.pinned:
             self._guarded(
                 "release_evidence", self.release.record_server_errors, batch.server_errors
@@ -272,11 +273,14 @@ class Postprocessor:
         ids = [i for i in ids if isinstance(i, str)]  # the rest is refused by ``match``
         deadline = time.monotonic() + self.settings.feedback_wait_s
         while True:
+            self._recorded.clear()
             self._drain()
             recent = self.feedback_store.recent
-            if all(i in recent for i in ids) or time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if all(i in recent for i in ids) or left <= 0:
                 return
-            await asyncio.sleep(0.01)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recorded.wait(), left)
 
     def _classes(self, version: str) -> list[Any] | None:
         meta = self._metadata.get(version)  # read by ``record`` when the version answered
