@@ -191,7 +191,7 @@ def in_process(
     import ray
 
     t0 = time.perf_counter()
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - t0
     storage = str(Path("bench/results/ray_results").resolve())
     try:

@@ -5,8 +5,9 @@
 
 1. Every (configuration, fold) of ``bench/tune_bench.py``'s space is fitted once for real,
    one thread each, and its duration and score are kept (``bench/results/``; reused).
-2. For each N, on a logical cluster ``ray.init(num_cpus=N)``, the durations are replayed as
-   sleeps (returning the real fold scores, so ASHA decides as it would) by
+2. For each N, on a local cluster of N logical CPUs (its own: ``address="local"``, never a
+   running one), the durations are replayed as sleeps (returning the real fold scores, so
+   ASHA decides as it would) by
    - today's design (before fold tasks): a trial holds one CPU and runs its folds in a row;
    - the current search (``sparc_ray.training.tuning``): folds are Ray tasks, trials hold no CPU;
    both with FIFO and ASHA; and by a GridSearchCV-equivalent: N workers taking the same
@@ -164,7 +165,7 @@ def main() -> None:
     print(f"{len(folds)} configurations x {N_FOLDS} folds, {total:.1f} s of fits; best {gs_best}")
     rows = []
     for cpus in ARGS.cpus:
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         try:
             ray.get([ray.remote(lambda: time.sleep(1)).remote() for _ in range(cpus)])  # warm
             row = {"cpus": cpus, "grid_search": grid_search_makespan(folds, cpus)}
