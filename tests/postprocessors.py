@@ -20,7 +20,7 @@ class Loader:
         return "v1", None
 
     def load_metadata(self, version):
-        # Unvalidated, as a file that passed the schema would be read.
+        # model_construct: unvalidated, so a broken reference reaches monitoring.
         return ModelMetadata.model_construct(
             version=version, classes=["a", "b"], reference=self.reference
         )
