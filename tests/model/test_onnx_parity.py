@@ -136,9 +136,10 @@ def test_validator_columns_missing_and_unseen(datasets, fitted):
 
 
 def test_categorical_cells_that_are_not_str_score_as_their_text(datasets, fitted):
-    """A categorical column holding other objects (a JSON number, numpy's str) takes the cell
-    by cell path and scores as the same values written as text; missing cells either way
-    score as the training fill value."""
+    """A categorical column holding other objects (a JSON number, numpy's str) scores as the
+    same values written as text: ONNX Runtime converts them (the input rules let only str or
+    missing cells in, so no path sends them today). Missing cells either way score as the
+    training fill value."""
     model = fitted["logistic_regression", "loans_categorical"]
     data, _ = export_onnx(model, datasets["loans_categorical"][2])
     scorer = scorer_for(model, data)
