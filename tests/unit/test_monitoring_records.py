@@ -43,7 +43,7 @@ def test_calls_beyond_the_bound_are_dropped_and_counted_never_waited_for():
 
 def test_a_label_that_overtakes_its_record_still_matches_and_an_unknown_one_is_not_held():
     async def scenario():
-        post = await local_postprocessor(Loader(), {"feedback_wait_s": 0.5})
+        post = await local_postprocessor(Loader(), {"feedback_wait_s": 5.0})
         label = [{"prediction_id": "p1", "row": 1, "label": "a"}]
         early = asyncio.ensure_future(post.feedback(label))  # before the record arrives
         await asyncio.sleep(0.1)
@@ -52,7 +52,8 @@ def test_a_label_that_overtakes_its_record_still_matches_and_an_unknown_one_is_n
             "v1", (RequestMeta("p1", 2, False),), proba, ["b", "a"], {"x": np.ones(2)}, 1.0
         )
         await post.record(PostBatch((group,), {}, "v1", False))
-        matched = await asyncio.wait_for(early, 1)
+        matched = await asyncio.wait_for(early, 2)  # woken by the record, not the deadline
+        await post.reconfigure({"feedback_wait_s": 0.5})
         began = time.monotonic()
         unknown = await post.feedback([{"prediction_id": "p9", "row": 0, "label": "a"}])
         waited = time.monotonic() - began
