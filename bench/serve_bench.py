@@ -153,7 +153,13 @@ def deployed_app(reg: ModelRegistry, name: str, **overrides: dict) -> Iterator[C
 @contextlib.contextmanager
 def serve_app(reg: ModelRegistry, name: str) -> Iterator[Target]:
     with deployed_app(reg, name) as cluster:
-        yield Target("sparc-ray Serve app", f"{cluster.url}/predict", ours_body, ours_proba)
+        try:
+            yield Target("sparc-ray Serve app", f"{cluster.url}/predict", ours_body, ours_proba)
+        finally:  # a replica added or removed mid-scenario moves its figures: say if one was
+            events = cluster.scaling_events()
+            print(
+                "\nServe's autoscaling decisions during the run:", *events or ["none"], sep="\n  "
+            )
 
 
 def extra_targets(predict_url: str, name: str) -> dict[str, Target]:
