@@ -18,8 +18,7 @@ import pandas as pd
 import yaml
 from sklearn.datasets import make_classification
 
-from sparc_ray.registry import layout
-from sparc_ray.registry.signing import public_key_bytes
+from sparc_ray.registry import layout, signing
 from sparc_ray.registry.store import ModelRegistry
 from sparc_ray.training.estimator import SPARCClassificationModel
 
@@ -28,15 +27,17 @@ WORK = ROOT / "bench/results/serve"
 NAME = "bench_rf"
 
 
+def _classification() -> tuple[np.ndarray, np.ndarray]:
+    return make_classification(n_samples=20000, n_features=20, n_informative=10, random_state=0)
+
+
 def dataset() -> pd.DataFrame:
-    X, _ = make_classification(n_samples=20000, n_features=20, n_informative=10, random_state=0)
+    X, _ = _classification()
     return pd.DataFrame(X, columns=[f"f{i}" for i in range(20)])
 
 
 def signing_keys() -> tuple[Path, Path]:
     """The benchmark's own Ed25519 pair: training signs, the Serve app verifies."""
-    from sparc_ray.registry import signing
-
     private, public = WORK / "keys/model_signing.key", WORK / "keys/model_signing.pub"
     if not private.exists():
         signing.generate_key_pair(WORK / "keys/model_signing")
@@ -44,12 +45,11 @@ def signing_keys() -> tuple[Path, Path]:
 
 
 def train(df: pd.DataFrame) -> ModelRegistry:
-    from sparc_ray.registry import signing
-
-    _, y = make_classification(n_samples=20000, n_features=20, n_informative=10, random_state=0)
+    """The registry holding ``NAME``, trained by ``jobs/train.py`` on ``df`` at first use."""
     reg = ModelRegistry(WORK / layout.DEFAULT_STORE)
     private, _ = signing_keys()
     if not reg.versions(NAME):
+        _, y = _classification()
         WORK.mkdir(parents=True, exist_ok=True)
         df.assign(label=np.where(y == 1, "yes", "no")).to_csv(WORK / "data.csv", index=False)
         (WORK / "job.yaml").write_text(
@@ -96,9 +96,8 @@ def load_onnx(reg: ModelRegistry, name: str, version: str):
     """The version's ONNX scorer as the Serve app loads it (``RegistryLoader``: signature,
     then digests), or the reason there is none."""
     from sparc_ray.inference.loader import RegistryLoader
-    from sparc_ray.registry.signing import public_key_bytes
 
-    public_key = public_key_bytes(str(signing_keys()[1]))
+    public_key = signing.public_key_bytes(str(signing_keys()[1]))
     loaded = RegistryLoader(str(reg.root_path), name, public_key).load(version)
     if loaded.engine != "onnx":
         return None, f"served by {loaded.engine}: {loaded.engine_reason}"
@@ -137,7 +136,7 @@ def explain_cost(reg: ModelRegistry, name: str, version: str, model, df: pd.Data
     """In-process TreeSHAP: ms for one row, rows/s on 100 rows, and the trees' size."""
     from sparc_ray.inference.explain import load_explainer
 
-    explainer = load_explainer(reg, name, version, public_key_bytes(str(signing_keys()[1])))
+    explainer = load_explainer(reg, name, version, signing.public_key_bytes(str(signing_keys()[1])))
     one = per_call_ms(lambda: explainer.explain(df.head(1)))
     hundred = per_call_ms(lambda: explainer.explain(df.head(100)), seconds=4.0)
     trees = model.pipeline.named_steps["classifier"].estimators_
