@@ -748,10 +748,11 @@ def test_json_logs_carry_the_prediction_id(app, rows):
     def logged() -> list[dict]:
         session = app["cluster"].temp_dir / "session_latest"
         logs = glob.glob(f"{session}/logs/serve/replica_sparc_Validator_*.log")
+        # the replica may be writing a record as we read: parse whole lines only
         lines = [
             json.loads(line)
             for path in logs
-            for line in Path(path).read_text().splitlines()
+            for line in Path(path).read_text().split("\n")[:-1]
             if line.startswith("{")
         ]
         return [rec for rec in lines if rec.get("prediction_id") == pid]
