@@ -11,6 +11,8 @@ candidate's; only matched labels are handed to the traffic capture (``Matched.ac
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +22,18 @@ import numpy as np
 
 # A version's classes, or None when they are not known here (then any label is accepted).
 ClassesOf = Callable[[str], Sequence[Any] | None]
+_ISSUED = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+def new_prediction_id() -> str:
+    """A prediction id as the Validator issues it: a random UUID in canonical text."""
+    return str(uuid.uuid4())
+
+
+def could_be_issued(value: object) -> bool:
+    """Whether ``value`` has the form of an issued prediction id. Only such an id can name a
+    prediction whose record is still on its way, so only such ids are waited for."""
+    return isinstance(value, str) and _ISSUED.fullmatch(value) is not None
 
 
 @dataclass

@@ -35,7 +35,7 @@ from sparc_ray.registry.layout import capture_root
 from sparc_ray.registry.metadata import ModelMetadata
 from sparc_ray.serving import metrics
 from sparc_ray.serving.drift_tracker import DriftTracker
-from sparc_ray.serving.feedback import FeedbackStore
+from sparc_ray.serving.feedback import FeedbackStore, could_be_issued
 from sparc_ray.serving.messages import PostBatch, ScoredGroup
 from sparc_ray.serving.release.monitor import Labelled, ReleaseMonitor
 from sparc_ray.serving.routing import ReleaseWatcher
@@ -266,11 +266,11 @@ class Postprocessor:
         }
 
     async def _await_predictions(self, items: list[dict[str, Any]]) -> None:
-        """Fold queued records in, waiting up to ``feedback_wait_s`` for the prediction ids of
-        ``items`` not remembered yet: a record is sent as its response goes out, so a label
-        posted at once can arrive first."""
+        """Fold queued records in, waiting up to ``feedback_wait_s`` for the issued-form
+        prediction ids of ``items`` not remembered yet: a record is sent as its response goes
+        out, so a label posted at once can arrive first."""
         ids = [i.get("prediction_id") for i in items if isinstance(i, dict)]
-        ids = [i for i in ids if isinstance(i, str)]  # the rest is refused by ``match``
+        ids = [i for i in ids if could_be_issued(i)]  # any other id is unknown at once
         deadline = time.monotonic() + self.settings.feedback_wait_s
         while True:
             self._recorded.clear()

@@ -140,7 +140,8 @@ class PostprocessorSettings(_Settings):
         1.0,
         ge=0,
         description="how long /feedback waits for a prediction id it does not know yet: its "
-        "monitoring record is sent as the response goes out, and a label can overtake it",
+        "monitoring record is sent as the response goes out, and a label can overtake it "
+        "(an id not of the issued UUID form is unknown at once)",
     )
     max_queued_batches: int = Field(
         10_000,

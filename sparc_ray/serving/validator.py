@@ -14,7 +14,6 @@ Explainer (``serving.explainer``).
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -41,6 +40,7 @@ from sparc_ray.serving.dispatch import (
     post_groups,
 )
 from sparc_ray.serving.explainer import Explanations
+from sparc_ray.serving.feedback import new_prediction_id
 from sparc_ray.serving.messages import NoModelError, PostBatch, VersionUnavailable
 from sparc_ray.serving.oip import InferInput
 from sparc_ray.serving.oip_routes import OipRoutes
@@ -203,7 +203,7 @@ class Validator(AdminRoutes, OipRoutes):
         asked, ``shape``d into the body; failures answered by ``failed_prediction`` (client
         errors through ``errors``)."""
         start = time.perf_counter()
-        prediction_id = str(uuid.uuid4())
+        prediction_id = new_prediction_id()
         rows, reason, served, status = 0, None, None, 200
         try:
             view = self.watcher.view

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from sparc_ray.serving.feedback import could_be_issued, new_prediction_id
 from sparc_ray.serving.messages import PostBatch, RequestMeta, ScoredGroup
 from sparc_ray.serving.tasks import Failures, Unawaited
 from tests.postprocessors import Loader, local_postprocessor
@@ -42,28 +43,42 @@ def test_calls_beyond_the_bound_are_dropped_and_counted_never_waited_for():
 
 
 def test_a_label_that_overtakes_its_record_still_matches_and_an_unknown_one_is_not_held():
+    p1, p9 = new_prediction_id(), new_prediction_id()
+
     async def scenario():
         post = await local_postprocessor(Loader(), {"feedback_wait_s": 5.0})
-        label = [{"prediction_id": "p1", "row": 1, "label": "a"}]
+        label = [{"prediction_id": p1, "row": 1, "label": "a"}]
         early = asyncio.ensure_future(post.feedback(label))  # before the record arrives
         await asyncio.sleep(0.1)
         proba = np.array([[0.2, 0.8], [0.9, 0.1]])
         group = ScoredGroup(
-            "v1", (RequestMeta("p1", 2, False),), proba, ["b", "a"], {"x": np.ones(2)}, 1.0
+            "v1", (RequestMeta(p1, 2, False),), proba, ["b", "a"], {"x": np.ones(2)}, 1.0
         )
         await post.record(PostBatch((group,), {}, "v1", False))
         matched = await asyncio.wait_for(early, 2)  # woken by the record, not the deadline
         await post.reconfigure({"feedback_wait_s": 0.5})
         began = time.monotonic()
-        unknown = await post.feedback([{"prediction_id": "p9", "row": 0, "label": "a"}])
+        unknown = await post.feedback([{"prediction_id": p9, "row": 0, "label": "a"}])
         waited = time.monotonic() - began
+        began = time.monotonic()
+        foreign = await post.feedback([{"prediction_id": "p9", "row": 0, "label": "a"}])
+        answered = time.monotonic() - began
         post.tasks.cancel()
-        return matched, unknown, waited
+        return matched, unknown, waited, foreign, answered
 
-    matched, unknown, waited = asyncio.run(scenario())
+    matched, unknown, waited, foreign, answered = asyncio.run(scenario())
     assert matched["matched"] == 1 and matched["unknown"] == [] and matched["accuracy"] == 1.0
-    assert unknown["matched"] == 0 and unknown["unknown"] == ["p9"]
+    assert unknown["matched"] == 0 and unknown["unknown"] == [p9]
     assert 0.5 <= waited < 1.5  # held for feedback_wait_s, then answered
+    # an id the Validator could not have issued is never waited for
+    assert foreign["unknown"] == ["p9"] and answered < 0.25
+
+
+def test_only_ids_of_the_issued_form_could_be_issued():
+    issued = new_prediction_id()
+    assert could_be_issued(issued) and could_be_issued(new_prediction_id())
+    for other in ["p9", issued.upper(), issued + " ", issued.replace("-", ""), 7, None, ""]:
+        assert not could_be_issued(other), other
 
 
 def test_a_full_monitoring_queue_drops_its_oldest_group_and_counts_it():
